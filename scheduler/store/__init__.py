@@ -1,0 +1,47 @@
+"""fairgpu's persistent state: engines, tables, the job status machine, tokens.
+
+Layering: this package knows nothing of ``quota/`` policy; services load a
+snapshot from here, ask ``quota.decide``, and apply the result through
+``transitions`` in short transactions (no network call inside one).
+"""
+from scheduler.store.engine import (
+    StoreError,
+    alembic_config,
+    default_db_url,
+    init_db,
+    make_engine,
+    redact_url,
+    session_scope,
+)
+from scheduler.store.models import (
+    Account,
+    ApiToken,
+    Job,
+    JobEvent,
+    JobState,
+    Node,
+    Setting,
+    UsageRecord,
+    UTCDateTime,
+    metadata,
+    utcnow,
+)
+from scheduler.store.tokens import display_prefix, hash_token, new_token, verify
+from scheduler.store.transitions import (
+    ALLOWED,
+    EVENT_KINDS,
+    InvalidTransition,
+    StaleJob,
+    add_event,
+    head_queue_seq,
+    submit_job,
+    transition,
+)
+
+__all__ = [
+    "ALLOWED", "EVENT_KINDS", "Account", "ApiToken", "InvalidTransition", "Job", "JobEvent",
+    "JobState", "Node", "Setting", "StaleJob", "StoreError", "UTCDateTime", "UsageRecord",
+    "add_event", "alembic_config", "default_db_url", "display_prefix", "hash_token",
+    "head_queue_seq", "init_db", "make_engine", "metadata", "new_token", "redact_url",
+    "session_scope", "submit_job", "transition", "utcnow", "verify",
+]

@@ -1,0 +1,104 @@
+"""Shared database fixtures for every test package.
+
+- ``sqlite_url``: a fresh SQLite file under ``tmp_path``.
+- ``pg_url``: a fresh, uniquely named database on the PostgreSQL server at
+  127.0.0.1:5432 (user ``postgres``, trust auth), dropped after the test.
+- ``db_url``: parametrised over both (``[sqlite]`` and ``[postgres]`` ids).
+- ``db_engine``: ``make_engine(db_url)`` with the schema migrated to head.
+- ``pg_databases``: session-wide factory behind ``pg_url``, for fixtures of
+  wider scope (``create() -> url``, ``drop(url)``).
+
+If PostgreSQL cannot be reached, its cases are skipped with a visible reason,
+except when ``CI`` is set: then they fail, since CI must test both databases.
+Database modules are imported inside fixtures so that collecting tests does
+not import SQLAlchemy into suites that check they never need it.
+"""
+from __future__ import annotations
+
+import os
+import uuid
+
+import pytest
+
+PG_HOST = "127.0.0.1:5432"
+PG_ADMIN_URL = f"postgresql+psycopg://postgres@{PG_HOST}/postgres"
+
+
+class PgDatabases:
+    """Creates and drops throwaway databases through an AUTOCOMMIT admin engine."""
+
+    def __init__(self, admin_engine) -> None:
+        self._admin = admin_engine
+        self._names: set[str] = set()
+
+    def create(self) -> str:
+        import sqlalchemy as sa
+
+        name = f"fairgpu_test_{uuid.uuid4().hex[:12]}"
+        with self._admin.connect() as conn:
+            conn.execute(sa.text(f'CREATE DATABASE "{name}"'))
+        self._names.add(name)
+        return f"postgresql+psycopg://postgres@{PG_HOST}/{name}"
+
+    def drop(self, url: str) -> None:
+        import sqlalchemy as sa
+
+        name = url.rsplit("/", 1)[1]
+        with self._admin.connect() as conn:
+            conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        self._names.discard(name)
+
+    def drop_all(self) -> None:
+        for name in list(self._names):
+            self.drop(f"postgresql+psycopg://postgres@{PG_HOST}/{name}")
+
+
+def _pg_unreachable(reason: str) -> None:
+    message = f"PostgreSQL at {PG_HOST} is unreachable ({reason})"
+    if os.environ.get("CI"):
+        pytest.fail(f"{message}; CI must run the PostgreSQL store tests", pytrace=False)
+    pytest.skip(f"{message}; skipping PostgreSQL cases (set up the server to run them)")
+
+
+@pytest.fixture(scope="session")
+def pg_databases():
+    import sqlalchemy as sa
+
+    admin = sa.create_engine(PG_ADMIN_URL, isolation_level="AUTOCOMMIT", connect_args={"connect_timeout": 3})
+    try:
+        with admin.connect() as conn:
+            conn.exec_driver_sql("SELECT 1")
+    except Exception as exc:
+        admin.dispose()
+        _pg_unreachable(str(getattr(exc, "orig", exc)).splitlines()[0])
+    dbs = PgDatabases(admin)
+    yield dbs
+    dbs.drop_all()
+    admin.dispose()
+
+
+@pytest.fixture
+def sqlite_url(tmp_path) -> str:
+    return f"sqlite:///{tmp_path / 'fairgpu.db'}"
+
+
+@pytest.fixture
+def pg_url(pg_databases):
+    url = pg_databases.create()
+    yield url
+    pg_databases.drop(url)
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+def db_url(request) -> str:
+    return request.getfixturevalue("sqlite_url" if request.param == "sqlite" else "pg_url")
+
+
+@pytest.fixture
+def db_engine(db_url):
+    from scheduler.store import init_db, make_engine
+
+    engine = make_engine(db_url)
+    init_db(engine)
+    yield engine
+    engine.dispose()

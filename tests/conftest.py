@@ -10,6 +10,7 @@
 
 If PostgreSQL cannot be reached, its cases are skipped with a visible reason,
 except when ``CI`` is set: then they fail, since CI must test both databases.
+``FAIRGPU_TEST_PG_HOST`` (host:port) points the suite at another server.
 Database modules are imported inside fixtures so that collecting tests does
 not import SQLAlchemy into suites that check they never need it.
 """
@@ -20,7 +21,7 @@ import uuid
 
 import pytest
 
-PG_HOST = "127.0.0.1:5432"
+PG_HOST = os.environ.get("FAIRGPU_TEST_PG_HOST", "127.0.0.1:5432")  # host:port
 PG_ADMIN_URL = f"postgresql+psycopg://postgres@{PG_HOST}/postgres"
 
 

@@ -53,9 +53,7 @@ def redact_url(url: str | URL) -> str:
         parsed = make_url(url) if isinstance(url, str) else url
     except Exception:
         return _redact_unparsable(str(url))
-    if parsed.password is None:
-        return parsed.render_as_string(hide_password=False)
-    return parsed.set(password="***").render_as_string(hide_password=False)
+    return parsed.render_as_string(hide_password=True)  # renders the password as ***
 
 
 def _redact_unparsable(url: str) -> str:

@@ -1,0 +1,50 @@
+"""Equity measures over accounts that have demand.
+
+- Jain's index J = (sum x)^2 / (n * sum x^2) with x_i = actual share / entitled share;
+  1 is perfectly fair, 1/n is one account taking everything. Accounts with no
+  entitlement (no demand) are left out; with no such accounts J = 1.
+- Share deviation: actual share - entitled share, both as fractions of capacity.
+- Gini coefficient of normalised usage per unit of normalised shares (U/S), so a
+  tree whose usage follows its weights exactly scores 0 whatever the weights.
+"""
+from __future__ import annotations
+
+from typing import Mapping
+
+
+def jain_index(values: list[float]) -> float:
+    if not values:
+        return 1.0
+    s = sum(values)
+    sq = sum(v * v for v in values)
+    if sq == 0:
+        return 1.0
+    return s * s / (len(values) * sq)
+
+
+def share_ratios(actual: Mapping[str, float], entitled: Mapping[str, float]) -> dict[str, float]:
+    return {a: actual.get(a, 0.0) / e for a, e in entitled.items() if e > 0}
+
+
+def jain_of_shares(actual: Mapping[str, float], entitled: Mapping[str, float]) -> float:
+    return jain_index(list(share_ratios(actual, entitled).values()))
+
+
+def share_deviation(actual: Mapping[str, float], entitled: Mapping[str, float], capacity: float) -> dict[str, float]:
+    if capacity <= 0:
+        return {a: 0.0 for a in entitled}
+    return {a: (actual.get(a, 0.0) - e) / capacity for a, e in entitled.items()}
+
+
+def gini(values: list[float]) -> float:
+    xs = sorted(v for v in values if v >= 0)
+    n = len(xs)
+    total = sum(xs)
+    if n == 0 or total == 0:
+        return 0.0
+    weighted = sum((i + 1) * x for i, x in enumerate(xs))
+    return (2 * weighted) / (n * total) - (n + 1) / n
+
+
+def usage_gini(norm_usage: Mapping[str, float], norm_shares: Mapping[str, float]) -> float:
+    return gini([norm_usage.get(a, 0.0) / s for a, s in norm_shares.items() if s > 0])

@@ -1,0 +1,116 @@
+"""Fair-share factors: Slurm's classic algorithm and Fair Tree ranking.
+
+Classic (SchedMD, doc/html/classic_fair_share.shtml), for every account:
+- S, the normalised shares: (w / sum of sibling weights) * S_parent; top level w / sum(top weights).
+- U, the normalised usage: decayed usage of the account's subtree / decayed usage of the tree.
+- U_E, the effective usage: U for the tier under the root; below it
+  U_E = U + (U_E,parent - U) * (w / sum of sibling weights).
+- F = 2^(-U_E / S), in (0, 1]; F = 1 with no usage at all.
+
+Fair Tree (SchedMD, doc/html/fair_tree.shtml): at every level siblings are sorted by
+Level FS = S_level / U_level (S_level = w / sum sibling weights, U_level = usage /
+sum sibling usage; infinite without usage), descending, depth first. Leaves are
+ranked in that order; F = rank / n with the first of n leaves at rank n, and leaves
+whose Level FS paths are equal share a rank. An inner account gets the F of its
+best-ranked leaf.
+
+Both are pure functions of the tree and the decayed usage; neither reads a clock.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Mapping
+
+from quota.tree import AccountTree
+from quota.usage import normalise, rollup
+
+CLASSIC = "classic"
+FAIR_TREE = "fair-tree"
+ALGORITHMS = (CLASSIC, FAIR_TREE)
+
+
+@dataclass(frozen=True)
+class ShareFactors:
+    norm_shares: dict[str, float]
+    raw_usage: dict[str, float]  # decayed, rolled up the tree
+    norm_usage: dict[str, float]
+    effective_usage: dict[str, float]
+    level_fs: dict[str, float]
+    factor: dict[str, float]
+
+
+def norm_shares(tree: AccountTree) -> dict[str, float]:
+    out: dict[str, float] = {}
+    for name in tree.order:
+        spec = tree.accounts[name]
+        siblings = tree.kids(spec.parent)
+        total = sum(tree.accounts[s].weight for s in siblings)
+        parent_share = 1.0 if spec.parent is None else out[spec.parent]
+        out[name] = spec.weight / total * parent_share
+    return out
+
+
+def _sibling_weight_ratio(tree: AccountTree, name: str) -> float:
+    spec = tree.accounts[name]
+    return spec.weight / sum(tree.accounts[s].weight for s in tree.kids(spec.parent))
+
+
+def compute(tree: AccountTree, own_usage: Mapping[str, float], algorithm: str = CLASSIC) -> ShareFactors:
+    if algorithm not in ALGORITHMS:
+        raise ValueError(f"unknown fair-share algorithm {algorithm!r} (choose {', '.join(ALGORITHMS)})")
+    shares = norm_shares(tree)
+    raw = rollup(tree, own_usage)
+    norm = normalise(tree, raw)
+    effective: dict[str, float] = {}
+    for name in tree.order:
+        parent = tree.accounts[name].parent
+        u = norm[name]
+        if parent is None:
+            effective[name] = u
+        else:
+            effective[name] = u + (effective[parent] - u) * _sibling_weight_ratio(tree, name)
+    level = _level_fs(tree, raw)
+    if algorithm == CLASSIC:
+        factor = {n: math.pow(2.0, -effective[n] / shares[n]) for n in tree.order}
+    else:
+        factor = _fair_tree_factor(tree, level)
+    return ShareFactors(shares, raw, norm, effective, level, factor)
+
+
+def _level_fs(tree: AccountTree, raw: Mapping[str, float]) -> dict[str, float]:
+    out: dict[str, float] = {}
+    for parent, kids in tree.children.items():
+        w_total = sum(tree.accounts[k].weight for k in kids)
+        u_total = sum(raw[k] for k in kids)
+        for k in kids:
+            s = tree.accounts[k].weight / w_total
+            u = raw[k] / u_total if u_total > 0 else 0.0
+            out[k] = math.inf if u == 0 else s / u
+    return out
+
+
+def _fair_tree_factor(tree: AccountTree, level: Mapping[str, float]) -> dict[str, float]:
+    ranked: list[tuple[tuple[float, ...], str]] = []
+
+    def visit(parent: str | None, path: tuple[float, ...]) -> None:
+        kids = sorted(tree.kids(parent), key=lambda k: (-level[k], k))
+        for k in kids:
+            key = path + (-level[k],)
+            if tree.is_leaf(k):
+                ranked.append((key, k))
+            else:
+                visit(k, key)
+
+    visit(None, ())
+    n = len(ranked)
+    factor: dict[str, float] = {}
+    first_of_group = 0
+    for i, (key, name) in enumerate(ranked):
+        if i > 0 and key != ranked[i - 1][0]:
+            first_of_group = i
+        factor[name] = (n - first_of_group) / n if n else 1.0
+    for name in reversed(tree.order):
+        if name not in factor:
+            factor[name] = max(factor[k] for k in tree.kids(name))
+    return factor

@@ -1,0 +1,153 @@
+"""Reclaim: accounts below their protected level take slices back from accounts above
+their entitlement. Chosen on the snapshot alone; the scheduler carries it out.
+
+Rules (PolicyConfig.reclaim picks the protected level L):
+- "guarantee" (default): L_a = the account's guaranteed slices;
+  "entitlement": L_a = floor(entitled slices), i.e. reclaim up to the fair share.
+- A preemptor P may reclaim for a waiting request of k slices only while
+  alloc_P < min(L_P, demand_P), and only if alloc_P + k <= entitled_P and no cap breaks.
+- A victim job's account V must be above its entitlement (alloc_V > entitled_V), and
+  stays at or above its own protected level after the preemption: alloc_V - s >= L_V.
+  (In guarantee mode this is "a victim is never taken below its own guarantee".)
+- Victims are the youngest running jobs first; once a set frees a placement, victims on
+  other nodes are dropped and then each remaining one, oldest first, is spared if the
+  request still fits without it.
+
+Why two accounts cannot keep preempting each other. Take the potential
+Phi = sum over accounts of min(alloc_a, L_a). Entitlements and L depend only on the
+accounts' demand (running + waiting slices), which preemption does not change: a
+victim goes back to the queue. A reclaim raises P's term by min(k, L_P - alloc_P) >= 1,
+since alloc_P < L_P before. It leaves every victim's term unchanged, since
+alloc_V >= L_V after. Other terms do not move. So each reclaim raises Phi by at least 1,
+and Phi <= sum(L_a) <= capacity. Between two changes of demand (a submission or a job
+ending) there are therefore at most `capacity` reclaims: no endless cycle. Admissions
+without preemption never lower Phi either. tests/quota/test_preemption.py replays
+decisions cycle after cycle and checks that preemption stops.
+"""
+from __future__ import annotations
+
+from collections import defaultdict
+from typing import Mapping, Sequence
+
+from quota.capacity import FreeSlices
+from quota.ordering import EPS
+from quota.snapshot import Admission, PendingRequest, PolicyConfig, Preemption, RunningJob
+from quota.tree import AccountTree
+
+
+def protected_levels(tree: AccountTree, cfg: PolicyConfig, entitled: Mapping[str, float]) -> dict[str, int]:
+    if cfg.reclaim == "guarantee":
+        return {a: tree.accounts[a].guaranteed for a in tree.order}
+    return {a: int(entitled.get(a, 0.0) + EPS) for a in tree.order}
+
+
+def reclaim(
+    *,
+    tree: AccountTree,
+    cfg: PolicyConfig,
+    free: FreeSlices,
+    ledger,
+    entitled: Mapping[str, float],
+    demand: Mapping[str, float],
+    factors: Mapping[str, float],
+    queues: Mapping[str, Sequence[PendingRequest]],
+    admitted: set,
+    running: Sequence[RunningJob],
+) -> tuple[list[Admission], list[Preemption]]:
+    level = protected_levels(tree, cfg, entitled)
+
+    def below(a: str) -> bool:
+        return ledger.alloc[a] < min(level[a], demand.get(a, 0.0))
+
+    leftovers = {a: [r for r in q if r.id not in admitted] for a, q in queues.items() if below(a)}
+    preemptors = [a for a, reqs in leftovers.items() if reqs]
+    if not preemptors:
+        return [], []
+    preemptors.sort(key=lambda a: (ledger.alloc[a] / max(entitled.get(a, 0.0), EPS), -factors[a], a))
+    by_age = sorted(running, key=lambda j: (-j.started_at, str(j.id)))  # youngest first
+    gone: set = set()
+    admissions: list[Admission] = []
+    preemptions: list[Preemption] = []
+    for p in preemptors:
+        for req in leftovers[p]:
+            if not below(p):
+                break
+            k = req.slices
+            if ledger.alloc[p] + k > entitled.get(p, 0.0) + EPS:
+                continue
+            relief, within = _cap_relief(tree, ledger, p, k)
+            if relief is None:
+                continue
+            victims = _choose_victims(k, p, by_age, gone, free, ledger, entitled, level, cfg.max_victim_scan,
+                                      relief, within)
+            if victims is None:
+                continue
+            for v in victims:
+                free.give(v.node, v.gpu_slices)
+                ledger.add(v.account, -v.slices)
+                gone.add(v.id)
+            placement = free.find(k)
+            assert placement is not None, "victims were chosen to free a placement"
+            free.take(placement.node, placement.gpu_slices)
+            ledger.add(p, k)
+            what = "guarantee" if cfg.reclaim == "guarantee" else "fair share"
+            why = f"reclaim: {p} is below its {what} of {level[p]} slices"
+            for v in victims:
+                preemptions.append(Preemption(v.id, v.account, req.id, p, why))
+            admissions.append(
+                Admission(req.id, p, placement.node, placement.gpu_slices, placement.slices_per_gpu,
+                          preempts=tuple(v.id for v in victims))
+            )
+    return admissions, preemptions
+
+
+def _cap_relief(tree: AccountTree, ledger, p: str, k: int) -> tuple[int | None, set | None]:
+    """Slices that must be freed inside a capped ancestor's subtree for k more to fit its cap.
+
+    Returns (0, None) when no cap binds, (None, None) when the preemptor's own cap binds
+    (nothing to reclaim), else (relief, accounts whose jobs can give that relief)."""
+    blockers = [a for a in ledger.chains[p] if ledger.caps[a] is not None and ledger.alloc[a] + k > ledger.caps[a]]
+    if not blockers:
+        return 0, None
+    if blockers[0] == p:
+        return None, None
+    relief = max(ledger.alloc[a] + k - ledger.caps[a] for a in blockers)
+    return relief, set(tree.subtree(blockers[0]))  # the deepest blocker: nested in all others
+
+
+def _choose_victims(k, preemptor, by_age, gone, free, ledger, entitled, level, max_scan, relief=0, within=None):
+    chosen: list[RunningJob] = []
+    removed: dict[str, int] = defaultdict(int)
+    placement = None
+    scanned = 0
+
+    def enough(jobs) -> bool:
+        inside = sum(j.slices for j in jobs if within is None or j.account in within)
+        return inside >= relief
+
+    for job in by_age:
+        if job.id in gone or job.account == preemptor or not free.has_node(job.node):
+            continue
+        if relief and job.account not in within and placement is not None:
+            continue  # room is found; only jobs under the capped ancestor help now
+        scanned += 1
+        if scanned > max_scan:
+            break
+        v = job.account
+        left = ledger.alloc[v] - removed[v]
+        if left <= entitled.get(v, 0.0) + EPS or left - job.slices < level[v]:
+            continue
+        chosen.append(job)
+        removed[v] += job.slices
+        placement = free.fits_after_release(k, [(j.node, j.gpu_slices) for j in chosen])
+        if placement is not None and enough(chosen):
+            break
+    if placement is None or not enough(chosen):
+        return None
+    if not relief:
+        chosen = [j for j in chosen if j.node == placement.node]
+    for job in sorted(chosen, key=lambda j: (j.started_at, str(j.id))):  # spare the oldest first
+        trial = [j for j in chosen if j is not job]
+        if enough(trial) and free.fits_after_release(k, [(j.node, j.gpu_slices) for j in trial]) is not None:
+            chosen = trial
+    return chosen

@@ -4,6 +4,8 @@ from __future__ import annotations
 import itertools
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from sqlmodel import select
 
 from scheduler.store import (
@@ -161,3 +163,25 @@ def test_unknown_field_or_event_is_refused(store):
             transition(s, job, R, at=later(1), version=7)
         with pytest.raises(ValueError):
             transition(s, job, R, at=later(1), event="exploded")
+
+
+@settings(max_examples=40, deadline=None)
+@given(targets=st.lists(st.sampled_from(list(JobState)), max_size=8))
+def test_any_sequence_follows_the_machine(store, targets):
+    """Whatever is attempted, the stored job only ever moved along ALLOWED,
+    its version counts the moves, and each move left exactly one event."""
+    with session_scope(store) as s:
+        job = make_job(s)
+        expected, moves = JobState.PENDING, 0
+        for i, to in enumerate(targets):
+            try:
+                job = transition(s, job, to, at=later(i + 1))
+            except InvalidTransition:
+                assert to not in ALLOWED[expected]
+                continue
+            assert to in ALLOWED[expected]
+            expected, moves = to, moves + 1
+        stored = s.get(Job, job.id)
+        n_events = len(s.exec(select(JobEvent.id).where(JobEvent.job_id == job.id)).all())
+    assert (stored.state, stored.version, n_events) == (expected, moves, moves + 1)
+    assert (stored.finished_at is not None) == expected.is_finished()

@@ -65,13 +65,12 @@ def _pg_unreachable(reason: str) -> None:
 def pg_databases():
     import sqlalchemy as sa
 
-    admin = sa.create_engine(PG_ADMIN_URL, isolation_level="AUTOCOMMIT", connect_args={"connect_timeout": 3})
     try:
+        admin = sa.create_engine(PG_ADMIN_URL, isolation_level="AUTOCOMMIT", connect_args={"connect_timeout": 3})
         with admin.connect() as conn:
             conn.exec_driver_sql("SELECT 1")
-    except Exception as exc:
-        admin.dispose()
-        _pg_unreachable(str(getattr(exc, "orig", exc)).splitlines()[0])
+    except Exception as exc:  # no server, or no driver
+        _pg_unreachable(str(getattr(exc, "orig", None) or exc).splitlines()[0])
     dbs = PgDatabases(admin)
     yield dbs
     dbs.drop_all()

@@ -1,0 +1,196 @@
+"""`fairgpu admin`: accounts and quotas, capacity, usage history and policy settings.
+
+Every command validates before it writes and runs in one transaction, so bad input
+writes nothing.
+"""
+from __future__ import annotations
+
+from datetime import datetime, timezone
+
+import click
+
+from scheduler.cli.common import db_option, domain_errors, emit, info, json_option, open_engine
+
+
+def _now() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+@click.group()
+def admin() -> None:
+    """Administer accounts, quotas, capacity, usage and tokens."""
+
+
+@admin.group()
+def account() -> None:
+    """Institutions and their sub-accounts, with weights, guarantees and caps."""
+
+
+def _quota_options(required_weight: bool):
+    def deco(f):
+        f = click.option("--parent", default=None, metavar="NAME", help="Parent account (none: an institution).")(f)
+        f = click.option("--max-pending", type=int, default=None, metavar="N", help="Limit on waiting jobs.")(f)
+        f = click.option("--max", "cap", type=int, default=None, metavar="N", help="Cap on slices in use.")(f)
+        f = click.option("--guaranteed", type=int, default=None, metavar="N", help="Guaranteed slices.")(f)
+        f = click.option("--weight", type=float, required=required_weight, default=None, metavar="W",
+                         help="Fair-share weight (> 0).")(f)
+        return f
+    return deco
+
+
+@account.command("add")
+@click.argument("name")
+@_quota_options(required_weight=True)
+@db_option
+@domain_errors
+def account_add(name, weight, guaranteed, cap, max_pending, parent, db_url):
+    """Add an account (an institution, or with --parent a department, project or user)."""
+    from scheduler.services.accounts import add_account
+    from scheduler.store import session_scope
+
+    with session_scope(open_engine(db_url)) as session:
+        add_account(session, name, weight=weight, guaranteed=guaranteed or 0, cap=cap, max_pending=max_pending,
+                    parent=parent)
+    info(f"added account {name}")
+
+
+@account.command("set")
+@click.argument("name")
+@_quota_options(required_weight=False)
+@click.option("--no-max", is_flag=True, help="Remove the cap.")
+@db_option
+@domain_errors
+def account_set(name, weight, guaranteed, cap, max_pending, parent, no_max, db_url):
+    """Change an account's weight, guarantee, cap, pending limit or parent."""
+    from scheduler.services.accounts import UNSET, set_account
+    from scheduler.store import session_scope
+
+    if no_max and cap is not None:
+        raise click.UsageError("--max and --no-max exclude each other")
+    with session_scope(open_engine(db_url)) as session:
+        set_account(session, name, weight=weight, guaranteed=guaranteed,
+                    cap=None if no_max else (cap if cap is not None else UNSET),
+                    max_pending=max_pending if max_pending is not None else UNSET,
+                    parent=parent if parent is not None else UNSET)
+    info(f"updated account {name}")
+
+
+@account.command("list")
+@json_option
+@db_option
+@domain_errors
+def account_list(as_json, db_url):
+    """List accounts in tree order."""
+    from scheduler.services.accounts import list_accounts
+    from scheduler.store import session_scope
+
+    with session_scope(open_engine(db_url)) as session:
+        rows = list_accounts(session)
+    if not as_json:
+        for r in rows:
+            r["account"] = "  " * r["depth"] + r["account"]
+    emit(rows, as_json, ["account", "weight", "guaranteed_slices", "max_slices", "max_pending"])
+
+
+@account.command("remove")
+@click.argument("name")
+@db_option
+@domain_errors
+def account_remove(name, db_url):
+    """Remove an account that has no sub-accounts and no jobs."""
+    from scheduler.services.accounts import remove_account
+    from scheduler.store import session_scope
+
+    with session_scope(open_engine(db_url)) as session:
+        remove_account(session, name)
+    info(f"removed account {name}")
+
+
+@admin.group()
+def capacity() -> None:
+    """The GPUs fairgpu shares, per node."""
+
+
+@capacity.command("set")
+@click.option("--gpus", type=int, required=True, metavar="N", help="GPUs on the node.")
+@click.option("--slices-per-gpu", type=int, default=None, metavar="K", help="Slices per GPU (default: per type).")
+@click.option("--gpu-type", default="T4", show_default=True, metavar="T")
+@click.option("--node", default="local", show_default=True, metavar="NAME")
+@db_option
+@domain_errors
+def capacity_set(gpus, slices_per_gpu, gpu_type, node, db_url):
+    """Declare a node's GPUs (the service discovers them from Ray instead)."""
+    from scheduler.services.capacity import set_node
+    from scheduler.store import session_scope
+
+    with session_scope(open_engine(db_url)) as session:
+        row = set_node(session, node=node, gpus=gpus, slices_per_gpu=slices_per_gpu, gpu_type=gpu_type, at=_now())
+        info(f"node {row.name}: {row.gpus} x {row.gpu_type}, {row.slices_per_gpu} slices each "
+             f"({row.gpus * row.slices_per_gpu} slices)")
+
+
+@capacity.command("list")
+@json_option
+@db_option
+@domain_errors
+def capacity_list(as_json, db_url):
+    """List nodes and their slices."""
+    from scheduler.services.capacity import list_nodes
+    from scheduler.store import session_scope
+
+    with session_scope(open_engine(db_url)) as session:
+        rows = list_nodes(session)
+    emit(rows, as_json, ["node", "gpu_type", "gpus", "slices_per_gpu", "slices", "active", "source"])
+
+
+@admin.group()
+def usage() -> None:
+    """Usage history in slice-seconds."""
+
+
+@usage.command("import")
+@click.argument("file", type=click.Path(dir_okay=False))
+@db_option
+@domain_errors
+def usage_import(file, db_url):
+    """Import FILE.csv with columns account,slice_seconds,at (ISO 8601), all or nothing."""
+    from scheduler.services.usage import import_usage_csv
+    from scheduler.store import session_scope
+
+    with session_scope(open_engine(db_url)) as session:
+        n = import_usage_csv(session, file)
+    info(f"imported {n} usage records from {file}")
+
+
+@admin.group()
+def settings() -> None:
+    """Policy settings: half_life, algorithm, preemption, reclaim."""
+
+
+@settings.command("set")
+@click.argument("key")
+@click.argument("value")
+@db_option
+@domain_errors
+def settings_set(key, value, db_url):
+    """Set KEY to VALUE (e.g. half_life 7d, algorithm fair-tree, preemption off, reclaim entitlement)."""
+    from scheduler.services.settings import set_setting
+    from scheduler.store import session_scope
+
+    with session_scope(open_engine(db_url)) as session:
+        stored = set_setting(session, key, value)
+    info(f"{key} = {stored}")
+
+
+@settings.command("list")
+@json_option
+@db_option
+@domain_errors
+def settings_list(as_json, db_url):
+    """Show the policy settings in force."""
+    from scheduler.services.settings import all_settings
+    from scheduler.store import session_scope
+
+    with session_scope(open_engine(db_url)) as session:
+        rows = [{"key": k, "value": v} for k, v in all_settings(session).items()]
+    emit(rows, as_json, ["key", "value"])

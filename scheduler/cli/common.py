@@ -1,0 +1,71 @@
+"""Shared CLI pieces: the --db and --json options, output, and the one place that maps
+domain errors to exit codes (1 for domain errors; click itself exits 2 on usage errors).
+
+Messages go to stderr; results (tables, JSON) to stdout.
+"""
+from __future__ import annotations
+
+import functools
+import json
+import sys
+from typing import Any, Callable, Sequence
+
+import click
+
+db_option = click.option(
+    "--db", "db_url", envvar="FAIRGPU_DB", default=None, metavar="URL",
+    help="Database URL (sqlite:///PATH or postgresql+psycopg://...). Default: a SQLite file in the user data dir.",
+)
+json_option = click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
+
+
+def domain_errors(func: Callable) -> Callable:
+    """Turn the errors a user can act on into one line on stderr and exit status 1."""
+
+    @functools.wraps(func)
+    def wrapper(*args, **kwargs):
+        from quota import QuotaError
+        from scheduler.services.errors import DomainError
+        from scheduler.store import StoreError
+
+        try:
+            return func(*args, **kwargs)
+        except (DomainError, QuotaError, StoreError) as exc:
+            raise click.ClickException(str(exc).splitlines()[0] if str(exc) else type(exc).__name__) from None
+
+    return wrapper
+
+
+def open_engine(db_url: str | None):
+    from scheduler.store import init_db, make_engine
+
+    engine = make_engine(db_url)
+    init_db(engine)
+    return engine
+
+
+def info(message: str) -> None:
+    click.echo(message, err=True)
+
+
+def _cell(value: Any) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, float):
+        return f"{value:.4g}" if abs(value) < 1e6 else f"{value:.3e}"
+    return str(value)
+
+
+def emit(rows: Sequence[dict], as_json: bool, columns: Sequence[str], title: str | None = None) -> None:
+    if as_json:
+        click.echo(json.dumps(list(rows), indent=2, default=str))
+        return
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title=title, box=None, header_style="bold")
+    for c in columns:
+        table.add_column(c, overflow="fold")
+    for row in rows:
+        table.add_row(*(_cell(row.get(c)) for c in columns))
+    Console(file=sys.stdout, width=200 if not sys.stdout.isatty() else None).print(table)

@@ -1,0 +1,68 @@
+"""Declared and discovered capacity: nodes with GPUs of a type split into slices.
+
+Invariants: a node's capacity is replaced whole; shrinking capacity below the top-level
+guarantees is refused; only active nodes count.
+"""
+from __future__ import annotations
+
+from datetime import datetime
+
+import sqlalchemy as sa
+from sqlmodel import Session, select
+
+from quota import DEFAULT_SLICES_PER_GPU, Capacity, NodeCapacity
+from scheduler.services.errors import DomainError
+from scheduler.store import Account, Node
+
+
+def load_capacity(session: Session) -> Capacity:
+    rows = session.exec(select(Node).where(Node.active == sa.true()).order_by(Node.name)).all()
+    return Capacity(tuple(NodeCapacity(r.name, r.gpus, r.slices_per_gpu, r.gpu_type) for r in rows))
+
+
+def total_slices(session: Session) -> int:
+    return load_capacity(session).total_slices
+
+
+def slices_per_gpu_for(gpu_type: str) -> int:
+    return DEFAULT_SLICES_PER_GPU.get(gpu_type, 4)
+
+
+def set_node(
+    session: Session, *, node: str, gpus: int, slices_per_gpu: int | None, gpu_type: str, at: datetime,
+    source: str = "declared",
+) -> Node:
+    if gpus < 0:
+        raise DomainError(f"GPU count must be >= 0 (got {gpus})")
+    spg = slices_per_gpu if slices_per_gpu is not None else slices_per_gpu_for(gpu_type)
+    if spg < 1:
+        raise DomainError(f"slices per GPU must be >= 1 (got {spg})")
+    if not node.strip():
+        raise DomainError("node name must not be empty")
+    row = session.exec(select(Node).where(Node.name == node)).first()
+    others = sum(n.slices for n in load_capacity(session).nodes if n.name != node)
+    new_total = others + gpus * spg
+    guaranteed = session.exec(
+        select(sa.func.coalesce(sa.func.sum(Account.guaranteed_slices), 0)).where(Account.parent_id.is_(None))
+    ).one()
+    if guaranteed > new_total:
+        raise DomainError(
+            f"capacity of {new_total} slices would be below the {guaranteed} slices guaranteed to institutions"
+        )
+    if row is None:
+        row = Node(name=node, gpus=gpus, slices_per_gpu=spg, gpu_type=gpu_type, source=source, updated_at=at)
+    else:
+        row.gpus, row.slices_per_gpu, row.gpu_type = gpus, spg, gpu_type
+        row.active, row.source, row.updated_at = True, source, at
+    session.add(row)
+    session.flush()
+    return row
+
+
+def list_nodes(session: Session) -> list[dict]:
+    rows = session.exec(select(Node).order_by(Node.name)).all()
+    return [
+        {"node": r.name, "gpu_type": r.gpu_type, "gpus": r.gpus, "slices_per_gpu": r.slices_per_gpu,
+         "slices": r.gpus * r.slices_per_gpu, "active": r.active, "source": r.source}
+        for r in rows
+    ]

@@ -1,0 +1,172 @@
+"""The Ray side: start, watch and stop job attempts; discover GPU capacity.
+
+Invariants:
+- Every admitted job becomes one Ray task with num_gpus = slices / slices_per_gpu,
+  num_cpus = 0 (GPU slices bound concurrency, not CPUs), pinned to the node its
+  placement chose by a hard NodeAffinitySchedulingStrategy, and max_retries = 0:
+  re-placing a job is the scheduler's decision, not Ray's.
+- The executor never touches the database; it reports Completions and the loop
+  applies them. Ray is imported lazily and the Ray handle is injected (tests pass
+  their own `ray` module and cluster).
+- A task that failed because its worker or node died is an infrastructure failure
+  (the job is requeued); an exception raised by the job itself is a job failure.
+"""
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+log = logging.getLogger("fairgpu.executor")
+
+GPU_TYPE_PREFIX = "accelerator_type:"
+
+
+@dataclass
+class Attempt:
+    job_id: int
+    attempt: int
+    ref: Any
+    submitted_at: float
+    cancelled: bool = False
+
+
+@dataclass(frozen=True)
+class Completion:
+    job_id: int
+    attempt: int
+    ok: bool
+    result: dict | None = None
+    error: str | None = None
+    infrastructure: bool = False  # worker/node died: requeue rather than fail
+    cancelled: bool = False
+
+
+@dataclass(frozen=True)
+class DiscoveredNode:
+    name: str  # Ray node id (hex)
+    gpus: int
+    gpu_type: str
+    address: str
+
+
+@dataclass
+class RayExecutor:
+    ray: Any  # the `ray` module, already initialised
+    results_dir: str
+    attempts: dict[int, Attempt] = field(default_factory=dict)
+    _remote: dict[str, Any] = field(default_factory=dict)
+
+    # -- capacity ---------------------------------------------------------------------
+    def discover(self, default_gpu_type: str = "T4") -> list[DiscoveredNode]:
+        nodes = []
+        for n in self.ray.nodes():
+            if not n.get("Alive"):
+                continue
+            res = n.get("Resources", {})
+            gpus = int(res.get("GPU", 0))
+            if gpus <= 0:
+                continue
+            types = [k[len(GPU_TYPE_PREFIX):] for k in res if k.startswith(GPU_TYPE_PREFIX)]
+            nodes.append(DiscoveredNode(n["NodeID"], gpus, types[0] if types else default_gpu_type,
+                                        n.get("NodeManagerAddress", "")))
+        return sorted(nodes, key=lambda d: d.name)
+
+    # -- tasks ------------------------------------------------------------------------
+    def _fn(self, model: str):
+        kind = "hold" if model == "hold" else "workload"
+        if kind not in self._remote:
+            from scheduler.tasks import run_job
+
+            # hold jobs may reuse a warm worker; real workloads get a fresh process each
+            # time, so a slice's GPU memory cap (set per process) never leaks to the next job
+            self._remote[kind] = self.ray.remote(max_calls=0 if kind == "hold" else 1)(run_job)
+        return self._remote[kind]
+
+    def start(self, *, job_id: int, attempt: int, node: str, num_gpus: float, payload: dict) -> None:
+        from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+        submitted = time.time()
+        payload = {**payload, "job_id": job_id, "attempt": attempt, "num_gpus": num_gpus,
+                   "results_dir": self.results_dir, "submitted_at": submitted,
+                   "memory_fraction": min(1.0, num_gpus)}
+        fn = self._fn(payload["model"]).options(
+            num_gpus=num_gpus, num_cpus=0, max_retries=0, name=f"fairgpu-job-{job_id}",
+            scheduling_strategy=NodeAffinitySchedulingStrategy(node_id=node, soft=False),
+        )
+        self.attempts[job_id] = Attempt(job_id, attempt, fn.remote(payload), submitted)
+
+    def cancel(self, job_id: int) -> None:
+        att = self.attempts.get(job_id)
+        if att is None or att.cancelled:
+            return
+        att.cancelled = True
+        try:
+            self.ray.cancel(att.ref, force=True)
+        except Exception as exc:  # already finished, or its worker is gone
+            log.debug("cancel of job %s: %s", job_id, exc)
+
+    def forget(self, job_id: int) -> None:
+        self.attempts.pop(job_id, None)
+
+    def wait(self, timeout: float) -> None:
+        """Block until some attempt finishes or `timeout` passes."""
+        refs = [a.ref for a in self.attempts.values()]
+        if refs:
+            self.ray.wait(refs, num_returns=1, timeout=timeout)
+        else:
+            time.sleep(timeout)
+
+    def wait_gone(self, job_ids, timeout: float) -> None:
+        """Wait (bounded) for cancelled attempts to end, so their slices are free in Ray."""
+        refs = [self.attempts[j].ref for j in job_ids if j in self.attempts]
+        if refs:
+            self.ray.wait(refs, num_returns=len(refs), timeout=timeout)
+
+    def poll(self) -> list[Completion]:
+        if not self.attempts:
+            return []
+        by_ref = {a.ref: a for a in self.attempts.values()}
+        ready, _ = self.ray.wait(list(by_ref), num_returns=len(by_ref), timeout=0)
+        out = []
+        for ref in ready:
+            att = by_ref[ref]
+            self.attempts.pop(att.job_id, None)
+            out.append(self._complete(att, ref))
+        return out
+
+    def _complete(self, att: Attempt, ref) -> Completion:
+        exc_mod = self.ray.exceptions
+        try:
+            result = self.ray.get(ref, timeout=30)
+            return Completion(att.job_id, att.attempt, True, result=result)
+        except exc_mod.TaskCancelledError:
+            return Completion(att.job_id, att.attempt, False, error="cancelled", cancelled=True)
+        except exc_mod.RayTaskError as exc:
+            if att.cancelled:
+                return Completion(att.job_id, att.attempt, False, error="cancelled", cancelled=True)
+            cause = exc.cause if getattr(exc, "cause", None) is not None else exc
+            return Completion(att.job_id, att.attempt, False, error=f"{type(cause).__name__}: {cause}"[:2000])
+        except exc_mod.RayError as exc:
+            if att.cancelled:
+                return Completion(att.job_id, att.attempt, False, error="cancelled", cancelled=True)
+            first = (str(exc).strip().splitlines() or [""])[0]
+            return Completion(att.job_id, att.attempt, False, error=f"{type(exc).__name__}: {first}"[:2000],
+                              infrastructure=True)
+
+    def shutdown(self) -> None:
+        for job_id in list(self.attempts):
+            self.cancel(job_id)
+
+
+def init_ray(ray, *, address: str | None, gpus: int | None, gpu_type: str, num_cpus: int | None = None) -> None:
+    """Connect to a cluster, or start a local Ray with `gpus` logical GPUs of `gpu_type`."""
+    if ray.is_initialized():
+        return
+    if address:
+        ray.init(address=address, logging_level=logging.WARNING, log_to_driver=False)
+        return
+    resources = {f"{GPU_TYPE_PREFIX}{gpu_type}": float(gpus)} if gpus else None
+    ray.init(num_gpus=gpus, num_cpus=num_cpus, resources=resources, include_dashboard=False,
+             logging_level=logging.WARNING, log_to_driver=False)

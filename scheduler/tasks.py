@@ -1,0 +1,74 @@
+"""What runs inside a Ray task: a `hold` job or a benchmark workload.
+
+Invariants:
+- The result is written to `results_dir/<job>-<attempt>.json` (atomically, via rename)
+  before the task returns, so a server that dies after the task finished but before it
+  recorded the result finds it on recovery: a job is never run to completion twice.
+- The task reports when it really started (`task_started_at`, epoch seconds), so the
+  server can measure the delay between handing a job to Ray and Ray starting it.
+- torch and TensorFlow are imported only when a workload runs.
+"""
+from __future__ import annotations
+
+import io
+import json
+import os
+import time
+from contextlib import redirect_stdout
+from pathlib import Path
+
+
+def result_path(results_dir: str | os.PathLike, job_id: int, attempt: int) -> Path:
+    return Path(results_dir) / f"{job_id}-{attempt}.json"
+
+
+def read_result(results_dir: str | os.PathLike, job_id: int, attempt: int) -> dict | None:
+    path = result_path(results_dir, job_id, attempt)
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def _write_result(results_dir: str, job_id: int, attempt: int, result: dict) -> None:
+    path = result_path(results_dir, job_id, attempt)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(f".tmp{os.getpid()}")
+    tmp.write_text(json.dumps(result, default=str))
+    os.replace(tmp, path)
+
+
+def run_job(payload: dict) -> dict:
+    """Run one job attempt. `payload`: job_id, attempt, model, framework, mode, spec,
+    memory_fraction, results_dir, submitted_at (when the server handed it to Ray)."""
+    started = time.time()
+    log = io.StringIO()
+    model = payload["model"]
+    spec = dict(payload.get("spec") or {})
+    if model == "hold":
+        seconds = float(spec.get("seconds", 0.0))
+        if seconds > 0:
+            time.sleep(seconds)
+        result: dict = {"held_s": seconds}
+        print(f"held {payload.get('num_gpus')} GPU for {seconds:g} s", file=log)
+    else:
+        from workloads.runner import WorkloadSpec, run_workload
+
+        wspec = WorkloadSpec(
+            model=model, framework=payload["framework"], mode=payload.get("mode", "train"),
+            steps=int(spec.get("steps", 20)), batch_size=int(spec.get("batch_size", 32)),
+            warmup_steps=int(spec.get("warmup_steps", 3)), image_size=spec.get("image_size"),
+        )
+        with redirect_stdout(log):
+            result = run_workload(wspec, memory_fraction=payload.get("memory_fraction"))
+    finished = time.time()
+    result = {
+        **result,
+        "task_started_at": started,
+        "task_finished_at": finished,
+        "ray_start_delay_s": max(0.0, started - float(payload.get("submitted_at", started))),
+        "pid": os.getpid(),
+        "log": log.getvalue()[-20000:],
+    }
+    _write_result(payload["results_dir"], payload["job_id"], payload["attempt"], result)
+    return result

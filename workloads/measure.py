@@ -1,0 +1,182 @@
+"""Measurement helpers: percentiles, peak RSS, NVML per-process GPU memory.
+
+Invariants:
+- No framework imports; `pynvml` is imported lazily, only when a GPU run asks.
+- A figure that cannot be measured is None, never an estimate. The reason is
+  logged once per process (`fairgpu.workloads` logger) and returned as a note.
+- `RssPeak` measures the peak resident set of this process between `reset()`
+  and `read()` (Linux `clear_refs` + `VmHWM`); where the reset is refused it
+  falls back to the lifetime peak (`ru_maxrss`) and says so in `note`.
+"""
+from __future__ import annotations
+
+import logging
+import math
+import os
+import platform
+import resource
+import threading
+
+log = logging.getLogger("fairgpu.workloads")
+_warned: set[str] = set()
+
+
+def warn_once(message: str) -> str:
+    if message not in _warned:
+        _warned.add(message)
+        log.warning(message)
+    return message
+
+
+def percentile(values, q: float) -> float:
+    """Linear-interpolated percentile (numpy's default method), q in [0, 100]."""
+    xs = sorted(values)
+    if not xs:
+        raise ValueError("percentile of an empty sequence")
+    pos = (len(xs) - 1) * q / 100.0
+    lo, hi = math.floor(pos), math.ceil(pos)
+    return xs[lo] + (xs[hi] - xs[lo]) * (pos - lo)
+
+
+def cpu_name() -> str:
+    try:
+        with open("/proc/cpuinfo") as fh:
+            for line in fh:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def usable_cpus() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        return os.cpu_count() or 1
+
+
+def _status_kib(field: str) -> int | None:
+    try:
+        with open("/proc/self/status") as fh:
+            for line in fh:
+                if line.startswith(field + ":"):
+                    return int(line.split()[1])
+    except OSError:
+        return None
+    return None
+
+
+class RssPeak:
+    """Peak RSS of this process over a window."""
+
+    def __init__(self):
+        self.note: str | None = None
+        self._windowed = False
+
+    def reset(self) -> None:
+        try:
+            with open("/proc/self/clear_refs", "w") as fh:
+                fh.write("5")  # resets VmHWM to the current RSS (Linux >= 4.0)
+            self._windowed = _status_kib("VmHWM") is not None
+        except OSError:
+            self._windowed = False
+        if not self._windowed:
+            self.note = warn_once("peak RSS window not supported here; rss_peak_bytes is the process lifetime peak")
+
+    def read(self) -> int:
+        if self._windowed:
+            kib = _status_kib("VmHWM")
+            if kib is not None:
+                return kib * 1024
+        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # KiB on Linux
+
+
+def _visible_nvml_handles(pynvml):
+    """NVML handles of the GPUs this process may use (honours CUDA_VISIBLE_DEVICES)."""
+    visible = os.environ.get("CUDA_VISIBLE_DEVICES")
+    if visible is None or visible.strip() == "":
+        return [pynvml.nvmlDeviceGetHandleByIndex(i) for i in range(pynvml.nvmlDeviceGetCount())]
+    handles = []
+    for item in visible.split(","):
+        item = item.strip()
+        if item.isdigit():
+            handles.append(pynvml.nvmlDeviceGetHandleByIndex(int(item)))
+        elif item:
+            handles.append(pynvml.nvmlDeviceGetHandleByUUID(item))
+    return handles
+
+
+def nvml_total_memory() -> int | None:
+    """Total memory of the first visible GPU, from NVML; None without NVML."""
+    try:
+        import pynvml
+
+        pynvml.nvmlInit()
+        try:
+            handles = _visible_nvml_handles(pynvml)
+            return int(pynvml.nvmlDeviceGetMemoryInfo(handles[0]).total) if handles else None
+        finally:
+            pynvml.nvmlShutdown()
+    except Exception as e:  # no library, no driver, no device
+        warn_once(f"NVML unavailable ({type(e).__name__}: {e}); no NVML memory figures")
+        return None
+
+
+class NvmlProcessPeak:
+    """Samples NVML's per-process GPU memory for this pid in a background thread."""
+
+    def __init__(self, interval_s: float = 0.02):
+        self.interval_s = interval_s
+        self.peak: int | None = None
+        self.note: str | None = None
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._pynvml = None
+        self._handles = []
+
+    def start(self) -> None:
+        try:
+            import pynvml
+
+            pynvml.nvmlInit()
+            self._pynvml, self._handles = pynvml, _visible_nvml_handles(pynvml)
+        except Exception as e:
+            self.note = warn_once(f"NVML unavailable ({type(e).__name__}: {e}); nvml_peak_memory_bytes is None")
+            return
+        self._sample()
+        self._thread = threading.Thread(target=self._loop, name="nvml-sampler", daemon=True)
+        self._thread.start()
+
+    def _sample(self) -> None:
+        pid, used = os.getpid(), None
+        for h in self._handles:
+            try:
+                procs = self._pynvml.nvmlDeviceGetComputeRunningProcesses(h)
+            except Exception:
+                continue
+            for p in procs:
+                mem = getattr(p, "usedGpuMemory", None)
+                if p.pid == pid and mem is not None:
+                    used = (used or 0) + int(mem)
+        if used is not None:
+            self.peak = used if self.peak is None else max(self.peak, used)
+
+    def _loop(self) -> None:
+        while not self._stop.wait(self.interval_s):
+            self._sample()
+
+    def stop(self) -> int | None:
+        if self._pynvml is None:
+            return None
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join()
+        self._sample()
+        try:
+            self._pynvml.nvmlShutdown()
+        except Exception:
+            pass
+        if self.peak is None:
+            self.note = warn_once("NVML does not list this process (PID namespace?); nvml_peak_memory_bytes is None")
+        return self.peak

@@ -1,8 +1,115 @@
-"""Placeholder for `fairgpu bench` (issue 4 fills it in)."""
+"""`fairgpu bench`: rerun the study's table on this machine (thin over `workloads.bench`).
+
+Invariants: importing this module imports no framework (rows run in worker
+processes). Results go to stdout, messages and the progress bar to stderr.
+Bad input is one line on stderr and exit 1 (`click.ClickException`), checked
+before any row runs.
+"""
+from __future__ import annotations
+
 import click
 
 
+def _positive(name: str, value):
+    if value is not None and value <= 0:
+        raise click.ClickException(f"{name} must be positive, got {value}")
+
+
 @click.command()
-def bench() -> None:
-    """Rerun the study's benchmark table (not yet built)."""
-    raise click.ClickException("fairgpu bench is not built yet")
+@click.option("--models", default=None, metavar="LIST", help="Comma list of conv6,vgg16,resnet18,cyclegan (default all).")
+@click.option("--frameworks", default=None, metavar="LIST", help="Comma list of pytorch,tensorflow (default: those installed).")
+@click.option("--devices", default=None, metavar="LIST", help="Comma list of cpu,gpu (default cpu, plus gpu when NVML sees one).")
+@click.option("--quick", is_flag=True, help="Few steps, batch 32, CycleGAN at 64 px: all CPU rows in minutes.")
+@click.option("--steps", type=int, default=None, help="Measured training steps per row.")
+@click.option("--warmup", type=int, default=None, help="Warm-up steps per row (excluded from figures).")
+@click.option("--batch-size", type=int, default=None, help="Training batch for the CIFAR models (CycleGAN keeps 1).")
+@click.option("--image-size", type=int, default=None, help="CycleGAN image size (default 256; --quick 64).")
+@click.option("--no-latency", is_flag=True, help="Skip the four-way inference latency comparison.")
+@click.option("--cifar10-dir", type=click.Path(file_okay=False), default=None, help="Folder with CIFAR-10 python batches.")
+@click.option("--horse2zebra-dir", type=click.Path(file_okay=False), default=None, help="Folder with trainA/ and trainB/.")
+@click.option("--json", "as_json", is_flag=True, help="Print the rows as JSON on stdout.")
+@click.option("--csv", "as_csv", is_flag=True, help="Print the rows as CSV on stdout.")
+@click.option("--plot", "plot_path", type=click.Path(dir_okay=False), default=None, help="Write bar charts to FILE.png.")
+def bench(models, frameworks, devices, quick, steps, warmup, batch_size, image_size, no_latency,
+          cifar10_dir, horse2zebra_dir, as_json, as_csv, plot_path) -> None:
+    """Rerun the study's table: training throughput per model x framework x device,
+    GPU/CPU speedup, and inference latency four ways (PyTorch eager, torch.compile,
+    TF eager, XLA) at batch 1 and 32."""
+    import dataclasses
+
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from workloads import bench as wb
+    from workloads import registry, report
+
+    err = Console(stderr=True)
+    if as_json and as_csv:
+        raise click.ClickException("choose one of --json and --csv")
+    for name, value in (("--steps", steps), ("--batch-size", batch_size), ("--image-size", image_size)):
+        _positive(name, value)
+    if warmup is not None and warmup < 0:
+        raise click.ClickException(f"--warmup must be zero or more, got {warmup}")
+    try:
+        model_list = wb.parse_list(models, registry.MODELS, "model")
+        fw_list = wb.parse_list(frameworks, registry.FRAMEWORKS, "framework")
+        dev_list = wb.parse_list(devices, ("cpu", "gpu"), "device") if devices else None
+        if image_size is not None:
+            registry.check_image_size("cyclegan", image_size)
+    except ValueError as e:
+        raise click.ClickException(str(e)) from None
+
+    installed = wb.installed_frameworks()
+    missing = [f for f in fw_list if f not in installed]
+    if frameworks and missing:
+        raise click.ClickException(f"{', '.join(missing)} not installed; installed: {', '.join(installed) or 'none'}")
+    fw_list = tuple(f for f in fw_list if f in installed)
+    if not fw_list:
+        raise click.ClickException("neither pytorch nor tensorflow is installed")
+    gpus = wb.nvml_gpu_count()
+    if dev_list is None:
+        dev_list = ("cpu", "gpu") if gpus else ("cpu",)
+    elif "gpu" in dev_list and not gpus:
+        raise click.ClickException("--devices gpu: no GPU on this machine (NVML finds no driver or device)")
+
+    base = wb.QUICK if quick else wb.FULL
+    settings = dataclasses.replace(
+        base,
+        train_steps=steps or base.train_steps,
+        warmup_steps=base.warmup_steps if warmup is None else warmup,
+        batch_size=batch_size or base.batch_size,
+        cyclegan_size=image_size or base.cyclegan_size)
+    cfg = wb.BenchConfig(models=model_list, frameworks=fw_list, devices=dev_list, settings=settings,
+                         latency=not no_latency, cifar10_dir=cifar10_dir, horse2zebra_dir=horse2zebra_dir)
+    try:
+        jobs = wb.plan(cfg)
+    except ValueError as e:
+        raise click.ClickException(str(e)) from None
+
+    with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                  console=err, transient=True) as progress:
+        task = progress.add_task("fairgpu bench", total=len(jobs))
+
+        def on_row(row):
+            what = f"{row['section']} {row['model']} {row['framework']} {row['device']}"
+            if "error" in row:
+                err.print(f"[yellow]warning[/yellow]: {what} failed: {row['error']}")
+            progress.update(task, advance=1, description=what)
+
+        rows = wb.run(jobs, on_row)
+    wb.training_rows(rows)
+    wb.add_latency_ratios(rows)
+    if as_json:
+        click.echo(report.to_json(rows))
+    elif as_csv:
+        click.echo(report.to_csv(rows), nl=False)
+    else:
+        out = Console()
+        if not out.is_terminal:  # files and pipes get the whole table, not 80 columns
+            out = Console(width=170)
+        report.render(rows, out)
+    if plot_path:
+        report.plot(rows, plot_path)
+        err.print(f"plot written to {plot_path}")
+    if rows and all("error" in r for r in rows):
+        raise click.ClickException("every row failed (see the warnings above)")

@@ -1,0 +1,116 @@
+"""Harness overhead: the runner's training throughput against a bare hand-written loop.
+
+Same model, optimiser, staged batches, step and warm-up counts, same process,
+alternating A-B / B-A in each repeat so drift hits both sides. Prints each
+repeat and the medians; the figure recorded in docs/benchmarks.md is the
+median of the per-repeat ratios (runner / bare). Not a test: it prints.
+
+    .venv/bin/python tests/perf/bench_workloads.py [--repeats 5] [--steps 20] [--frameworks pytorch,tensorflow]
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import sys
+import time
+
+sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", ".."))
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+from workloads import data  # noqa: E402
+from workloads.runner import WorkloadSpec, run_workload  # noqa: E402
+
+MODEL, BATCH = "conv6", 32
+
+
+def bare_torch(steps: int, warmup: int) -> float:
+    import torch
+    import torch.nn.functional as F
+
+    from workloads import torch_models
+
+    torch.manual_seed(0)
+    net = torch_models.build(MODEL).train()
+    opt = torch.optim.Adam(net.parameters(), lr=3e-4)
+    n = min(steps + warmup, 16)
+    batches = [(torch.from_numpy(x).permute(0, 3, 1, 2).contiguous(), torch.from_numpy(y))
+               for x, y in data.make_batches(MODEL, BATCH, n, 32)]
+    for i in range(warmup + steps):
+        if i == warmup:
+            t0 = time.perf_counter()
+        x, y = batches[i % n]
+        opt.zero_grad(set_to_none=True)
+        loss = F.cross_entropy(net(x), y)
+        loss.backward()
+        opt.step()
+    loss.item()
+    return steps * BATCH / (time.perf_counter() - t0)
+
+
+def bare_tensorflow(steps: int, warmup: int) -> float:
+    import keras
+    import tensorflow as tf
+
+    from workloads import tf_models
+
+    keras.utils.set_random_seed(0)
+    net = tf_models.build(MODEL)
+    opt = keras.optimizers.Adam(learning_rate=3e-4, epsilon=1e-8)
+    opt.build(net.trainable_variables)
+    n = min(steps + warmup, 16)
+    batches = [(tf.constant(x), tf.constant(y)) for x, y in data.make_batches(MODEL, BATCH, n, 32)]
+
+    @tf.function
+    def step(x, y):
+        with tf.GradientTape() as tape:
+            loss = tf.reduce_mean(tf.nn.sparse_softmax_cross_entropy_with_logits(
+                labels=y, logits=net(x, training=True)))
+        opt.apply_gradients(zip(tape.gradient(loss, net.trainable_variables), net.trainable_variables))
+        return loss
+
+    for i in range(warmup + steps):
+        if i == warmup:
+            t0 = time.perf_counter()
+        loss = step(*batches[i % n])
+    loss.numpy()
+    return steps * BATCH / (time.perf_counter() - t0)
+
+
+def runner(framework: str, steps: int, warmup: int) -> float:
+    spec = WorkloadSpec(model=MODEL, framework=framework, steps=steps, warmup_steps=warmup,
+                        batch_size=BATCH, device="cpu")
+    return run_workload(spec)["samples_per_second"]
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--repeats", type=int, default=5)
+    ap.add_argument("--steps", type=int, default=20)
+    ap.add_argument("--warmup", type=int, default=3)
+    ap.add_argument("--frameworks", default="pytorch,tensorflow")
+    args = ap.parse_args()
+    bare = {"pytorch": bare_torch, "tensorflow": bare_tensorflow}
+    print(f"harness overhead: {MODEL} train, batch {BATCH}, {args.steps} steps after {args.warmup} warm-up, "
+          f"{args.repeats} repeats, CPU ({os.cpu_count()} cores)")
+    for fw in args.frameworks.split(","):
+        ratios, r_sps, b_sps = [], [], []
+        for rep in range(args.repeats):
+            if rep % 2 == 0:
+                r = runner(fw, args.steps, args.warmup)
+                b = bare[fw](args.steps, args.warmup)
+            else:
+                b = bare[fw](args.steps, args.warmup)
+                r = runner(fw, args.steps, args.warmup)
+            ratios.append(r / b)
+            r_sps.append(r)
+            b_sps.append(b)
+            print(f"  {fw} repeat {rep}: runner {r:8.1f} samples/s  bare {b:8.1f} samples/s  ratio {r / b:.3f}",
+                  flush=True)
+        print(f"{fw}: median runner {statistics.median(r_sps):.1f} samples/s, median bare "
+              f"{statistics.median(b_sps):.1f} samples/s, median ratio {statistics.median(ratios):.3f} "
+              f"(min {min(ratios):.3f}, max {max(ratios):.3f})", flush=True)
+
+
+if __name__ == "__main__":
+    main()

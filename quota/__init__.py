@@ -2,7 +2,8 @@
 
 Pure and deterministic: it imports no Ray, database, metrics or ML framework, and
 never reads a clock (times are passed in). `decide(snapshot) -> Decision` is the one
-entry point the scheduler and the simulator both drive.
+entry point the scheduler and the simulator both drive; `PolicyState` runs the same
+cycle incrementally for callers that run many cycles (quota/state.py).
 """
 from quota.capacity import DEFAULT_SLICES_PER_GPU, Capacity, FreeSlices, NodeCapacity, Placement
 from quota.entitlement import entitlements, water_fill
@@ -10,6 +11,7 @@ from quota.equity import gini, jain_index, jain_of_shares, share_deviation, usag
 from quota.errors import QuotaError
 from quota.fairshare import ALGORITHMS, CLASSIC, FAIR_TREE, compute as fair_share
 from quota.policy import decide
+from quota.state import PolicyState
 from quota.snapshot import (
     FRAGMENTATION,
     INFEASIBLE,

@@ -17,12 +17,15 @@ Every placement this module returns could be started by Ray at once on the chose
 node. Nodes with the same slices_per_gpu form a pool; pools are tried in order of
 slices_per_gpu, then name.
 
-`FreeSlices` is a mutable tracker used inside one decision. Its lookups are O(1)
-in the number of GPUs (buckets of GPUs by free count, nodes by whole free GPUs),
-which keeps `decide()` near O(n log n) in the number of requests.
+`FreeSlices` is a mutable tracker used inside one decision (and kept across cycles by
+quota.state.PolicyState). Lookups are O(slices_per_gpu + GPUs per node): GPUs are
+bucketed by free count and nodes by whole free GPUs, each bucket sorted, so ties
+always go to the lowest (node, index) whatever the history of takes and gives.
+Updates cost a bisect and a list insert, which keeps `decide()` near O(n log n).
 """
 from __future__ import annotations
 
+from bisect import bisect_left, insort
 from dataclasses import dataclass
 from typing import Iterable
 
@@ -115,40 +118,51 @@ class Placement:
 
 
 class _Pool:
-    """Nodes sharing one slices_per_gpu: GPUs bucketed by free slices, nodes by whole free GPUs."""
+    """Nodes sharing one slices_per_gpu: GPUs bucketed by free slices, nodes by whole free GPUs.
+
+    Each bucket is a sorted list (of GPU numbers rank * width + index, or of node ranks,
+    ranks by node name), so the first entry is always the lowest (node, index): a
+    placement depends on the free slices alone, never on the order of earlier takes and
+    gives. That keeps `decide(snapshot)` independent of the order of the running jobs and
+    lets quota.state.PolicyState keep one tracker across cycles and still decide the same."""
 
     def __init__(self, spg: int, nodes: list[NodeCapacity]):
         self.spg = spg
-        self.nodes = {n.name: n for n in nodes}
-        self.free: dict[tuple[str, int], int] = {}
-        self.gpu_bucket: list[dict[tuple[str, int], None]] = [dict() for _ in range(spg + 1)]
-        self.whole: dict[str, int] = {}
-        max_gpus = max((n.gpus for n in nodes), default=0)
-        self.node_bucket: list[dict[str, None]] = [dict() for _ in range(max_gpus + 1)]
+        ordered = sorted(nodes, key=lambda n: n.name)
+        self.nodes = {n.name: n for n in ordered}
+        self.names = [n.name for n in ordered]
+        self.rank = {n.name: r for r, n in enumerate(ordered)}
+        self.width = width = max((n.gpus for n in nodes), default=0) or 1
+        self.free: list[int] = [0] * (len(ordered) * width)
+        self.gpu_bucket: list[list[int]] = [[] for _ in range(spg + 1)]
+        self.whole: list[int] = []
+        self.node_bucket: list[list[int]] = [[] for _ in range(width + 1)]
         self.total_free = 0
-        for n in sorted(nodes, key=lambda n: n.name):
+        for r, n in enumerate(ordered):
             for i in range(n.gpus):
-                self.free[(n.name, i)] = spg
-                self.gpu_bucket[spg][(n.name, i)] = None
-            self.whole[n.name] = n.gpus
-            self.node_bucket[n.gpus][n.name] = None
+                self.free[r * width + i] = spg
+                self.gpu_bucket[spg].append(r * width + i)
+            self.whole.append(n.gpus)
+            self.node_bucket[n.gpus].append(r)
             self.total_free += n.slices
 
-    def _set_free(self, key: tuple[str, int], new: int) -> None:
-        old = self.free[key]
+    def _set_free(self, g: int, new: int) -> None:
+        old = self.free[g]
         if old == new:
             return
-        del self.gpu_bucket[old][key]
-        self.gpu_bucket[new][key] = None
-        self.free[key] = new
+        b = self.gpu_bucket[old]
+        del b[bisect_left(b, g)]
+        insort(self.gpu_bucket[new], g)
+        self.free[g] = new
         self.total_free += new - old
-        node = key[0]
         delta = (new == self.spg) - (old == self.spg)
         if delta:
-            w = self.whole[node]
-            del self.node_bucket[w][node]
-            self.whole[node] = w + delta
-            self.node_bucket[w + delta][node] = None
+            r = g // self.width
+            w = self.whole[r]
+            nb = self.node_bucket[w]
+            del nb[bisect_left(nb, r)]
+            self.whole[r] = w + delta
+            insort(self.node_bucket[w + delta], r)
 
     def find(self, k: int) -> Placement | None:
         spg = self.spg
@@ -156,8 +170,8 @@ class _Pool:
             for f in range(k, spg + 1):
                 bucket = self.gpu_bucket[f]
                 if bucket:
-                    node, idx = next(iter(bucket))
-                    return Placement(node, ((idx, k),), spg)
+                    r, idx = divmod(bucket[0], self.width)
+                    return Placement(self.names[r], ((idx, k),), spg)
             return None
         if k % spg:
             return None
@@ -165,22 +179,30 @@ class _Pool:
         for c in range(m, len(self.node_bucket)):
             bucket = self.node_bucket[c]
             if bucket:
-                node = next(iter(bucket))
-                gpus = [i for i in range(self.nodes[node].gpus) if self.free[(node, i)] == spg][:m]
+                r = bucket[0]
+                base = r * self.width
+                node = self.names[r]
+                gpus = [i for i in range(self.nodes[node].gpus) if self.free[base + i] == spg][:m]
                 return Placement(node, tuple((i, spg) for i in gpus), spg)
         return None
 
+    def _gpu(self, node: str, idx: int) -> int | None:
+        r = self.rank.get(node)
+        if r is None or not 0 <= idx < self.nodes[node].gpus:
+            return None
+        return r * self.width + idx
+
     def take(self, node: str, gpu_slices: GpuSlices) -> None:
         for idx, n in gpu_slices:
-            key = (node, idx)
-            if key not in self.free or self.free[key] < n:
+            g = self._gpu(node, idx)
+            if g is None or self.free[g] < n:
                 raise QuotaError(f"GPU {idx} of node {node} has no room for {n} more slices")
-            self._set_free(key, self.free[key] - n)
+            self._set_free(g, self.free[g] - n)
 
     def give(self, node: str, gpu_slices: GpuSlices) -> None:
         for idx, n in gpu_slices:
-            key = (node, idx)
-            self._set_free(key, min(self.spg, self.free[key] + n))
+            g = self._gpu(node, idx)
+            self._set_free(g, min(self.spg, self.free[g] + n))
 
 
 class FreeSlices:

@@ -41,41 +41,63 @@ class ShareFactors:
 
 
 def norm_shares(tree: AccountTree) -> dict[str, float]:
+    sibling_weight = _sibling_weights(tree)
     out: dict[str, float] = {}
     for name in tree.order:
         spec = tree.accounts[name]
-        siblings = tree.kids(spec.parent)
-        total = sum(tree.accounts[s].weight for s in siblings)
         parent_share = 1.0 if spec.parent is None else out[spec.parent]
-        out[name] = spec.weight / total * parent_share
+        out[name] = spec.weight / sibling_weight[spec.parent] * parent_share
     return out
 
 
-def _sibling_weight_ratio(tree: AccountTree, name: str) -> float:
-    spec = tree.accounts[name]
-    return spec.weight / sum(tree.accounts[s].weight for s in tree.kids(spec.parent))
+def _sibling_weights(tree: AccountTree) -> dict[str | None, float]:
+    """The summed weight of each parent's children (None: the top level). O(accounts)."""
+    return {parent: sum(tree.accounts[k].weight for k in kids) for parent, kids in tree.children.items()}
 
 
-def compute(tree: AccountTree, own_usage: Mapping[str, float], algorithm: str = CLASSIC) -> ShareFactors:
+@dataclass(frozen=True)
+class TreeShares:
+    """What the factors need from the tree alone, computed once per tree (O(accounts)).
+
+    The scheduler and the simulator keep one across cycles (quota.state.PolicyState);
+    `compute` builds one when it is not given."""
+
+    norm_shares: dict[str, float]
+    sibling_ratio: dict[str, float]  # w / sum of sibling weights
+
+    @classmethod
+    def of(cls, tree: AccountTree) -> "TreeShares":
+        sw = _sibling_weights(tree)
+        ratio = {n: tree.accounts[n].weight / sw[tree.accounts[n].parent] for n in tree.order}
+        return cls(norm_shares(tree), ratio)
+
+
+def compute(tree: AccountTree, own_usage: Mapping[str, float], algorithm: str = CLASSIC,
+            shares: TreeShares | None = None) -> ShareFactors:
     if algorithm not in ALGORITHMS:
         raise ValueError(f"unknown fair-share algorithm {algorithm!r} (choose {', '.join(ALGORITHMS)})")
-    shares = norm_shares(tree)
+    if shares is None:
+        shares = TreeShares.of(tree)
+    norm_s = shares.norm_shares
+    ratio = shares.sibling_ratio
     raw = rollup(tree, own_usage)
     norm = normalise(tree, raw)
     effective: dict[str, float] = {}
+    accounts = tree.accounts
     for name in tree.order:
-        parent = tree.accounts[name].parent
+        parent = accounts[name].parent
         u = norm[name]
         if parent is None:
             effective[name] = u
         else:
-            effective[name] = u + (effective[parent] - u) * _sibling_weight_ratio(tree, name)
+            effective[name] = u + (effective[parent] - u) * ratio[name]
     level = _level_fs(tree, raw)
     if algorithm == CLASSIC:
-        factor = {n: math.pow(2.0, -effective[n] / shares[n]) for n in tree.order}
+        pow_ = math.pow
+        factor = {n: pow_(2.0, -effective[n] / norm_s[n]) for n in tree.order}
     else:
         factor = _fair_tree_factor(tree, level)
-    return ShareFactors(shares, raw, norm, effective, level, factor)
+    return ShareFactors(dict(norm_s), raw, norm, effective, level, factor)
 
 
 def _level_fs(tree: AccountTree, raw: Mapping[str, float]) -> dict[str, float]:

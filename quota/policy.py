@@ -21,10 +21,10 @@ from __future__ import annotations
 
 import heapq
 from operator import attrgetter
-from typing import Mapping
+from typing import Mapping, Sequence
 
 from quota import fairshare
-from quota.capacity import FreeSlices
+from quota.capacity import Capacity, FreeSlices
 from quota.entitlement import entitlements
 from quota.ordering import EPS, AccountState, key_for, static_limits
 from quota.preemption import reclaim
@@ -37,6 +37,8 @@ from quota.snapshot import (
     Admission,
     Decision,
     PendingRequest,
+    PolicyConfig,
+    RunningJob,
     Snapshot,
     Waiting,
 )
@@ -46,10 +48,11 @@ from quota.tree import AccountTree
 class Ledger:
     """Slices allocated per account, rolled up the tree, with cap checks."""
 
-    def __init__(self, tree: AccountTree, limits: Mapping[str, int] | None = None):
+    def __init__(self, tree: AccountTree, limits: Mapping[str, int] | None = None,
+                 chains: Mapping[str, list[str]] | None = None):
         self.tree = tree
         self.alloc = {name: 0 for name in tree.order}
-        self.chains = {name: tree.ancestors(name) for name in tree.order}
+        self.chains = chains if chains is not None else {name: tree.ancestors(name) for name in tree.order}
         self.caps = {name: tree.accounts[name].cap for name in tree.order}
         if limits:  # static quotas: a leaf may not pass its static share
             for name, lim in limits.items():
@@ -69,11 +72,42 @@ class Ledger:
         return None
 
 
+class TreeCache:
+    """What a cycle needs from the tree and capacity alone: computed once per (tree, capacity,
+    config), so a caller that keeps one (quota.state.PolicyState) pays it once, not per cycle."""
+
+    def __init__(self, tree: AccountTree, capacity: Capacity, cfg: PolicyConfig):
+        self.tree = tree
+        self.capacity = capacity
+        self.total = capacity.total_slices
+        self.leaves = frozenset(name for name in tree.order if tree.is_leaf(name))
+        self.chains = {name: tree.ancestors(name) for name in tree.order}
+        self.shares = fairshare.TreeShares.of(tree)
+        self.limits = None
+        if cfg.ordering == "static":
+            everyone = {leaf: float(self.total) for leaf in tree.leaves()}
+            self.limits = static_limits(entitlements(tree, self.total, everyone))
+        self._shape_errors: dict[int, str | None] = {}
+
+    def shape_error(self, k: int) -> str | None:
+        if k not in self._shape_errors:
+            self._shape_errors[k] = self.capacity.shape_error(k)
+        return self._shape_errors[k]
+
+    def not_a_leaf(self, account: str) -> str | None:
+        if account in self.leaves:
+            return None
+        if account not in self.tree:
+            return f"account {account} does not exist"
+        return f"account {account} has sub-accounts; submit to one of them"
+
+
 def decide(snap: Snapshot) -> Decision:
+    """The policy on one snapshot. Builds the cycle's state (O(pending + running)) and runs it."""
     cfg = snap.config
     tree = snap.tree
+    cache = TreeCache(tree, snap.capacity, cfg)
     free = FreeSlices(snap.capacity)
-    total = snap.capacity.total_slices
 
     # 1. account for what runs
     ledger_running = []
@@ -84,26 +118,17 @@ def decide(snap: Snapshot) -> Decision:
         if job.account in tree:
             ledger_running.append(job)
             running_slices[job.account] = running_slices.get(job.account, 0) + job.slices
-    demand: dict[str, float] = {a: float(n) for a, n in running_slices.items()}
 
     # 2. classify
     waiting: dict = {}
     queues: dict[str, list[PendingRequest]] = {}
-    shape_errors: dict[int, str | None] = {}
-    leaves = {name for name in tree.order if tree.is_leaf(name)}
     pending_slices: dict[str, int] = {}
     for req in snap.pending:
         k = req.slices
         account = req.account
-        if account not in leaves:
-            why = f"account {account} does not exist" if account not in tree else (
-                f"account {account} has sub-accounts; submit to one of them")
+        why = cache.not_a_leaf(account) or cache.shape_error(k)
+        if why is not None:
             waiting[req.id] = Waiting(req.id, account, INFEASIBLE, why)
-            continue
-        if k not in shape_errors:
-            shape_errors[k] = snap.capacity.shape_error(k)
-        if shape_errors[k] is not None:
-            waiting[req.id] = Waiting(req.id, account, INFEASIBLE, shape_errors[k])
             continue
         q = queues.get(account)
         if q is None:
@@ -111,51 +136,57 @@ def decide(snap: Snapshot) -> Decision:
             pending_slices[account] = 0
         q.append(req)
         pending_slices[account] += k
+    by_seq = attrgetter("seq")
+    for q in queues.values():
+        q.sort(key=by_seq)  # stable: equal seqs keep the snapshot's order
+    active = {j.account for j in ledger_running} | set(queues)
+    return run_cycle(cache, cfg, snap.now, snap.usage, free, ledger_running, running_slices, queues,
+                     pending_slices, waiting, len(active))
+
+
+def run_cycle(cache: TreeCache, cfg: PolicyConfig, now: float, usage: Mapping[str, float], free: FreeSlices,
+              ledger_running: Sequence[RunningJob], running_slices: Mapping[str, int],
+              queues: Mapping[str, list[PendingRequest]], pending_slices: Mapping[str, int],
+              waiting: dict, n_active: int, *, by_age: Sequence[RunningJob] | None = None,
+              pending_work: Mapping[str, float] | None = None, explain: bool = True) -> Decision:
+    """Phases 3-6 on a cycle's state. Shared by `decide` and quota.state.PolicyState, so both
+    paths run the same policy code.
+
+    Inputs: `free` already holds the running jobs (it is updated with this decision's
+    preemptions and admissions); `queues` per leaf account, sorted by seq, non-empty, never
+    mutated; `waiting` holds the Infeasible requests (filled with the rest if `explain`).
+    `by_age` (running jobs, youngest first) and `pending_work` (finish-time ordering) may be
+    passed by a caller that keeps them between cycles; otherwise they are computed here."""
+    tree = cache.tree
+    total = cache.total
+    demand: dict[str, float] = {a: float(n) for a, n in running_slices.items()}
     for account, n in pending_slices.items():
         demand[account] = demand.get(account, 0.0) + n
-    sizes = {k for k, err in shape_errors.items() if err is None}
 
     # 3. entitle
     entitled = entitlements(tree, total, demand)
-    limits = None
-    if cfg.ordering == "static":
-        everyone = {leaf: float(total) for leaf in tree.leaves()}
-        limits = static_limits(entitlements(tree, total, everyone))
-    ledger = Ledger(tree, limits if cfg.ordering == "static" else None)
+    ledger = Ledger(tree, cache.limits, cache.chains)
     if cfg.ordering == "fifo":
         ledger.caps = {name: None for name in tree.order}  # Ray alone knows no quotas
     for account, n in running_slices.items():
         ledger.add(account, n)
-    factors = fairshare.compute(tree, snap.usage, cfg.algorithm).factor
+    factors = fairshare.compute(tree, usage, cfg.algorithm, cache.shares).factor
 
     # 4. admit
-    start_fits: dict[int, bool] = {}
-
-    def fits_at_start(k: int) -> bool:
-        if k not in start_fits:
-            start_fits[k] = free.find(k) is not None
-        return start_fits[k]
-
-    for k in sizes:
-        fits_at_start(k)
-
     states: dict[str, AccountState] = {}
-    by_seq = attrgetter("seq")
+    finish_time = cfg.ordering == "finish-time"
     for name, q in queues.items():
-        q.sort(key=by_seq)  # stable: equal seqs keep the snapshot's order
-        states[name] = AccountState(
-            name=name,
-            entitled=entitled.get(name, 0.0),
-            allocated=ledger.alloc[name],
-            factor=factors[name],
-            queue=q,
-            pending_work=sum(r.slices * (r.work_s or 1.0) for r in q) if cfg.ordering == "finish-time" else 0.0,
-        )
-    active = max(1, len(states) + len({j.account for j in ledger_running} - set(states)))
-    key = key_for(cfg.ordering, cfg.use_history, snap.now, total / active)
+        work = 0.0
+        if finish_time:
+            work = pending_work[name] if pending_work is not None else _pending_work(q)
+        states[name] = AccountState(name=name, entitled=entitled.get(name, 0.0), allocated=ledger.alloc[name],
+                                    factor=factors[name], queue=q, pending_work=work)
+    size_sets = {name: {r.slices for r in q} for name, q in queues.items()}
+    start_fits = {k: free.find(k) is not None for k in _all_sizes(size_sets)}
+    key = key_for(cfg.ordering, cfg.use_history, now, total / max(1, n_active))
     admissions: list[Admission] = []
     admitted_ids: set = set()
-    _admit_pass(states, key, ledger, free, sizes, admissions, admitted_ids)
+    _admit_pass(states, key, ledger, free, size_sets, admissions, admitted_ids)
 
     # 5. reclaim
     preemptions = []
@@ -171,6 +202,7 @@ def decide(snap: Snapshot) -> Decision:
             queues={name: s.queue for name, s in states.items()},
             admitted=admitted_ids,
             running=ledger_running,
+            by_age=by_age,
         )
         admissions.extend(extra_adm)
         admitted_ids.update(a.request_id for a in extra_adm)
@@ -179,20 +211,22 @@ def decide(snap: Snapshot) -> Decision:
                 s.queue = [r for r in s.queue if r.id not in admitted_ids]
                 s.pos = 0
                 s.allocated = ledger.alloc[s.name]
-            _admit_pass(states, key, ledger, free, sizes, admissions, admitted_ids)
+            size_sets = {name: {r.slices for r in s.queue} for name, s in states.items()}
+            _admit_pass(states, key, ledger, free, size_sets, admissions, admitted_ids)
 
     # 6. explain (one explanation per account and size: the state no longer changes)
-    admitted_accounts = {a.account for a in admissions}
-    explained: dict[tuple[str, int], tuple[str, str]] = {}
-    for name, s in states.items():
-        for req in s.queue:
-            if req.id in admitted_ids:
-                continue
-            why = explained.get((name, req.slices))
-            if why is None:
-                others_took = start_fits[req.slices] and bool(admitted_accounts - {name})
-                why = explained[(name, req.slices)] = _explain(name, req.slices, ledger, free, others_took)
-            waiting[req.id] = Waiting(req.id, name, why[0], why[1])
+    if explain:
+        admitted_accounts = {a.account for a in admissions}
+        explained: dict[tuple[str, int], tuple[str, str]] = {}
+        for name, s in states.items():
+            for req in s.queue:
+                if req.id in admitted_ids:
+                    continue
+                why = explained.get((name, req.slices))
+                if why is None:
+                    others_took = start_fits[req.slices] and bool(admitted_accounts - {name})
+                    why = explained[(name, req.slices)] = _explain(name, req.slices, ledger, free, others_took)
+                waiting[req.id] = Waiting(req.id, name, why[0], why[1])
 
     return Decision(
         admissions=tuple(admissions),
@@ -200,23 +234,40 @@ def decide(snap: Snapshot) -> Decision:
         waiting=waiting,
         entitled=entitled,
         allocated=dict(ledger.alloc),
-        demand={n: d for n, d in demand.items()},
+        demand=demand,
         factor=factors,
     )
 
 
-def _admit_pass(states, key, ledger: Ledger, free: FreeSlices, sizes: set[int],
+def _pending_work(q: Sequence[PendingRequest]) -> float:
+    return sum(r.slices * (r.work_s or 1.0) for r in q)
+
+
+def _all_sizes(size_sets: Mapping[str, set[int]]) -> set[int]:
+    out: set[int] = set()
+    for s in size_sets.values():
+        out |= s
+    return out
+
+
+def _admit_pass(states, key, ledger: Ledger, free: FreeSlices, size_sets: Mapping[str, set[int]],
                 admissions: list[Admission], admitted_ids: set) -> None:
     """Accounts take turns in key order; each turn admits the account's first request
-    that fits its caps and a placement. Capacity only shrinks during a pass, so a size
-    that failed once fails for the rest of it."""
+    that fits its caps and a placement. Capacity only shrinks and allocations only grow
+    during a pass, so a size that does not fit (or is over a cap) once stays so for the
+    rest of it: sizes that fit nowhere when the pass starts are failed from the start, and
+    an account none of whose sizes can pass leaves the turn order without walking its queue.
+    Both shortcuts skip only requests the walk would have skipped, so admissions are the same."""
+    all_sizes = _all_sizes(size_sets)
+    failed_k: set[int] = {k for k in all_sizes if free.find(k) is None}
     heap = [(key(s), s.name) for s in states.values() if s.pos < len(s.queue)]
     heapq.heapify(heap)
     cap_block = ledger.cap_block
-    failed_k: set[int] = set()
-    while heap and len(failed_k) < len(sizes):  # stop once no request size can fit anywhere
+    while heap and len(failed_k) < len(all_sizes):  # stop once no request size can fit anywhere
         _, name = heapq.heappop(heap)
         s = states[name]
+        if all(k in failed_k or cap_block(name, k) for k in size_sets[name]):
+            continue  # nothing in this queue can be admitted for the rest of the pass
         queue = s.queue
         while s.pos < len(queue):
             req = queue[s.pos]

@@ -53,7 +53,9 @@ def reclaim(
     queues: Mapping[str, Sequence[PendingRequest]],
     admitted: set,
     running: Sequence[RunningJob],
+    by_age: Sequence[RunningJob] | None = None,
 ) -> tuple[list[Admission], list[Preemption]]:
+    """`by_age`: `running` sorted youngest first (-started_at, str(id)), if the caller keeps it."""
     level = protected_levels(tree, cfg, entitled)
 
     def below(a: str) -> bool:
@@ -64,7 +66,8 @@ def reclaim(
     if not preemptors:
         return [], []
     preemptors.sort(key=lambda a: (ledger.alloc[a] / max(entitled.get(a, 0.0), EPS), -factors[a], a))
-    by_age = sorted(running, key=lambda j: (-j.started_at, str(j.id)))  # youngest first
+    if by_age is None:
+        by_age = sorted(running, key=age_key)  # youngest first
     gone: set = set()
     admissions: list[Admission] = []
     preemptions: list[Preemption] = []
@@ -99,6 +102,11 @@ def reclaim(
                           preempts=tuple(v.id for v in victims))
             )
     return admissions, preemptions
+
+
+def age_key(job: RunningJob) -> tuple[float, str]:
+    """Youngest first: the order victims are considered in."""
+    return (-job.started_at, str(job.id))
 
 
 def _cap_relief(tree: AccountTree, ledger, p: str, k: int) -> tuple[int | None, set | None]:

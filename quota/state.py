@@ -1,0 +1,237 @@
+"""PolicyState: the policy's inputs kept across cycles, so a cycle costs what changed.
+
+`quota.decide(snapshot)` rebuilds everything from a snapshot each call: the free-slice
+tracker (O(GPUs)), the ledger (O(running)), the sorted queues (O(pending log pending)).
+A caller that runs thousands of cycles on one cluster (the simulator; the live scheduler
+if it wants) keeps a PolicyState instead and tells it only what changed:
+
+    state = PolicyState(tree, capacity, config)
+    state.submit(request)            # a new request joins its account's queue
+    state.finish(job_id)             # a running job ended; its slices are free again
+    if state.could_act():            # False only when the decision is provably empty
+        decision = state.cycle(now, usage)   # decide AND apply: admitted jobs run,
+                                             # victims go back to the head of their queue
+
+Invariants:
+- `cycle(now, usage)` returns exactly what `decide(state.snapshot(now, usage))` returns
+  when called just before it (tests/quota/test_state_equivalence.py checks this on random
+  sequences), because both run `quota.policy.run_cycle`, the same policy code, on the same
+  inputs. With `explain=False` it leaves `waiting` empty and is otherwise the same.
+- After `cycle`, the state is the decision applied: preempted jobs are pending again
+  (with the seq `requeue` gives them; by default one below the head of their account's
+  queue) and admitted requests run where the decision placed them, started at `now`.
+- `could_act()` is False only if no queued size fits any free placement (so the admit
+  passes cannot admit: capacity only shrinks within a pass) and no account could reclaim
+  (none is below min(protected level, demand) with requests queued). Then the decision
+  has no admissions and no preemptions, and skipping the cycle changes nothing.
+Pure like the rest of quota: no clock (`now` is passed in), no I/O.
+"""
+from __future__ import annotations
+
+from bisect import bisect_left, insort
+from collections import Counter
+from dataclasses import replace
+from typing import Callable, Mapping
+
+from quota.capacity import Capacity, FreeSlices
+from quota.policy import TreeCache, _pending_work, run_cycle
+from quota.preemption import age_key
+from quota.snapshot import (
+    INFEASIBLE,
+    Decision,
+    JobId,
+    PendingRequest,
+    PolicyConfig,
+    RunningJob,
+    Snapshot,
+    Waiting,
+)
+from quota.tree import AccountTree
+
+Requeue = Callable[[PendingRequest, RunningJob, float, float], PendingRequest]
+
+
+def head_of_queue(request: PendingRequest, job: RunningJob, now: float, head_seq: float) -> PendingRequest:
+    """Default requeue: the victim goes back to the head of its account's queue."""
+    return replace(request, seq=min(request.seq, head_seq - 1.0))
+
+
+class PolicyState:
+    def __init__(self, tree: AccountTree, capacity: Capacity, config: PolicyConfig | None = None,
+                 requeue: Requeue = head_of_queue):
+        self.config = config or PolicyConfig()
+        self.cache = TreeCache(tree, capacity, self.config)
+        self.tree = tree
+        self.capacity = capacity
+        self.requeue = requeue
+        self.free = FreeSlices(capacity)
+        self.running: dict[JobId, RunningJob] = {}
+        self.request_of: dict[JobId, PendingRequest] = {}  # what to requeue a running job as
+        self.running_slices: dict[str, int] = {}
+        self.running_count: dict[str, int] = {}
+        self._by_age: list[tuple[tuple[float, str], RunningJob]] = []  # youngest first
+        self.queues: dict[str, list[PendingRequest]] = {}  # per leaf, sorted by (seq, arrival)
+        self._keys: dict[str, list[tuple[float, int]]] = {}
+        self._arrival = 0
+        self.pending_slices: dict[str, int] = {}
+        self.sizes: Counter[int] = Counter()
+        self.infeasible: dict[JobId, Waiting] = {}
+        self._infeasible_reqs: dict[JobId, PendingRequest] = {}
+        self._work: dict[str, float] = {}
+        self._dirty: set[str] = set()
+        guaranteed = ((a, tree.accounts[a].guaranteed) for a in self.cache.leaves)
+        self._guaranteed = [(a, g) for a, g in guaranteed if g > 0]
+
+    # -- changes ----------------------------------------------------------------------
+    def submit(self, req: PendingRequest) -> None:
+        why = self.cache.not_a_leaf(req.account) or self.cache.shape_error(req.slices)
+        if why is not None:
+            self.infeasible[req.id] = Waiting(req.id, req.account, INFEASIBLE, why)
+            self._infeasible_reqs[req.id] = req
+            return
+        a = req.account
+        keys = self._keys.get(a)
+        if keys is None:
+            keys = self._keys[a] = []
+            self.queues[a] = []
+        key = (req.seq, self._arrival)
+        self._arrival += 1
+        i = bisect_left(keys, key)
+        keys.insert(i, key)
+        self.queues[a].insert(i, req)
+        self.pending_slices[a] = self.pending_slices.get(a, 0) + req.slices
+        self.sizes[req.slices] += 1
+        self._dirty.add(a)
+
+    def add_running(self, job: RunningJob, request: PendingRequest | None = None) -> None:
+        """A job already running when the state is built (its request is what a preemption requeues)."""
+        if self.free.has_node(job.node):
+            self.free.take(job.node, job.gpu_slices)
+        self._track(job, request or PendingRequest(job.id, job.account, job.slices, seq=job.started_at,
+                                                   submitted_at=job.started_at))
+
+    def finish(self, job_id: JobId) -> RunningJob:
+        job = self._untrack(job_id)
+        self.request_of.pop(job_id, None)
+        if self.free.has_node(job.node):
+            self.free.give(job.node, job.gpu_slices)
+        return job
+
+    def cancel(self, request_id: JobId, account: str) -> bool:
+        """Withdraw a pending request; False if it is not queued."""
+        if self.infeasible.pop(request_id, None) is not None:
+            del self._infeasible_reqs[request_id]
+            return True
+        q = self.queues.get(account, [])
+        for i, r in enumerate(q):
+            if r.id == request_id:
+                self._drop(account, {i})
+                return True
+        return False
+
+    # -- the cycle --------------------------------------------------------------------
+    def could_act(self) -> bool:
+        if not self.queues:
+            return False
+        find = self.free.find
+        if any(find(k) is not None for k in self.sizes):
+            return True
+        cfg = self.config
+        if not cfg.preemption or cfg.ordering not in ("fair-share", "static"):
+            return False
+        if cfg.reclaim != "guarantee":
+            return True  # the protected level is the entitlement: let the cycle decide
+        for a, g in self._guaranteed:
+            if a in self.queues:
+                alloc = self.running_slices.get(a, 0)
+                if alloc < min(g, alloc + self.pending_slices[a]):
+                    return True
+        return False
+
+    def cycle(self, now: float, usage: Mapping[str, float], explain: bool = True) -> Decision:
+        if self.config.ordering == "finish-time":
+            for a in self._dirty:
+                if a in self.queues:
+                    self._work[a] = _pending_work(self.queues[a])
+        self._dirty.clear()
+        running = [job for _, job in self._by_age]
+        n_active = len(self.running_count.keys() | self.queues.keys())
+        decision = run_cycle(
+            self.cache, self.config, now, usage, self.free, running, self.running_slices, self.queues,
+            self.pending_slices, dict(self.infeasible) if explain else {}, n_active,
+            by_age=running, pending_work=self._work, explain=explain,
+        )
+        self._apply(decision, now)
+        return decision
+
+    def _apply(self, d: Decision, now: float) -> None:
+        """Book the decision; `free` already holds it (run_cycle placed and released on it)."""
+        for p in d.preemptions:
+            job = self._untrack(p.job_id)
+            req = self.request_of.pop(p.job_id)
+            q = self.queues.get(job.account)
+            head = q[0].seq if q else req.seq
+            self.submit(self.requeue(req, job, now, head))
+        if not d.admissions:
+            return
+        by_account: dict[str, dict[JobId, object]] = {}
+        for adm in d.admissions:
+            by_account.setdefault(adm.account, {})[adm.request_id] = adm
+        for a, adms in by_account.items():
+            q = self.queues[a]
+            idx = {i for i, r in enumerate(q) if r.id in adms}
+            reqs = [q[i] for i in sorted(idx)]
+            self._drop(a, idx)
+            for req in reqs:
+                adm = adms[req.id]
+                self._track(RunningJob(req.id, a, adm.node, adm.gpu_slices, now), req)
+
+    # -- bookkeeping ------------------------------------------------------------------
+    def _drop(self, a: str, idx: set[int]) -> None:
+        q, keys = self.queues[a], self._keys[a]
+        for i in idx:
+            self.pending_slices[a] -= q[i].slices
+            self.sizes[q[i].slices] -= 1
+            if not self.sizes[q[i].slices]:
+                del self.sizes[q[i].slices]
+        q[:] = [r for i, r in enumerate(q) if i not in idx]
+        keys[:] = [k for i, k in enumerate(keys) if i not in idx]
+        self._dirty.add(a)
+        if not q:
+            del self.queues[a], self._keys[a], self.pending_slices[a]
+            self._work.pop(a, None)
+
+    def _track(self, job: RunningJob, request: PendingRequest) -> None:
+        if job.id in self.running:
+            raise ValueError(f"job {job.id!r} is already running")
+        self.running[job.id] = job
+        self.request_of[job.id] = request
+        a = job.account
+        if a in self.tree:
+            self.running_slices[a] = self.running_slices.get(a, 0) + job.slices
+            self.running_count[a] = self.running_count.get(a, 0) + 1
+            insort(self._by_age, (age_key(job), job), key=lambda e: e[0])
+
+    def _untrack(self, job_id: JobId) -> RunningJob:
+        job = self.running.pop(job_id)
+        a = job.account
+        if a in self.tree:
+            self.running_slices[a] -= job.slices
+            self.running_count[a] -= 1
+            if not self.running_count[a]:
+                del self.running_count[a], self.running_slices[a]
+            k = age_key(job)
+            i = bisect_left(self._by_age, k, key=lambda e: e[0])
+            del self._by_age[i]
+        return job
+
+    # -- views ------------------------------------------------------------------------
+    @property
+    def pending(self) -> list[PendingRequest]:
+        return [r for q in self.queues.values() for r in q]
+
+    def snapshot(self, now: float, usage: Mapping[str, float]) -> Snapshot:
+        """The equivalent snapshot: `decide(state.snapshot(now, usage)) == state.cycle(now, usage)`."""
+        pending = tuple(self._infeasible_reqs.values()) + tuple(self.pending)
+        return Snapshot(self.tree, self.capacity, pending, tuple(self.running.values()),
+                        dict(usage), now, self.config)

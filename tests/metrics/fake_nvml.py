@@ -1,0 +1,129 @@
+"""A stand-in for pynvml on machines with no GPU: the same function and exception names.
+
+Tests only. State comes from `configure(...)` in this process, or from the JSON file
+named by FAKE_NVML_STATE (so Ray worker processes see the same devices):
+{"init_error": null | "LibraryNotFound" | "DriverNotLoaded" | ..., "devices": [
+  {"name", "uuid", "util", "used", "total", "power_mw" (null = NotSupported),
+   "mig": null | 0 | 1, "procs": [[pid, bytes | null], ...]}]}
+Every call is counted in CALLS so tests can check init/shutdown pairing.
+"""
+from __future__ import annotations
+
+import json
+import os
+from collections import Counter
+from types import SimpleNamespace
+
+CALLS: Counter = Counter()
+_state: dict | None = None
+
+
+class NVMLError(Exception):
+    pass
+
+
+class NVMLError_LibraryNotFound(NVMLError):
+    pass
+
+
+class NVMLError_DriverNotLoaded(NVMLError):
+    pass
+
+
+class NVMLError_NotSupported(NVMLError):
+    pass
+
+
+class NVMLError_GpuIsLost(NVMLError):
+    pass
+
+
+def configure(devices=(), init_error: str | None = None) -> None:
+    global _state
+    _state = {"devices": [dict(d) for d in devices], "init_error": init_error}
+    CALLS.clear()
+
+
+def t4(i: int, util=50, used=4 << 30, power_mw=35000, procs=()) -> dict:
+    return {"name": "Tesla T4", "uuid": f"GPU-fake-{i:04d}", "util": util, "used": used,
+            "total": 15 * (1 << 30), "power_mw": power_mw, "mig": None, "procs": [list(p) for p in procs]}
+
+
+def _get() -> dict:
+    if _state is not None:
+        return _state
+    path = os.environ.get("FAKE_NVML_STATE")
+    if path:
+        with open(path) as f:
+            return json.load(f)
+    return {"devices": [], "init_error": "LibraryNotFound"}
+
+
+def _dev(handle) -> dict:
+    d = _get()["devices"][handle]
+    if d.get("lost"):
+        raise NVMLError_GpuIsLost("GPU is lost")
+    return d
+
+
+def nvmlInit():
+    CALLS["init"] += 1
+    err = _get().get("init_error")
+    if err:
+        raise globals()[f"NVMLError_{err}"](err)
+
+
+def nvmlShutdown():
+    CALLS["shutdown"] += 1
+
+
+def nvmlSystemGetDriverVersion():
+    return "550.00-fake"
+
+
+def nvmlDeviceGetCount():
+    return len(_get()["devices"])
+
+
+def nvmlDeviceGetHandleByIndex(i):
+    if not 0 <= i < nvmlDeviceGetCount():
+        raise NVMLError("invalid argument")
+    return i
+
+
+def nvmlDeviceGetName(h):
+    return _dev(h)["name"]
+
+
+def nvmlDeviceGetUUID(h):
+    return _dev(h)["uuid"]
+
+
+def nvmlDeviceGetUtilizationRates(h):
+    d = _dev(h)
+    if d.get("mig"):
+        raise NVMLError_NotSupported("utilisation of a MIG-enabled GPU")
+    return SimpleNamespace(gpu=d["util"], memory=0)
+
+
+def nvmlDeviceGetMemoryInfo(h):
+    d = _dev(h)
+    return SimpleNamespace(total=d["total"], used=d["used"], free=d["total"] - d["used"])
+
+
+def nvmlDeviceGetPowerUsage(h):
+    mw = _dev(h)["power_mw"]
+    if mw is None:
+        raise NVMLError_NotSupported("power")
+    return mw
+
+
+def nvmlDeviceGetMigMode(h):
+    mig = _dev(h).get("mig")
+    if mig is None:
+        raise NVMLError_NotSupported("MIG")
+    return (mig, mig)
+
+
+def nvmlDeviceGetComputeRunningProcesses(h):
+    return [SimpleNamespace(pid=pid, usedGpuMemory=used) for pid, used in _dev(h)["procs"]]

@@ -51,12 +51,55 @@ class DiscoveredNode:
     address: str
 
 
+class StartLog:
+    """A tiny Ray actor each task tells when it really starts, so the server can see
+    tasks Ray has been handed but not started (expected: none)."""
+
+    def __init__(self) -> None:
+        self.started: dict[tuple[int, int], float] = {}
+
+    def mark(self, job_id: int, attempt: int, at: float) -> None:
+        self.started[(job_id, attempt)] = at
+
+    def lookup(self, keys: list[tuple[int, int]]) -> dict[tuple[int, int], float | None]:
+        out = {k: self.started.get(k) for k in keys}
+        for k in list(self.started):
+            if k not in out:
+                del self.started[k]  # attempts no longer tracked
+        return out
+
+
 @dataclass
 class RayExecutor:
     ray: Any  # the `ray` module, already initialised
     results_dir: str
     attempts: dict[int, Attempt] = field(default_factory=dict)
     _remote: dict[str, Any] = field(default_factory=dict)
+    _start_log: Any = None
+
+    def start_log(self):
+        if self._start_log is None:
+            self._start_log = self.ray.remote(num_cpus=0)(StartLog).remote()
+        return self._start_log
+
+    def pending_in_ray(self, grace_s: float = 2.0) -> int:
+        """Attempts handed to Ray more than `grace_s` ago that Ray has not started."""
+        now = time.time()
+        old = [(a.job_id, a.attempt) for a in self.attempts.values() if now - a.submitted_at > grace_s]
+        if not old:
+            return 0
+        marks = self.ray.get(self.start_log().lookup.remote(old), timeout=10)
+        return sum(1 for k in old if marks.get(k) is None)
+
+    def warm_up(self, workers: int, timeout: float = 120.0) -> None:
+        """Start `workers` worker processes before jobs arrive, so a job's start is not a
+        cold Python start (hold jobs reuse warm workers)."""
+        fn = self._fn("hold")
+        refs = [fn.options(num_gpus=0, num_cpus=0).remote(
+            {"model": "hold", "spec": {"seconds": 0.5}, "job_id": -1, "attempt": i,
+             "results_dir": self.results_dir, "submitted_at": time.time(), "no_result_file": True})
+            for i in range(workers)]
+        self.ray.wait(refs, num_returns=len(refs), timeout=timeout)
 
     # -- capacity ---------------------------------------------------------------------
     def discover(self, default_gpu_type: str = "T4") -> list[DiscoveredNode]:
@@ -90,7 +133,7 @@ class RayExecutor:
         submitted = time.time()
         payload = {**payload, "job_id": job_id, "attempt": attempt, "num_gpus": num_gpus,
                    "results_dir": self.results_dir, "submitted_at": submitted,
-                   "memory_fraction": min(1.0, num_gpus)}
+                   "memory_fraction": min(1.0, num_gpus), "start_log": self.start_log()}
         fn = self._fn(payload["model"]).options(
             num_gpus=num_gpus, num_cpus=0, max_retries=0, name=f"fairgpu-job-{job_id}",
             scheduling_strategy=NodeAffinitySchedulingStrategy(node_id=node, soft=False),

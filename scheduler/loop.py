@@ -52,6 +52,11 @@ class CycleReport:
     requeued: int = 0
     duration_s: float = 0.0
     ray_start_delays: list[float] = field(default_factory=list)
+    # per-account events, for the metrics (account ids; the publisher names them)
+    admissions: list[tuple[int, float]] = field(default_factory=list)  # (account_id, queue wait s)
+    preemptions: list[tuple[int, str]] = field(default_factory=list)  # (account_id, reason)
+    finishes: list[tuple[int, str]] = field(default_factory=list)  # (account_id, final state)
+    usage: dict[int, float] = field(default_factory=dict)  # account_id -> slice-seconds charged
 
 
 class SchedulingLoop:
@@ -176,12 +181,17 @@ class SchedulingLoop:
         self._apply(decision, loaded, now, report)
         # 7. meter
         if time.monotonic() - self._last_meter >= self.usage_period_s:
-            self._meter(now)
+            self._meter(now, report)
         report.duration_s = time.perf_counter() - t0
         self.last_report = report
         if self.on_cycle:
             self.on_cycle(report)
         return report
+
+    def _charge(self, s, job: Job, until: datetime, report: CycleReport | None) -> None:
+        amount = self.meter.charge(s, job, until)
+        if report is not None and amount > 0:
+            report.usage[job.account_id] = report.usage.get(job.account_id, 0.0) + amount
 
     def _settle(self, completions: list[Completion], now: datetime, report: CycleReport) -> None:
         if not completions:
@@ -193,29 +203,28 @@ class SchedulingLoop:
                     self.meter.forget(c.job_id)
                     continue  # already settled (cancelled or preempted) by someone else
                 end = apply.ts(c.result["task_finished_at"]) if c.ok and c.result else now
-                self.meter.charge(s, job, end)
+                self._charge(s, job, end, report)
                 self.meter.forget(job.id)
                 try:
                     if c.ok:
-                        apply.finish(s, job, ok=True, at=end, result=c.result, error=None)
-                        report.finished += 1
+                        done = apply.finish(s, job, ok=True, at=end, result=c.result, error=None)
                         report.ray_start_delays.append(c.result.get("ray_start_delay_s", 0.0))
                     elif c.infrastructure or c.cancelled:
                         saved = read_result(self.executor.results_dir, job.id, job.attempts)
                         if saved is not None:  # it finished before its worker went away
-                            apply.finish(s, job, ok=True, at=end, result=saved, error=None)
-                            report.finished += 1
+                            done = apply.finish(s, job, ok=True, at=end, result=saved, error=None)
                         elif job.attempts >= self.retry_limit:
-                            apply.finish(s, job, ok=False, at=now, result=None,
-                                         error=f"gave up after {job.attempts} attempts: {c.error}")
-                            report.finished += 1
+                            done = apply.finish(s, job, ok=False, at=now, result=None,
+                                                error=f"gave up after {job.attempts} attempts: {c.error}")
                         else:
                             apply.requeue(s, job, at=now, event="requeued",
                                           message=f"attempt {job.attempts} lost its worker or node: {c.error}")
                             report.requeued += 1
+                            continue
                     else:
-                        apply.finish(s, job, ok=False, at=now, result=None, error=c.error)
-                        report.finished += 1
+                        done = apply.finish(s, job, ok=False, at=now, result=None, error=c.error)
+                    report.finished += 1
+                    report.finishes.append((done.account_id, done.state.value))
                 except StaleJob:
                     continue
 
@@ -231,7 +240,8 @@ class SchedulingLoop:
                 if job.state != JobState.RUNNING or job.attempts != att.attempt:
                     # cancelled through the API (or otherwise settled): stop it in Ray
                     if job.state.is_finished() and job.finished_at is not None:
-                        self.meter.charge(s, job, job.finished_at)
+                        self._charge(s, job, job.finished_at, report)
+                        report.finishes.append((job.account_id, job.state.value))
                     self.meter.forget(job.id)
                     self.executor.cancel(job.id)
                     self.executor.forget(job.id)
@@ -249,11 +259,12 @@ class SchedulingLoop:
                     job = s.get(Job, p.job_id)
                     if job is None or job.state != JobState.RUNNING:
                         continue
-                    self.meter.charge(s, job, now)
+                    self._charge(s, job, now, report)
                     self.meter.forget(job.id)
                     try:
                         apply.requeue(s, job, at=now, event="preempted", message=p.reason)
                         report.preempted += 1
+                        report.preemptions.append((job.account_id, p.reason))
                     except StaleJob:
                         pass
             self.executor.wait_gone(victims, timeout=10.0)
@@ -280,6 +291,7 @@ class SchedulingLoop:
                                     num_gpus=adm.num_gpus, payload=payload)
                 self.meter.charged_until[job.id] = now.timestamp()
                 report.admitted += 1
+                report.admissions.append((job.account_id, (now - job.submitted_at).total_seconds()))
             except Exception as exc:
                 log.exception("could not hand job %s to Ray", job.id)
                 with session_scope(self.engine) as s:
@@ -287,13 +299,13 @@ class SchedulingLoop:
                     if fresh is not None and fresh.state == JobState.RUNNING:
                         apply.requeue(s, fresh, at=now, event="requeued", message=f"Ray refused it: {exc}")
 
-    def _meter(self, now: datetime) -> None:
+    def _meter(self, now: datetime, report: CycleReport) -> None:
         self._last_meter = time.monotonic()
         with session_scope(self.engine) as s:
             running = s.exec(select(Job).where(Job.state == JobState.RUNNING)).all()
             for job in running:
                 if job.id in self.executor.attempts:
-                    self.meter.charge(s, job, now)
+                    self._charge(s, job, now, report)
 
     def drain(self) -> int:
         """On shutdown: stop every running attempt and requeue its job (none is lost)."""

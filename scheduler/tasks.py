@@ -42,6 +42,8 @@ def run_job(payload: dict) -> dict:
     """Run one job attempt. `payload`: job_id, attempt, model, framework, mode, spec,
     memory_fraction, results_dir, submitted_at (when the server handed it to Ray)."""
     started = time.time()
+    if payload.get("start_log") is not None:
+        payload["start_log"].mark.remote(payload["job_id"], payload["attempt"], started)
     log = io.StringIO()
     model = payload["model"]
     spec = dict(payload.get("spec") or {})
@@ -70,5 +72,6 @@ def run_job(payload: dict) -> dict:
         "pid": os.getpid(),
         "log": log.getvalue()[-20000:],
     }
-    _write_result(payload["results_dir"], payload["job_id"], payload["attempt"], result)
+    if not payload.get("no_result_file"):
+        _write_result(payload["results_dir"], payload["job_id"], payload["attempt"], result)
     return result

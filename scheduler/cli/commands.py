@@ -7,6 +7,8 @@ import importlib
 
 # (module, attribute) of each top-level command or group, in help order.
 _COMMANDS = [
+    ("scheduler.cli.service", "up"),
+    ("scheduler.cli.service", "demo"),
     ("scheduler.cli.admin", "admin"),
     ("scheduler.cli.share", "share"),
     ("scheduler.cli.bench", "bench"),

@@ -1,0 +1,62 @@
+"""`fairgpu up` (the embedded server) and `fairgpu demo` (the main job)."""
+from __future__ import annotations
+
+import click
+
+from scheduler.cli.common import db_option, domain_errors, info
+
+
+@click.command()
+@db_option
+@click.option("--ray-address", default=None, envvar="RAY_ADDRESS", metavar="ADDR",
+              help="Use an existing Ray cluster instead of starting a local one.")
+@click.option("--gpus", type=int, default=None, metavar="N",
+              help="Logical GPUs for the local Ray (machines without GPUs).")
+@click.option("--gpu-type", default="T4", show_default=True, help="GPU type of the logical GPUs.")
+@click.option("--slices-per-gpu", type=int, default=None, metavar="K",
+              help="Slices per GPU (default: the GPU type's profile, T4: 4).")
+@click.option("--host", default="127.0.0.1", show_default=True)
+@click.option("--port", type=int, default=8470, show_default=True)
+@click.option("--state-dir", type=click.Path(file_okay=False), default=None,
+              help="Where results and the admin token live (default: the user data dir).")
+@domain_errors
+def up(db_url, ray_address, gpus, gpu_type, slices_per_gpu, host, port, state_dir):
+    """Start fairgpu on this machine: Ray, the scheduling loop, the API and /metrics."""
+    import logging
+
+    from scheduler.server import Embedded, default_state_dir
+
+    if gpus is not None and gpus < 0:
+        raise click.BadParameter("must be >= 0", param_hint="--gpus")
+    if slices_per_gpu is not None and slices_per_gpu < 1:
+        raise click.BadParameter("must be >= 1", param_hint="--slices-per-gpu")
+    logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    server = Embedded(db_url=db_url, state_dir=state_dir or default_state_dir(), ray_address=ray_address,
+                      gpus=gpus, gpu_type=gpu_type, slices_per_gpu=slices_per_gpu, host=host, port=port)
+    server.start_core()
+    rec = server.recovered
+    if rec["finished"] or rec["requeued"]:
+        info(f"recovered: {rec['finished']} job(s) had finished, {rec['requeued']} queued again")
+    if server.admin_token:
+        info(f"admin token written to {server.admin_token_path} (readable by you only)")
+    info(f"fairgpu is up: API {server.url}  metrics {server.url}/metrics  (Ctrl-C to stop)")
+    server.start_loop()
+    try:
+        server.make_server(install_signal_handlers=True).run()
+    finally:
+        n = server.stop()
+        info(f"stopped; {n} running job(s) queued again")
+
+
+@click.command()
+@click.option("--gpus", type=int, default=2, show_default=True, help="Logical T4 GPUs (4 slices each).")
+@click.option("--seconds", type=float, default=2.0, show_default=True, help="Length of each job.")
+@click.option("--jobs-per-weight", type=int, default=24, show_default=True,
+              help="Jobs per unit of weight (1:2:3 institutions).")
+def demo(gpus, seconds, jobs_per_weight):
+    """Three institutions weighted 1:2:3 share logical GPUs: live table, then who got what."""
+    from scheduler.demo import run_demo
+
+    if gpus < 1 or seconds <= 0 or jobs_per_weight < 1:
+        raise click.UsageError("--gpus and --jobs-per-weight must be >= 1 and --seconds > 0")
+    run_demo(gpus=gpus, seconds=seconds, jobs_per_weight=jobs_per_weight)

@@ -1,0 +1,150 @@
+"""Publish each cycle for /metrics: counters move with the cycle's events, and a fresh
+ClusterView (the picture the scrape-time collector reads) replaces the last one.
+
+Invariants: no per-job labels; cluster equity measures are over institutions (top-level
+accounts) with demand; reading the view never touches the database (workload results
+and NVML readings are refreshed at most every `refresh_s` seconds, off the scrape path).
+"""
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections import defaultdict
+from typing import Callable
+
+from sqlmodel import select
+
+import quota
+from scheduler.metrics.exporter import SchedulerMetrics
+from scheduler.metrics.view import AccountView, ClusterView, GpuView, WorkloadView
+from scheduler.store import Account, Job, JobState, session_scope
+
+log = logging.getLogger("fairgpu.publish")
+
+
+def equity(snapshot: quota.Snapshot, decision: quota.Decision) -> tuple[float, float, float]:
+    """(Jain's index, largest |share deviation|, usage Gini) over institutions."""
+    tree = snapshot.tree
+    top = tree.kids(None)
+    capacity = snapshot.capacity.total_slices
+    entitled = {a: decision.entitled.get(a, 0.0) for a in top if decision.entitled.get(a, 0.0) > 0}
+    actual = {a: float(decision.allocated.get(a, 0)) for a in top}
+    jain = quota.jain_of_shares(actual, entitled)
+    dev = quota.share_deviation(actual, entitled, capacity)
+    factors = quota.fair_share(tree, snapshot.usage, snapshot.config.algorithm)
+    gini = quota.usage_gini({a: factors.norm_usage[a] for a in top}, {a: factors.norm_shares[a] for a in top})
+    return jain, max((abs(v) for v in dev.values()), default=0.0), gini
+
+
+class Publisher:
+    def __init__(self, engine, metrics: SchedulerMetrics, *, gpu_source: Callable[[], tuple] | None = None,
+                 pending_source: Callable[[], int] | None = None, refresh_s: float = 5.0):
+        self.engine = engine
+        self.metrics = metrics
+        self.gpu_source = gpu_source  # () -> (gpu views, nvml nodes)
+        self.pending_source = pending_source  # () -> tasks Ray was handed but has not started
+        self._ray_pending = 0
+        self.refresh_s = refresh_s
+        self._view: ClusterView | None = None
+        self._names: dict[int, str] = {}
+        self._workloads: tuple[WorkloadView, ...] = ()
+        self._gpus: tuple = ((), {})
+        self._last_refresh = 0.0
+        self._lock = threading.Lock()
+
+    def view(self) -> ClusterView | None:
+        return self._view
+
+    def _name(self, account_id: int) -> str:
+        if account_id not in self._names:
+            with session_scope(self.engine) as s:
+                self._names = {a.id: a.name for a in s.exec(select(Account)).all()}
+        return self._names.get(account_id, str(account_id))
+
+    def _refresh(self) -> None:
+        if time.monotonic() - self._last_refresh < self.refresh_s:
+            return
+        self._last_refresh = time.monotonic()
+        with session_scope(self.engine) as s:
+            rows = s.exec(select(Job.model, Job.framework, Job.result).where(
+                Job.state == JobState.SUCCEEDED, Job.model != "hold")).all()
+        groups: dict[tuple, list[dict]] = defaultdict(list)
+        for model, framework, result in rows:
+            if result:
+                groups[(model, framework or "", result.get("device", "cpu"))].append(result)
+        self._workloads = tuple(
+            WorkloadView(m, f, d, len(rs),
+                         sum(r.get("samples_per_second") or 0.0 for r in rs) / len(rs),
+                         max(int(r.get("peak_memory_bytes") or 0) for r in rs))
+            for (m, f, d), rs in sorted(groups.items())
+        )
+        if self.gpu_source is not None:
+            try:
+                self._gpus = self.gpu_source()
+            except Exception:
+                log.exception("NVML sampling failed")
+        if self.pending_source is not None:
+            try:
+                self._ray_pending = self.pending_source()
+            except Exception:
+                log.exception("asking Ray which tasks started failed")
+
+    def publish(self, report) -> None:
+        m = self.metrics
+        m.observe_cycle(report.duration_s)
+        for account_id, wait in report.admissions:
+            m.admitted(self._name(account_id), wait)
+        for account_id, reason in report.preemptions:
+            m.preempted(self._name(account_id), reason)
+        for account_id, state in report.finishes:
+            m.job_finished(self._name(account_id), state)
+        for account_id, amount in report.usage.items():
+            m.add_usage(self._name(account_id), amount)
+        snap, decision = report.snapshot, report.decision
+        if snap is None or decision is None:
+            return
+        try:
+            self._refresh()
+        except Exception:
+            log.exception("refreshing workload results failed")
+        tree = snap.tree
+        running = defaultdict(int)
+        for job in snap.running:
+            for a in tree.ancestors(job.account) if job.account in tree else ():
+                running[a] += 1
+        for a in decision.admissions:
+            for name in tree.ancestors(a.account):
+                running[name] += 1
+        for p in decision.preemptions:
+            acct = next((j.account for j in snap.running if j.id == p.job_id), None)
+            for name in tree.ancestors(acct) if acct in tree else ():
+                running[name] -= 1
+        pending = defaultdict(lambda: defaultdict(int))
+        for w in decision.waiting.values():
+            for name in tree.ancestors(w.account) if w.account in tree else ():
+                pending[name][w.reason] += 1
+        usage = quota.fair_share(tree, snap.usage, snap.config.algorithm)
+        accounts = []
+        for name in tree.order:
+            spec = tree.accounts[name]
+            m.ensure_account(name)
+            accounts.append(AccountView(
+                name=name, parent=spec.parent, weight=spec.weight, guaranteed_slices=spec.guaranteed,
+                max_slices=spec.cap, entitled_slices=decision.entitled.get(name, 0.0),
+                allocated_slices=decision.allocated.get(name, 0), running_jobs=running[name],
+                pending_by_reason=dict(pending[name]), decayed_usage=usage.raw_usage[name],
+                fairshare_factor=decision.factor.get(name, 1.0),
+            ))
+        jain, dev, gini = equity(snap, decision)
+        top_alloc = sum(decision.allocated.get(a, 0) for a in tree.kids(None))
+        gpus, nvml_nodes = self._gpus
+        self._view = ClusterView(
+            at=report.at.timestamp(), capacity_slices=snap.capacity.total_slices,
+            free_slices=max(0, snap.capacity.total_slices - top_alloc), jain_index=jain,
+            max_share_deviation=dev, usage_gini=gini, ray_pending_tasks=self._ray_pending, accounts=tuple(accounts),
+            gpus=tuple(gpus), nvml_nodes=dict(nvml_nodes), workloads=self._workloads,
+        )
+
+
+__all__ = ["Publisher", "equity", "GpuView"]

@@ -1,0 +1,51 @@
+"""Alert rules and the scrape config: promtool checks them, and each alert has a unit test that fires it."""
+from __future__ import annotations
+
+import re
+import subprocess
+from pathlib import Path
+
+import yaml
+
+PROM = Path(__file__).resolve().parents[2] / "deploy" / "prometheus"
+DOC = PROM.parents[1] / "docs" / "metrics.md"
+
+
+def run(*args, cwd=PROM):
+    return subprocess.run(list(args), cwd=cwd, capture_output=True, text=True, timeout=60)
+
+
+def test_rules_are_valid(promtool):
+    out = run(promtool, "check", "rules", "alerts.yml")
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert "SUCCESS: 8 rules found" in out.stdout
+
+
+def test_rule_unit_tests_pass(promtool):
+    out = run(promtool, "test", "rules", "alerts_test.yml")
+    assert out.returncode == 0, out.stdout + out.stderr
+
+
+def test_every_alert_is_tested_firing():
+    rules = yaml.safe_load((PROM / "alerts.yml").read_text())
+    alerts = {r["alert"] for g in rules["groups"] for r in g["rules"]}
+    tests = yaml.safe_load((PROM / "alerts_test.yml").read_text())["tests"]
+    fired = {c["alertname"] for t in tests for c in t.get("alert_rule_test", []) if c["exp_alerts"]}
+    assert alerts == fired
+
+
+def test_alerts_use_only_documented_series():
+    doc = DOC.read_text()
+    text = (PROM / "alerts.yml").read_text()
+    for name in set(re.findall(r"\bfairgpu_\w+", text)):
+        base = re.sub(r"_(bucket|sum|count)$", "", name)
+        assert f"`{base}`" in doc, f"{name} is not in docs/metrics.md"
+
+
+def test_scrape_config_is_valid(promtool, tmp_path):
+    config = yaml.safe_load((PROM / "prometheus.yml").read_text())
+    assert config["rule_files"] == ["/etc/prometheus/alerts.yml"]  # where compose mounts it
+    config["rule_files"] = [str(PROM / "alerts.yml")]
+    (tmp_path / "prometheus.yml").write_text(yaml.safe_dump(config))
+    out = run(promtool, "check", "config", str(tmp_path / "prometheus.yml"))
+    assert out.returncode == 0, out.stdout + out.stderr

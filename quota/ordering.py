@@ -1,10 +1,10 @@
 """Which account goes next: one key function per ordering. Lower keys go first.
 
-- fair-share (default): accounts below their entitlement first, ordered by the share
-  they would hold after admitting their next request ((allocated + k) / entitled, the
-  water-filling order); then borrowing, where history decides: the account
-  with the highest fair-share factor (least recent usage for its shares) borrows
-  first. Without history, borrowing goes by allocated / entitled too.
+- fair-share (default): accounts below their entitlement first; among them the one
+  with the highest fair-share factor (least recent usage for its shares), then the
+  one that would hold the smallest share after admitting its next request
+  ((allocated + k) / entitled, the water-filling order). Then borrowing, again by
+  fair-share factor. Without history both steps go by (allocated + k) / entitled.
 - static: as fair-share, but `decide` never lets an account past its static share.
 - fifo: the oldest request in the whole queue first, whatever its account (what Ray
   alone gives).
@@ -45,7 +45,10 @@ def fair_share_key(use_history: bool) -> Callable[[AccountState], tuple]:
         ratio = after / s.entitled if s.entitled > EPS else float("inf")
         f = -s.factor if use_history else 0.0
         if s.allocated + EPS < s.entitled:
-            return (0, ratio, f, s.name)
+            # history first: when slices do not divide evenly (8 slices at 1:2:3 owe 1.33,
+            # 2.67 and 4), the account served least for its shares takes the odd slice, so
+            # over time each gets its fractional entitlement, not a rounded one
+            return (0, f, ratio, s.name)
         return (1, f if use_history else ratio, ratio, s.name)
 
     return key

@@ -53,7 +53,7 @@ def flood(url: str, tokens: dict[str, str], jobs: dict[str, int], seconds: float
     def client(name: str) -> None:
         with httpx.Client(base_url=url, headers={"Authorization": f"Bearer {tokens[name]}"}, timeout=30) as c:
             for _ in range(jobs[name]):
-                r = c.post("/v1/jobs", json={"model": "hold", "slices": slices, "spec": {"seconds": seconds}})
+                r = c.post("/v1/jobs", json={"model": "hold", "slices": slices, "seconds": seconds})
                 if r.status_code != 201:
                     errors.append(f"{name}: HTTP {r.status_code} {r.text[:200]}")
                     return
@@ -119,7 +119,7 @@ def run_demo(*, gpus: int = 2, seconds: float = 2.0, jobs_per_weight: int = 24, 
     from scheduler.server import Embedded
     from scheduler.store import Job, JobState, session_scope
 
-    console = Console(file=out)
+    console = Console(file=out, width=None if out.isatty() else 110)
     err = Console(stderr=True)
     tmp = tempfile.TemporaryDirectory(prefix="fairgpu-demo-") if state_dir is None else None
     root = Path(state_dir or tmp.name)

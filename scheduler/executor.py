@@ -91,11 +91,12 @@ class RayExecutor:
         marks = self.ray.get(self.start_log().lookup.remote(old), timeout=10)
         return sum(1 for k in old if marks.get(k) is None)
 
-    def warm_up(self, workers: int, timeout: float = 120.0) -> None:
-        """Start `workers` worker processes before jobs arrive, so a job's start is not a
-        cold Python start (hold jobs reuse warm workers)."""
+    def warm_up(self, workers: int, num_gpus_each: float, timeout: float = 120.0) -> None:
+        """Start `workers` GPU worker processes before jobs arrive, so a job's start is not
+        a cold Python start (hold jobs reuse warm workers; Ray keeps GPU and CPU workers
+        apart, so the warm-up tasks ask for a GPU fraction like the jobs will)."""
         fn = self._fn("hold")
-        refs = [fn.options(num_gpus=0, num_cpus=0).remote(
+        refs = [fn.options(num_gpus=num_gpus_each, num_cpus=0).remote(
             {"model": "hold", "spec": {"seconds": 0.5}, "job_id": -1, "attempt": i,
              "results_dir": self.results_dir, "submitted_at": time.time(), "no_result_file": True})
             for i in range(workers)]

@@ -21,6 +21,8 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Callable
 
+from scheduler.services.capacity import slices_per_gpu_for
+
 log = logging.getLogger("fairgpu.server")
 
 
@@ -78,7 +80,7 @@ class Embedded:
         self.ray = ray
         local_cpus = None
         if not self.ray_address:
-            spg = self.slices_per_gpu or 4
+            spg = self.slices_per_gpu or slices_per_gpu_for(self.gpu_type)
             local_cpus = max(os.cpu_count() or 1, (self.gpus or 0) * spg)
         init_ray(ray, address=self.ray_address, gpus=self.gpus, gpu_type=self.gpu_type, num_cpus=local_cpus)
         self.executor = RayExecutor(ray, str(self.state_dir / "results"))
@@ -91,11 +93,9 @@ class Embedded:
                                    on_cycle=self.publisher.publish)
         self.recovered = self.loop.recover()
         self.loop.refresh_capacity(self.clock())
-        if self.warm_up and not self.ray_address:
-            from scheduler.services.capacity import total_slices
-
-            with session_scope(self.engine) as s:
-                self.executor.warm_up(min(64, max(1, total_slices(s))))
+        if self.warm_up and not self.ray_address and self.gpus:
+            spg = self.slices_per_gpu or slices_per_gpu_for(self.gpu_type)
+            self.executor.warm_up(min(64, self.gpus * spg), 1.0 / spg)
 
     @property
     def admin_token_path(self) -> Path:

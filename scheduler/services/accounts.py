@@ -37,7 +37,9 @@ def load_tree(session: Session) -> AccountTree:
 
 
 def _validated_tree(session: Session, specs: Iterable[AccountSpec]) -> AccountTree:
-    return AccountTree.build(specs, total_slices(session) or None)
+    tree = AccountTree.build(specs, total_slices(session) or None)
+    session.info.pop("fairgpu.directory", None)  # the per-transaction account directory is stale now
+    return tree
 
 
 def get_account(session: Session, name: str) -> Account:
@@ -121,6 +123,7 @@ def remove_account(session: Session, name: str) -> None:
         raise DomainError(f"account {name} has {jobs} job(s) on record and cannot be removed")
     session.delete(row)
     session.flush()
+    session.info.pop("fairgpu.directory", None)
 
 
 def list_accounts(session: Session) -> list[dict]:

@@ -1,0 +1,86 @@
+"""Per-request dependencies: one DB session (one transaction) and the bearer principal.
+
+Invariants:
+- Each request gets one session; it commits when the handler returns normally and
+  rolls back on any error, before the response is sent (``scope="function"``), so
+  a refused request writes nothing and a 2xx means the change is durable.
+- Callbacks queued with ``after_commit`` (e.g. waking the scheduling loop) run
+  only after a successful commit.
+- On SQLite the app serialises its own transactions with one lock, so requests
+  queue in the process instead of in SQLite's sleeping busy handler; writers in
+  other processes still meet SQLite's lock and busy timeout.
+- Every route but ``/healthz`` and the OpenAPI pages depends on ``principal``:
+  a missing, unknown, revoked or expired token is 401; ``admin`` adds 403.
+"""
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Callable
+from datetime import datetime
+from typing import Annotated
+
+from fastapi import Depends, HTTPException, Request
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from sqlmodel import Session
+
+from scheduler.services.auth import Principal, authenticate
+
+_AFTER_COMMIT = "fairgpu.after_commit"
+
+
+async def db_session(request: Request) -> AsyncIterator[Session]:
+    state = request.app.state
+    lock = state.db_lock
+    if lock is not None:
+        lock.acquire()
+    session = Session(state.engine, expire_on_commit=False)
+    try:
+        yield session
+        session.commit()
+    except BaseException:
+        session.rollback()
+        raise
+    finally:
+        session.close()
+        if lock is not None:
+            lock.release()
+    for callback in session.info.get(_AFTER_COMMIT, ()):
+        callback()
+
+
+def after_commit(session: Session, callback: Callable[[], None] | None) -> None:
+    if callback is not None:
+        session.info.setdefault(_AFTER_COMMIT, []).append(callback)
+
+
+SessionDep = Annotated[Session, Depends(db_session, scope="function")]
+
+_bearer = HTTPBearer(auto_error=False, description="An API token from `fairgpu admin token issue`.")
+
+
+def now(request: Request) -> datetime:
+    return request.app.state.clock()
+
+
+async def principal(
+    request: Request, session: SessionDep,
+    creds: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
+) -> Principal:
+    if creds is None:
+        raise HTTPException(401, "missing bearer token (send 'Authorization: Bearer <token>')",
+                            headers={"WWW-Authenticate": "Bearer"})
+    who = authenticate(session, creds.credentials, now(request))
+    if who is None:
+        raise HTTPException(401, "invalid, expired or revoked token", headers={"WWW-Authenticate": "Bearer"})
+    return who
+
+
+PrincipalDep = Annotated[Principal, Depends(principal)]
+
+
+async def admin(who: PrincipalDep) -> Principal:
+    if not who.is_admin:
+        raise HTTPException(403, "this needs an admin token")
+    return who
+
+
+AdminDep = Annotated[Principal, Depends(admin)]

@@ -1,0 +1,71 @@
+"""Institution routes: submit, list, show, cancel and logs of jobs, and the share report.
+
+Thin: each handler reads the principal and calls one service. What a caller may
+see is ``principal.accounts`` (None for the admin), enforced by the services.
+"""
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Query, Request
+
+from scheduler.api.deps import PrincipalDep, SessionDep, after_commit, now
+from scheduler.api.schemas import SubmitRequest
+from scheduler.services import jobs
+
+router = APIRouter(tags=["jobs"])
+
+
+@router.post("/jobs", status_code=201, summary="Submit a job")
+async def submit(body: SubmitRequest, request: Request, session: SessionDep, who: PrincipalDep) -> dict:
+    account = body.account or who.account
+    if account is None:
+        raise jobs.InvalidJob("an admin token must name the account to submit to")
+    job = jobs.submit(session, account=account, model=body.model, framework=body.framework, mode=body.mode,
+                      slices=body.slices, spec=body.spec(), at=now(request), accounts=who.accounts)
+    after_commit(session, request.app.state.on_change)
+    return {"id": job.id}
+
+
+@router.get("/jobs", summary="List jobs (active ones unless all=true)")
+def list_jobs(
+    session: SessionDep, who: PrincipalDep,
+    include_finished: Annotated[bool, Query(alias="all")] = False,
+    account: Annotated[str | None, Query(max_length=200)] = None,
+) -> list[dict]:
+    rows = jobs.list_jobs(session, accounts=who.accounts, include_finished=include_finished, account=account)
+    return [jobs.public(session, j) for j in rows]
+
+
+@router.get("/jobs/{job_id}", summary="Everything known about a job")
+def show(job_id: int, session: SessionDep, who: PrincipalDep) -> dict:
+    return jobs.public(session, jobs.get_job(session, job_id, who.accounts))
+
+
+@router.post("/jobs/{job_id}/cancel", summary="Cancel a pending or running job")
+def cancel(job_id: int, request: Request, session: SessionDep, who: PrincipalDep) -> dict:
+    job = jobs.cancel(session, job_id, who.accounts, now(request))
+    after_commit(session, request.app.state.on_change)
+    return jobs.public(session, job)
+
+
+@router.get("/jobs/{job_id}/logs", summary="A job's event history and its output log")
+def logs(job_id: int, session: SessionDep, who: PrincipalDep) -> dict:
+    job = jobs.get_job(session, job_id, who.accounts)
+    events = [{"at": e.at.isoformat(), "kind": e.kind, "message": e.message} for e in jobs.job_events(session, job.id)]
+    log = (job.result or {}).get("log") if isinstance(job.result, dict) else None
+    return {"id": job.id, "state": jobs.public(session, job)["state"], "events": events, "log": log}
+
+
+@router.get("/share", tags=["share"], summary="Fair shares (an institution sees its own subtree)")
+def share(
+    request: Request, session: SessionDep, who: PrincipalDep,
+    account: Annotated[str | None, Query(max_length=200)] = None,
+) -> list[dict]:
+    from scheduler.services.errors import NotFound
+    from scheduler.services.share import share_rows
+
+    under = account if account is not None else who.account
+    if under is not None and not who.may_see(under):
+        raise NotFound(f"unknown account {under}")
+    return share_rows(session, now(request), under=under)

@@ -1,0 +1,89 @@
+"""A lean read of the account tree for per-request checks (auth, submit, listings).
+
+Invariants:
+- One query (id, name, parent, max_pending of every account), memoised in
+  ``session.info`` so that one request (one transaction) reads the tree at most
+  once, however many checks use it. Nothing outlives the session: a change made
+  by an admin is seen by the next request.
+- No validation of weights or guarantees here: that is ``accounts`` (quota's
+  rules). This is only navigation.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from sqlmodel import Session, select
+
+from scheduler.services.errors import NotFound
+from scheduler.store import Account
+
+_KEY = "fairgpu.directory"
+# Core, not ORM: this runs on every API request.
+_QUERY = select(Account.id, Account.name, Account.parent_id, Account.max_pending)
+
+
+@dataclass(frozen=True)
+class Entry:
+    id: int
+    name: str
+    parent_id: int | None
+    max_pending: int | None
+
+
+class Directory:
+    """Accounts by id and by name, with children, ancestors and subtrees."""
+
+    def __init__(self, entries: list[Entry]):
+        self.by_id = {e.id: e for e in entries}
+        self.by_name = {e.name: e for e in entries}
+        self.children: dict[int | None, list[int]] = {}
+        for e in entries:
+            self.children.setdefault(e.parent_id, []).append(e.id)
+
+    def get(self, name: str) -> Entry:
+        entry = self.by_name.get(name)
+        if entry is None:
+            raise NotFound(f"unknown account {name}")
+        return entry
+
+    def is_leaf(self, entry: Entry) -> bool:
+        return not self.children.get(entry.id)
+
+    def ancestors(self, entry: Entry) -> list[Entry]:
+        """The account itself, then its parent, up to its institution."""
+        chain, cur, seen = [], entry, set()
+        while cur is not None and cur.id not in seen:
+            seen.add(cur.id)
+            chain.append(cur)
+            cur = self.by_id.get(cur.parent_id) if cur.parent_id is not None else None
+        return chain
+
+    def subtree_ids(self, entry: Entry) -> list[int]:
+        out, stack = [], [entry.id]
+        while stack:
+            i = stack.pop()
+            out.append(i)
+            stack.extend(self.children.get(i, ()))
+        return out
+
+    def subtree_names(self, name: str) -> frozenset[str]:
+        return frozenset(self.by_id[i].name for i in self.subtree_ids(self.get(name)))
+
+    def name_of(self, account_id: int) -> str:
+        entry = self.by_id.get(account_id)
+        return entry.name if entry else f"#{account_id}"
+
+
+def directory(session: Session) -> Directory:
+    """The account tree as of this transaction (read once per session)."""
+    cached = session.info.get(_KEY)
+    if cached is None:
+        rows = session.connection().execute(_QUERY).all()
+        cached = Directory([Entry(*r) for r in rows])
+        session.info[_KEY] = cached
+    return cached
+
+
+def forget(session: Session) -> None:
+    """Drop the memoised tree (after this session changed accounts)."""
+    session.info.pop(_KEY, None)

@@ -1,0 +1,213 @@
+"""Job services: submit, list, show, cancel and history, for the API and the CLI.
+
+Invariants:
+- ``submit`` checks everything before it writes: the request's own fields, that
+  the shape fits some node, that the account exists, is visible to the caller and
+  is a leaf, and the pending limit of the account and of every ancestor. A refusal
+  raises ``InvalidJob`` (the request itself is wrong: HTTP 422), ``NotFound``
+  (unknown or invisible account or job: 404) or ``DomainError`` (refused in the
+  current state, e.g. over the pending limit: 409); nothing has been written.
+- ``accounts`` is the set of account names the caller may see (None: all, the
+  admin). A job or account outside it is reported exactly as a missing one.
+- Status changes go through ``scheduler.store.transition`` only. Cancelling a
+  RUNNING job only marks it CANCELLED; the executor notices and stops its task.
+- Pending limits on PostgreSQL: the limited accounts' rows are locked
+  (``SELECT ... FOR UPDATE``) before counting, so concurrent submissions cannot
+  overshoot; SQLite transactions are already serialised (``BEGIN IMMEDIATE``).
+"""
+from __future__ import annotations
+
+import math
+from datetime import datetime
+from typing import Any, Iterable
+
+import sqlalchemy as sa
+from sqlmodel import Session, select
+
+from scheduler.services.capacity import load_capacity
+from scheduler.services.directory import directory
+from scheduler.services.errors import DomainError, NotFound
+from scheduler.store import Account, Job, JobEvent, JobState, submit_job, transition
+
+HOLD = "hold"
+MODES = ("train", "infer")
+MODEL_SPEC_KEYS = ("steps", "batch_size", "image_size")
+HOLD_SPEC_KEYS = ("seconds",)
+PUBLIC_KEYS = ("id", "account", "model", "framework", "mode", "slices", "state", "reason", "reason_message",
+               "submitted_at", "started_at", "finished_at", "node", "gpu", "attempts", "preemptions", "result",
+               "error")
+
+
+class InvalidJob(DomainError):
+    """The request itself is malformed or can never run (unknown model, impossible shape...)."""
+
+
+def known_models() -> tuple[str, ...]:
+    try:
+        from workloads.registry import MODELS
+    except ImportError:  # the workloads package is optional for the scheduler
+        MODELS = ("conv6", "vgg16", "resnet18", "cyclegan")
+    return tuple(MODELS)
+
+
+def known_frameworks() -> tuple[str, ...]:
+    try:
+        from workloads.registry import FRAMEWORKS
+    except ImportError:
+        FRAMEWORKS = ("pytorch", "tensorflow")
+    return tuple(FRAMEWORKS)
+
+
+def _is_number(v: Any) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+
+
+def check_request(model: str, framework: str | None, mode: str, slices: int, spec: dict) -> dict:
+    """Validate what needs no database; return the spec to store. Raises InvalidJob."""
+    if not isinstance(slices, int) or isinstance(slices, bool) or slices <= 0:
+        raise InvalidJob(f"slices must be a whole number > 0 (got {slices})")
+    if mode not in MODES:
+        raise InvalidJob(f"mode must be train or infer (got {mode!r})")
+    spec = dict(spec or {})
+    if model == HOLD:
+        if framework is not None:
+            raise InvalidJob("a hold job takes no framework")
+        _only(spec, HOLD_SPEC_KEYS, model)
+        seconds = spec.get("seconds")
+        if seconds is None:
+            raise InvalidJob("a hold job needs seconds (how long to hold its slices)")
+        if not _is_number(seconds) or seconds < 0:
+            raise InvalidJob(f"seconds must be a number >= 0 (got {seconds})")
+        return spec
+    models = known_models()
+    if model not in models:
+        raise InvalidJob(f"unknown model {model!r} (known: {', '.join(models)}, or hold)")
+    frameworks = known_frameworks()
+    if framework not in frameworks:
+        raise InvalidJob(f"model {model} needs a framework: {' or '.join(frameworks)} (got {framework!r})")
+    _only(spec, MODEL_SPEC_KEYS, model)
+    for key in MODEL_SPEC_KEYS:
+        value = spec.get(key)
+        if value is not None and (not isinstance(value, int) or isinstance(value, bool) or value <= 0):
+            raise InvalidJob(f"{key} must be a whole number > 0 (got {value})")
+    if spec.get("image_size") is not None:
+        _check_image_size(model, spec["image_size"])
+    return spec
+
+
+def _only(spec: dict, allowed: Iterable[str], model: str) -> None:
+    extra = sorted(set(spec) - set(allowed))
+    if extra:
+        raise InvalidJob(f"{model} jobs take no {', '.join(extra)} (they take: {', '.join(allowed)})")
+
+
+def _check_image_size(model: str, size: int) -> None:
+    try:
+        from workloads.registry import check_image_size
+    except ImportError:
+        return
+    try:
+        check_image_size(model, size)
+    except ValueError as exc:
+        raise InvalidJob(str(exc)) from None
+
+
+def submit(
+    session: Session, *, account: str, model: str, framework: str | None, mode: str, slices: int,
+    spec: dict, at: datetime, accounts: frozenset[str] | set[str] | None = None,
+) -> Job:
+    """Validate the request, then create a PENDING job; see the module invariants."""
+    spec = check_request(model, framework, mode, slices, spec)
+    why = load_capacity(session).shape_error(slices)
+    if why is not None:
+        raise InvalidJob(f"cannot place {slices} slices: {why}")
+    tree = directory(session)
+    if accounts is not None and account not in accounts:
+        raise NotFound(f"unknown account {account}")
+    entry = tree.get(account)
+    if not tree.is_leaf(entry):
+        raise InvalidJob(f"account {account} has sub-accounts; jobs run on leaf accounts (submit to one of those)")
+    _check_pending_limits(session, tree, entry)
+    return submit_job(session, account_id=entry.id, model=model, framework=framework, mode=mode, slices=slices,
+                      spec=spec, at=at)
+
+
+def _check_pending_limits(session: Session, tree, entry) -> None:
+    limited = [e for e in tree.ancestors(entry) if e.max_pending is not None]
+    if not limited:
+        return
+    if session.get_bind().dialect.name != "sqlite":
+        session.exec(select(Account.id).where(Account.id.in_([e.id for e in limited]))
+                     .order_by(Account.id).with_for_update()).all()
+    widest = limited[-1]
+    ids = tree.subtree_ids(widest)
+    counts = dict(session.connection().execute(  # Core: this runs on every submission
+        select(Job.account_id, sa.func.count()).where(Job.state == JobState.PENDING, Job.account_id.in_(ids))
+        .group_by(Job.account_id)
+    ).all())
+    for e in limited:
+        pending = sum(counts.get(i, 0) for i in tree.subtree_ids(e))
+        if pending >= e.max_pending:
+            who = "its" if e is entry else f"{e.name}'s"
+            raise DomainError(
+                f"account {entry.name} is at {who} limit of {e.max_pending} pending jobs ({pending} waiting); "
+                "wait for some to start or cancel some"
+            )
+
+
+def list_jobs(
+    session: Session, *, accounts: frozenset[str] | set[str] | None, include_finished: bool = False,
+    account: str | None = None,
+) -> list[Job]:
+    """Jobs visible to the caller, oldest first; ``account`` narrows to that account's subtree."""
+    tree = directory(session)
+    stmt = select(Job)
+    if account is not None:
+        if accounts is not None and account not in accounts:
+            raise NotFound(f"unknown account {account}")
+        stmt = stmt.where(Job.account_id.in_(tree.subtree_ids(tree.get(account))))
+    elif accounts is not None:
+        stmt = stmt.where(Job.account_id.in_([tree.by_name[a].id for a in accounts if a in tree.by_name]))
+    if not include_finished:
+        stmt = stmt.where(Job.state.in_([JobState.PENDING, JobState.RUNNING]))
+    return list(session.exec(stmt.order_by(Job.id)).all())
+
+
+def get_job(session: Session, job_id: int, accounts: frozenset[str] | set[str] | None) -> Job:
+    """The job, or NotFound if it is missing or not the caller's (the same error either way)."""
+    job = session.get(Job, job_id)
+    if job is None or (accounts is not None and directory(session).name_of(job.account_id) not in accounts):
+        raise NotFound(f"no job {job_id}")
+    return job
+
+
+def cancel(session: Session, job_id: int, accounts: frozenset[str] | set[str] | None, at: datetime) -> Job:
+    job = get_job(session, job_id, accounts)
+    state = JobState(job.state)
+    if state.is_finished():
+        raise DomainError(f"job {job_id} already finished ({state.value}); nothing to cancel")
+    return transition(session, job, JobState.CANCELLED, at=at, message="cancelled by the user")
+
+
+def job_events(session: Session, job_id: int) -> list[JobEvent]:
+    return list(session.exec(select(JobEvent).where(JobEvent.job_id == job_id)
+                             .order_by(JobEvent.at, JobEvent.id)).all())
+
+
+def _iso(value: datetime | None) -> str | None:
+    return value.isoformat() if value is not None else None
+
+
+def job_to_public(job: Job, account_name: str) -> dict:
+    return {
+        "id": job.id, "account": account_name, "model": job.model, "framework": job.framework, "mode": job.mode,
+        "slices": job.slices, "state": JobState(job.state).value, "reason": job.reason,
+        "reason_message": job.reason_message, "submitted_at": _iso(job.submitted_at),
+        "started_at": _iso(job.started_at), "finished_at": _iso(job.finished_at), "node": job.node, "gpu": job.gpu,
+        "attempts": job.attempts, "preemptions": job.preemptions, "result": job.result, "error": job.error,
+    }
+
+
+def public(session: Session, job: Job) -> dict:
+    """``job_to_public`` with the account name looked up in this transaction's tree."""
+    return job_to_public(job, directory(session).name_of(job.account_id))

@@ -1,0 +1,76 @@
+"""End to end: a real Prometheus scrapes a /metrics endpoint under contended load, and every
+dashboard query (Grafana variables substituted) parses and returns data.
+
+The target is the `scrape_target` fixture (tests/metrics/conftest.py): an in-process
+exporter fed by ContendedRun by default, or a running `fairgpu up` via
+FAIRGPU_E2E_TARGET=host:port. Nothing here assumes which.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from prom_harness import Prometheus, PromQLError, substitute
+from scheduler.metrics.dashboards import load, panel_queries
+
+DASHBOARDS = Path(__file__).resolve().parents[2] / "deploy" / "grafana" / "dashboards"
+
+
+@pytest.fixture(scope="module")
+def prom(prometheus_bin, scrape_target, tmp_path_factory):
+    with Prometheus(prometheus_bin, scrape_target, tmp_path_factory.mktemp("prometheus")) as p:
+        p.wait_for_scrapes(3)
+        yield p
+
+
+@pytest.fixture(scope="module")
+def institutions(prom) -> list[str]:
+    """What Grafana's `label_values(fairgpu_account_info, account)` offers for $institution."""
+    values = prom.label_values("account", "fairgpu_account_info")
+    assert values
+    return values
+
+
+def test_substitute_expands_grafana_variables():
+    expr = 'rate(x{account=~"$institution"}[$__rate_interval]) / $__range_s + ${__range} + [[institution]]'
+    assert substitute(expr, {"institution": "a|b"}) == 'rate(x{account=~"a|b"}[30s]) / 300 + 5m + a|b'
+    with pytest.raises(ValueError):
+        substitute("x[$unknown]")
+
+
+def test_a_bad_query_is_an_error_not_empty_data(prom):
+    with pytest.raises(PromQLError):
+        prom.query("sum(fairgpu_free_slices")
+
+
+@pytest.mark.parametrize("dashboard", ["fairness.json", "institution.json"])
+def test_every_panel_query_returns_data(prom, institutions, dashboard):
+    queries = panel_queries(load(DASHBOARDS / dashboard))
+    assert len(queries) >= 10
+    choices = [".*", institutions[0]] if dashboard == "fairness.json" else institutions
+    empty = []
+    for institution in choices:
+        for title, expr in queries:
+            result = prom.query(substitute(expr, {"institution": institution}))
+            if not result:
+                empty.append((institution, title, expr))
+            for sample in result:
+                assert sample["value"][1] not in ("NaN", "+Inf", "-Inf"), (title, expr, sample)
+    assert not empty, empty
+
+
+def test_gpu_series_reach_prometheus_with_dcgm_labels(prom):
+    series = prom.query("fairgpu_gpu_memory_total_bytes")
+    assert series
+    for s in series:
+        labels = s["metric"]
+        assert {"gpu", "UUID", "modelName", "hostname"} <= set(labels) and "model_name" not in labels
+
+
+def test_scraped_figures_are_consistent(prom):
+    assert prom.query("fairgpu_free_slices > fairgpu_capacity_slices") == []
+    assert prom.query('{__name__=~"fairgpu_.*_ratio"} > 1 or {__name__=~"fairgpu_.*_ratio"} < 0') == []
+    for metric in ("fairgpu_account_allocated_slices", "fairgpu_account_entitled_slices"):
+        assert prom.query(f"{metric} > on() group_left() fairgpu_capacity_slices") == [], metric
+    assert prom.query("fairgpu_gpu_memory_used_bytes > fairgpu_gpu_memory_total_bytes") == []

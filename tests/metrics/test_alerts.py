@@ -49,3 +49,12 @@ def test_scrape_config_is_valid(promtool, tmp_path):
     (tmp_path / "prometheus.yml").write_text(yaml.safe_dump(config))
     out = run(promtool, "check", "config", str(tmp_path / "prometheus.yml"))
     assert out.returncode == 0, out.stdout + out.stderr
+
+
+def test_install_script_is_idempotent_once_installed(promtool):
+    import time
+
+    started = time.monotonic()
+    out = run("bash", str(PROM.parent / "install-prometheus.sh"))
+    assert out.returncode == 0 and out.stdout == "", out.stdout + out.stderr
+    assert time.monotonic() - started < 5  # skipped apt entirely

@@ -29,6 +29,8 @@ from scheduler.store import ApiToken, display_prefix, hash_token, new_token, ver
 LAST_USED_EVERY_S = 60.0
 _LOOKUP = select(ApiToken.id, ApiToken.account_id, ApiToken.token_hash, ApiToken.expires_at, ApiToken.revoked_at,
                  ApiToken.last_used_at).where(ApiToken.token_hash == sa.bindparam("digest"))
+_TOUCH = (sa.update(ApiToken).where(ApiToken.id == sa.bindparam("token_id"))
+          .values(last_used_at=sa.bindparam("at", type_=ApiToken.__table__.c.last_used_at.type)))
 
 
 @dataclass(frozen=True)
@@ -125,7 +127,7 @@ def authenticate(session: Session, raw_token: str | None, at: datetime) -> Princ
     if row.revoked_at is not None or (row.expires_at is not None and row.expires_at <= at):
         return None
     if row.last_used_at is None or (at - row.last_used_at).total_seconds() >= LAST_USED_EVERY_S:
-        conn.execute(sa.update(ApiToken).where(ApiToken.id == row.id).values(last_used_at=at))
+        conn.execute(_TOUCH, {"token_id": row.id, "at": at})
     if row.account_id is None:
         return Principal(is_admin=True, account=None, accounts=None)
     tree = directory(session)

@@ -1,9 +1,9 @@
-"""A lean read of the account tree for per-request checks (auth, submit, listings).
+"""Lean reads of the account tree and capacity for per-request checks (auth, submit, listings).
 
 Invariants:
-- One query (id, name, parent, max_pending of every account), memoised in
-  ``session.info`` so that one request (one transaction) reads the tree at most
-  once, however many checks use it. Nothing outlives the session: a change made
+- One Core query each (the tree: id, name, parent, max_pending of every account;
+  the active nodes), memoised in ``session.info`` so that one request (one
+  transaction) reads them at most once, however many checks use them. Nothing outlives the session: a change made
   by an admin is seen by the next request.
 - No validation of weights or guarantees here: that is ``accounts`` (quota's
   rules). This is only navigation.
@@ -12,14 +12,19 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import sqlalchemy as sa
 from sqlmodel import Session, select
 
+from quota import Capacity, NodeCapacity
 from scheduler.services.errors import NotFound
-from scheduler.store import Account
+from scheduler.store import Account, Node
 
 _KEY = "fairgpu.directory"
+_CAPACITY_KEY = "fairgpu.capacity"
 # Core, not ORM: this runs on every API request.
 _QUERY = select(Account.id, Account.name, Account.parent_id, Account.max_pending)
+_NODES = (select(Node.name, Node.gpus, Node.slices_per_gpu, Node.gpu_type).where(Node.active == sa.true())
+          .order_by(Node.name))
 
 
 @dataclass(frozen=True)
@@ -84,6 +89,17 @@ def directory(session: Session) -> Directory:
     return cached
 
 
+def capacity(session: Session) -> Capacity:
+    """Active nodes as quota's ``Capacity`` (as ``services.capacity.load_capacity``), read once per session."""
+    cached = session.info.get(_CAPACITY_KEY)
+    if cached is None:
+        rows = session.connection().execute(_NODES).all()
+        cached = Capacity(tuple(NodeCapacity(name, gpus, spg, gpu_type) for name, gpus, spg, gpu_type in rows))
+        session.info[_CAPACITY_KEY] = cached
+    return cached
+
+
 def forget(session: Session) -> None:
-    """Drop the memoised tree (after this session changed accounts)."""
+    """Drop what this session memoised (after it changed accounts or nodes)."""
     session.info.pop(_KEY, None)
+    session.info.pop(_CAPACITY_KEY, None)

@@ -24,8 +24,7 @@ from typing import Any, Iterable
 import sqlalchemy as sa
 from sqlmodel import Session, select
 
-from scheduler.services.capacity import load_capacity
-from scheduler.services.directory import directory
+from scheduler.services.directory import capacity, directory
 from scheduler.services.errors import DomainError, NotFound
 from scheduler.store import Account, Job, JobEvent, JobState, submit_job, transition
 
@@ -36,6 +35,16 @@ HOLD_SPEC_KEYS = ("seconds",)
 PUBLIC_KEYS = ("id", "account", "model", "framework", "mode", "slices", "state", "reason", "reason_message",
                "submitted_at", "started_at", "finished_at", "node", "gpu", "attempts", "preemptions", "result",
                "error")
+
+
+# Built once: constructing and caching a statement per call costs more than running it.
+_PENDING_BY_ACCOUNT = (
+    select(Job.account_id, sa.func.count())
+    .where(Job.state == JobState.PENDING, Job.account_id.in_(sa.bindparam("ids", expanding=True)))
+    .group_by(Job.account_id)
+)
+_LOCK_ACCOUNTS = (select(Account.id).where(Account.id.in_(sa.bindparam("ids", expanding=True)))
+                  .order_by(Account.id).with_for_update())
 
 
 class InvalidJob(DomainError):
@@ -118,7 +127,7 @@ def submit(
 ) -> Job:
     """Validate the request, then create a PENDING job; see the module invariants."""
     spec = check_request(model, framework, mode, slices, spec)
-    why = load_capacity(session).shape_error(slices)
+    why = capacity(session).shape_error(slices)
     if why is not None:
         raise InvalidJob(f"cannot place {slices} slices: {why}")
     tree = directory(session)
@@ -137,14 +146,10 @@ def _check_pending_limits(session: Session, tree, entry) -> None:
     if not limited:
         return
     if session.get_bind().dialect.name != "sqlite":
-        session.exec(select(Account.id).where(Account.id.in_([e.id for e in limited]))
-                     .order_by(Account.id).with_for_update()).all()
+        session.connection().execute(_LOCK_ACCOUNTS, {"ids": [e.id for e in limited]}).all()
     widest = limited[-1]
     ids = tree.subtree_ids(widest)
-    counts = dict(session.connection().execute(  # Core: this runs on every submission
-        select(Job.account_id, sa.func.count()).where(Job.state == JobState.PENDING, Job.account_id.in_(ids))
-        .group_by(Job.account_id)
-    ).all())
+    counts = dict(session.connection().execute(_PENDING_BY_ACCOUNT, {"ids": ids}).all())
     for e in limited:
         pending = sum(counts.get(i, 0) for i in tree.subtree_ids(e))
         if pending >= e.max_pending:

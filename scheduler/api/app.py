@@ -7,10 +7,11 @@ Invariants:
 - Request bodies are capped twice: by Content-Length before anything is read, and
   by counting the streamed bytes (chunked uploads), before any handler runs.
 - The app holds no global state: engine, clock and the change hook are arguments.
+- Handlers are ``async def`` and run their short transactions on the event loop
+  (see ``deps``); a route added through ``extra_routes`` may be sync or async.
 """
 from __future__ import annotations
 
-import threading
 from collections.abc import Callable, Sequence
 from datetime import datetime
 
@@ -37,7 +38,6 @@ def create_app(
     app.state.engine = engine
     app.state.clock = clock
     app.state.on_change = on_change
-    app.state.db_lock = threading.Lock() if engine.dialect.name == "sqlite" else None
 
     @app.get("/healthz", tags=["health"])
     async def healthz() -> dict:

@@ -16,12 +16,12 @@ router = APIRouter(prefix="/admin", tags=["admin"])
 
 
 @router.get("/accounts")
-def list_accounts(session: SessionDep, _: AdminDep) -> list[dict]:
+async def list_accounts(session: SessionDep, _: AdminDep) -> list[dict]:
     return accounts.list_accounts(session)
 
 
 @router.post("/accounts", status_code=201)
-def add_account(body: AccountCreate, session: SessionDep, _: AdminDep) -> dict:
+async def add_account(body: AccountCreate, session: SessionDep, _: AdminDep) -> dict:
     accounts.add_account(session, body.name, weight=body.weight, guaranteed=body.guaranteed, cap=body.max_slices,
                          max_pending=body.max_pending, parent=body.parent)
     forget(session)
@@ -29,7 +29,7 @@ def add_account(body: AccountCreate, session: SessionDep, _: AdminDep) -> dict:
 
 
 @router.patch("/accounts/{name}")
-def set_account(name: str, body: AccountUpdate, session: SessionDep, _: AdminDep) -> dict:
+async def set_account(name: str, body: AccountUpdate, session: SessionDep, _: AdminDep) -> dict:
     sent = body.model_fields_set
     if "weight" in sent and body.weight is None or "guaranteed" in sent and body.guaranteed is None:
         from scheduler.services.errors import DomainError
@@ -47,7 +47,7 @@ def set_account(name: str, body: AccountUpdate, session: SessionDep, _: AdminDep
 
 
 @router.delete("/accounts/{name}")
-def remove_account(name: str, session: SessionDep, _: AdminDep) -> dict:
+async def remove_account(name: str, session: SessionDep, _: AdminDep) -> dict:
     accounts.remove_account(session, name)
     forget(session)
     return {"removed": name}
@@ -58,24 +58,24 @@ def _account(session, name: str) -> dict:
 
 
 @router.get("/capacity")
-def list_capacity(session: SessionDep, _: AdminDep) -> list[dict]:
+async def list_capacity(session: SessionDep, _: AdminDep) -> list[dict]:
     return capacity.list_nodes(session)
 
 
 @router.put("/capacity/{node}")
-def set_capacity(node: str, body: NodeCapacityBody, request: Request, session: SessionDep, _: AdminDep) -> dict:
+async def set_capacity(node: str, body: NodeCapacityBody, request: Request, session: SessionDep, _: AdminDep) -> dict:
     capacity.set_node(session, node=node, gpus=body.gpus, slices_per_gpu=body.slices_per_gpu,
                       gpu_type=body.gpu_type, at=now(request))
     return next(r for r in capacity.list_nodes(session) if r["node"] == node)
 
 
 @router.get("/tokens")
-def list_tokens(request: Request, session: SessionDep, _: AdminDep) -> list[dict]:
+async def list_tokens(request: Request, session: SessionDep, _: AdminDep) -> list[dict]:
     return auth.list_tokens(session, now(request))
 
 
 @router.post("/tokens", status_code=201, summary="Issue a token (the raw token is in this response only)")
-def issue_token(body: TokenCreate, request: Request, session: SessionDep, _: AdminDep) -> dict:
+async def issue_token(body: TokenCreate, request: Request, session: SessionDep, _: AdminDep) -> dict:
     at = now(request)
     expires_s = settings.parse_duration(body.expires) if body.expires else None
     raw = auth.issue_token(session, account=body.account, name=body.name or "", expires_s=expires_s, at=at)
@@ -83,7 +83,7 @@ def issue_token(body: TokenCreate, request: Request, session: SessionDep, _: Adm
 
 
 @router.delete("/tokens/{token}", summary="Revoke a token by id or prefix")
-def revoke_token(token: str, request: Request, session: SessionDep, _: AdminDep) -> dict:
+async def revoke_token(token: str, request: Request, session: SessionDep, _: AdminDep) -> dict:
     row = auth.revoke_token(session, token, now(request))
     return auth.token_to_public(row, None, now(request)) | {"account": _name(session, row.account_id)}
 
@@ -95,12 +95,12 @@ def _name(session, account_id):
 
 
 @router.get("/settings")
-def all_settings(session: SessionDep, _: AdminDep) -> dict:
+async def all_settings(session: SessionDep, _: AdminDep) -> dict:
     return settings.all_settings(session)
 
 
 @router.get("/settings/{key}")
-def get_setting(key: str, session: SessionDep, _: AdminDep) -> dict:
+async def get_setting(key: str, session: SessionDep, _: AdminDep) -> dict:
     values = settings.all_settings(session)
     if key not in values:
         from scheduler.services.errors import NotFound
@@ -110,5 +110,5 @@ def get_setting(key: str, session: SessionDep, _: AdminDep) -> dict:
 
 
 @router.put("/settings/{key}")
-def put_setting(key: str, body: SettingValue, session: SessionDep, _: AdminDep) -> dict:
+async def put_setting(key: str, body: SettingValue, session: SessionDep, _: AdminDep) -> dict:
     return {"key": key, "value": settings.set_setting(session, key, body.value)}

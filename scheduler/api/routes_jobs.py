@@ -28,7 +28,7 @@ async def submit(body: SubmitRequest, request: Request, session: SessionDep, who
 
 
 @router.get("/jobs", summary="List jobs (active ones unless all=true)")
-def list_jobs(
+async def list_jobs(
     session: SessionDep, who: PrincipalDep,
     include_finished: Annotated[bool, Query(alias="all")] = False,
     account: Annotated[str | None, Query(max_length=200)] = None,
@@ -38,19 +38,19 @@ def list_jobs(
 
 
 @router.get("/jobs/{job_id}", summary="Everything known about a job")
-def show(job_id: int, session: SessionDep, who: PrincipalDep) -> dict:
+async def show(job_id: int, session: SessionDep, who: PrincipalDep) -> dict:
     return jobs.public(session, jobs.get_job(session, job_id, who.accounts))
 
 
 @router.post("/jobs/{job_id}/cancel", summary="Cancel a pending or running job")
-def cancel(job_id: int, request: Request, session: SessionDep, who: PrincipalDep) -> dict:
+async def cancel(job_id: int, request: Request, session: SessionDep, who: PrincipalDep) -> dict:
     job = jobs.cancel(session, job_id, who.accounts, now(request))
     after_commit(session, request.app.state.on_change)
     return jobs.public(session, job)
 
 
 @router.get("/jobs/{job_id}/logs", summary="A job's event history and its output log")
-def logs(job_id: int, session: SessionDep, who: PrincipalDep) -> dict:
+async def logs(job_id: int, session: SessionDep, who: PrincipalDep) -> dict:
     job = jobs.get_job(session, job_id, who.accounts)
     events = [{"at": e.at.isoformat(), "kind": e.kind, "message": e.message} for e in jobs.job_events(session, job.id)]
     log = (job.result or {}).get("log") if isinstance(job.result, dict) else None
@@ -58,7 +58,7 @@ def logs(job_id: int, session: SessionDep, who: PrincipalDep) -> dict:
 
 
 @router.get("/share", tags=["share"], summary="Fair shares (an institution sees its own subtree)")
-def share(
+async def share(
     request: Request, session: SessionDep, who: PrincipalDep,
     account: Annotated[str | None, Query(max_length=200)] = None,
 ) -> list[dict]:

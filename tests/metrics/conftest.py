@@ -4,7 +4,8 @@
   Missing binaries skip visibly, except when CI is set: then the test fails.
 - `scrape_target`: host:port of a /metrics endpoint under contended load. By default
   an in-process exporter fed by ContendedRun; set FAIRGPU_E2E_TARGET=host:port to
-  point the end-to-end tests at a running `fairgpu up` instead (or override the
+  point the end-to-end tests at a running `fairgpu up` instead (FAIRGPU_E2E_SCRAPES:
+  how many scrapes to wait for first; default 20 there, 3 in-process) (or override the
   fixture in a conftest closer to the test).
 """
 from __future__ import annotations
@@ -54,7 +55,8 @@ def contended_run():
 def scrape_target(request) -> str:
     external = os.environ.get("FAIRGPU_E2E_TARGET")
     if external:
-        return external
+        yield external
+        return
     from prometheus_client import start_http_server
 
     from prom_harness import free_port

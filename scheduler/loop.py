@@ -34,7 +34,7 @@ from scheduler.executor import Completion, RayExecutor
 from scheduler.services.capacity import set_node, slices_per_gpu_for
 from scheduler.services.snapshot import load_snapshot
 from scheduler.store import Job, JobState, Node, StaleJob, session_scope
-from scheduler.tasks import read_result
+from scheduler.tasks import settle_attempt
 
 log = logging.getLogger("fairgpu.loop")
 
@@ -120,7 +120,7 @@ class SchedulingLoop:
         with session_scope(self.engine) as s:
             jobs = s.exec(select(Job).where(Job.state == JobState.RUNNING)).all()
             for job in jobs:
-                result = read_result(self.executor.results_dir, job.id, job.attempts)
+                result = settle_attempt(self.executor.results_dir, job.id, job.attempts)
                 if result is not None:
                     end = apply.ts(result.get("task_finished_at", now.timestamp()))
                     self.meter.charge(s, job, end)
@@ -210,7 +210,7 @@ class SchedulingLoop:
                         done = apply.finish(s, job, ok=True, at=end, result=c.result, error=None)
                         report.ray_start_delays.append(c.result.get("ray_start_delay_s", 0.0))
                     elif c.infrastructure or c.cancelled:
-                        saved = read_result(self.executor.results_dir, job.id, job.attempts)
+                        saved = settle_attempt(self.executor.results_dir, job.id, job.attempts)
                         if saved is not None:  # it finished before its worker went away
                             done = apply.finish(s, job, ok=True, at=end, result=saved, error=None)
                         elif job.attempts >= self.retry_limit:
@@ -262,6 +262,12 @@ class SchedulingLoop:
                     self._charge(s, job, now, report)
                     self.meter.forget(job.id)
                     try:
+                        done = settle_attempt(self.executor.results_dir, job.id, job.attempts)
+                        if done is not None:  # it finished just before it was stopped
+                            job = apply.finish(s, job, ok=True, at=now, result=done, error=None)
+                            report.finished += 1
+                            report.finishes.append((job.account_id, job.state.value))
+                            continue
                         apply.requeue(s, job, at=now, event="preempted", message=p.reason)
                         report.preempted += 1
                         report.preemptions.append((job.account_id, p.reason))
@@ -318,7 +324,7 @@ class SchedulingLoop:
                 job = s.get(Job, job_id)
                 if job is None or job.state != JobState.RUNNING:
                     continue
-                result = read_result(self.executor.results_dir, job.id, job.attempts)
+                result = settle_attempt(self.executor.results_dir, job.id, job.attempts)
                 self.meter.charge(s, job, now)
                 if result is not None:
                     apply.finish(s, job, ok=True, at=now, result=result, error=None)

@@ -1,9 +1,13 @@
 """What runs inside a Ray task: a `hold` job or a benchmark workload.
 
 Invariants:
-- The result is written to `results_dir/<job>-<attempt>.json` (atomically, via rename)
-  before the task returns, so a server that dies after the task finished but before it
-  recorded the result finds it on recovery: a job is never run to completion twice.
+- The result is published as `results_dir/<job>-<attempt>.json` by an exclusive create
+  (a hard link of a finished temp file) before the task returns, so a server that dies
+  after the task finished but before it recorded the result finds it on recovery.
+- The server fences an attempt it gives up on (after a crash, a lost node or a shutdown)
+  by creating that same file first, marked `fenced`. Exactly one of the two creates
+  wins, so an attempt either completed (and counts) or was fenced (and is run again):
+  a job is never run to completion twice, even if an orphaned worker lives on.
 - The task reports when it really started (`task_started_at`, epoch seconds), so the
   server can measure the delay between handing a job to Ray and Ray starting it.
 - torch and TensorFlow are imported only when a workload runs.
@@ -22,12 +26,32 @@ def result_path(results_dir: str | os.PathLike, job_id: int, attempt: int) -> Pa
     return Path(results_dir) / f"{job_id}-{attempt}.json"
 
 
+class Fenced(RuntimeError):
+    """The server gave up on this attempt before it finished; its result does not count."""
+
+
 def read_result(results_dir: str | os.PathLike, job_id: int, attempt: int) -> dict | None:
+    """The attempt's result, or None if it has none (or was fenced)."""
     path = result_path(results_dir, job_id, attempt)
     try:
-        return json.loads(path.read_text())
+        data = json.loads(path.read_text())
     except (OSError, ValueError):
         return None
+    return None if data.get("fenced") else data
+
+
+def settle_attempt(results_dir: str | os.PathLike, job_id: int, attempt: int) -> dict | None:
+    """Decide an attempt the server lost track of, once and for all: its result if it
+    completed; else fence it (its result can never be published) and return None."""
+    path = result_path(results_dir, job_id, attempt)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+    except FileExistsError:
+        return read_result(results_dir, job_id, attempt)
+    with os.fdopen(fd, "w") as f:
+        json.dump({"fenced": True, "at": time.time()}, f)
+    return None
 
 
 def _write_result(results_dir: str, job_id: int, attempt: int, result: dict) -> None:
@@ -35,7 +59,12 @@ def _write_result(results_dir: str, job_id: int, attempt: int, result: dict) -> 
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(f".tmp{os.getpid()}")
     tmp.write_text(json.dumps(result, default=str))
-    os.replace(tmp, path)
+    try:
+        os.link(tmp, path)  # exclusive: fails if the server fenced this attempt first
+    except FileExistsError:
+        raise Fenced(f"job {job_id} attempt {attempt} was given up by the scheduler") from None
+    finally:
+        tmp.unlink(missing_ok=True)
 
 
 def run_job(payload: dict) -> dict:

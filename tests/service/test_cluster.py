@@ -1,0 +1,56 @@
+"""Two GPU nodes in a real multi-node Ray (ray.cluster_utils.Cluster): capacity follows
+nodes that join and leave, and a node removed mid-job requeues the job (and past the
+retry limit fails it with the reason)."""
+from __future__ import annotations
+
+import pytest
+import ray
+from ray.cluster_utils import Cluster
+
+from scheduler.demo import free_port
+from scheduler.server import Embedded
+from service_helpers import account, jobs, submit, wait_for
+
+FAST_HEALTH = {"health_check_initial_delay_ms": 0, "health_check_period_ms": 500,
+               "health_check_failure_threshold": 4}
+
+
+def gpu_node(cluster: Cluster):
+    return cluster.add_node(num_cpus=1, num_gpus=1, resources={"accelerator_type:T4": 1})
+
+
+@pytest.mark.slow
+def test_node_leaving_mid_job_requeues_then_fails_past_the_retry_limit(tmp_path):
+    if ray.is_initialized():
+        ray.shutdown()
+    cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 1, "num_gpus": 0,
+                                                            "_system_config": FAST_HEALTH})
+    nodes = [gpu_node(cluster), gpu_node(cluster)]
+    cluster.wait_for_nodes()
+    server = Embedded(db_url=f"sqlite:///{tmp_path / 'fg.db'}", state_dir=tmp_path, ray_address=cluster.address,
+                      port=free_port(), retry_limit=2, period_s=0.5)
+    try:
+        server.start_background()
+        wait_for(lambda: (v := server.publisher.view()) and v.capacity_slices == 8, what="8 slices from 2 nodes")
+        client = account(server, "lab")
+        [job_id] = submit(client, slices=4, seconds=120)  # a whole GPU
+        first = wait_for(lambda: (j := jobs(client)[job_id])["state"] == "RUNNING" and j, what="the job to run")
+        victim = next(n for n in nodes if n.node_id == first["node"])
+        cluster.remove_node(victim, allow_graceful=False)
+        nodes.remove(victim)
+        second = wait_for(lambda: (j := jobs(client)[job_id])["attempts"] == 2 and j["state"] == "RUNNING" and j,
+                          timeout=120, what="the job to be re-placed on the other node")
+        assert second["node"] != first["node"]
+        log = client.get(f"/v1/jobs/{job_id}/logs").text
+        assert "lost its worker or node" in log
+        wait_for(lambda: server.publisher.view().capacity_slices == 4, what="capacity to shrink", timeout=60)
+        nodes.append(gpu_node(cluster))  # a node joins: capacity grows back
+        wait_for(lambda: server.publisher.view().capacity_slices == 8, what="capacity to grow", timeout=60)
+        victim = next(n for n in nodes if n.node_id == second["node"])
+        cluster.remove_node(victim, allow_graceful=False)
+        failed = wait_for(lambda: (j := jobs(client)[job_id])["state"] == "FAILED" and j, timeout=120,
+                          what="the job to fail past the retry limit")
+        assert "gave up after 2 attempts" in failed["error"]
+    finally:
+        server.stop()
+        cluster.shutdown()

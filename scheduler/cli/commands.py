@@ -12,6 +12,12 @@ _COMMANDS = [
     ("scheduler.cli.admin", "admin"),
     ("scheduler.cli.share", "share"),
     ("scheduler.cli.bench", "bench"),
+    ("scheduler.cli.jobs", "login"),
+    ("scheduler.cli.jobs", "submit"),
+    ("scheduler.cli.jobs", "jobs"),
+    ("scheduler.cli.jobs", "job"),
+    ("scheduler.cli.jobs", "cancel"),
+    ("scheduler.cli.jobs", "logs"),
 ]
 
 

@@ -18,6 +18,9 @@ from pathlib import Path
 DATASOURCE_UID = "fairgpu-prometheus"  # deploy/grafana/provisioning/datasources/prometheus.yaml
 INSTITUTION = 'account=~"$institution"'
 RI = "$__rate_interval"
+# Institutions are the top-level accounts (parent label empty); "All" is their list, so
+# sub-accounts never appear in a per-institution panel.
+INSTITUTIONS_QUERY = 'label_values(fairgpu_account_info{parent=""}, account)'
 
 
 def _q(expr: str, legend: str = "__auto"):
@@ -62,8 +65,8 @@ def _institution_var(multi: bool):
     from grafana_foundation_sdk.models.dashboard import VariableRefresh
 
     v = (dashboard.QueryVariable("institution").label("Institution").datasource(_ds())
-         .query("label_values(fairgpu_account_info, account)").refresh(VariableRefresh.ON_TIME_RANGE_CHANGED))
-    return v.multi(True).include_all(True).all_value(".*") if multi else v.multi(False)
+         .query(INSTITUTIONS_QUERY).refresh(VariableRefresh.ON_TIME_RANGE_CHANGED))
+    return v.multi(True).include_all(True) if multi else v.multi(False)
 
 
 def fairness_dashboard():

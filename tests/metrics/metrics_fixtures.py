@@ -24,7 +24,7 @@ def contended_view(at: float, allocated: dict[str, int] | None = None, util: flo
     allocated = allocated or {"inst-a": 1, "inst-b": 3, "inst-c": 4}
     total_w = sum(WEIGHTS.values())
     accounts = tuple(
-        AccountView(name, "root", w, guaranteed_slices=w, max_slices=6 if name == "inst-c" else None,
+        AccountView(name, None, w, guaranteed_slices=w, max_slices=6 if name == "inst-c" else None,
                     entitled_slices=CAPACITY * w / total_w, allocated_slices=allocated.get(name, 0),
                     running_jobs=allocated.get(name, 0),
                     pending_by_reason={"Priority": 2, "Resources": 3 * w, "Fragmentation": int(name == "inst-b")},

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from scheduler.metrics.dashboards import DATASOURCE_UID, panel_queries
+from scheduler.metrics.dashboards import DATASOURCE_UID, INSTITUTIONS_QUERY, panel_queries
 
 GRAFANA = Path(__file__).resolve().parents[2] / "deploy" / "grafana"
 
@@ -74,7 +74,8 @@ def test_institution_variable():
     fair = {v["name"]: v for v in committed("fairness.json")["templating"]["list"]}
     own = {v["name"]: v for v in committed("institution.json")["templating"]["list"]}
     assert fair["institution"]["multi"] and fair["institution"]["includeAll"]
-    assert fair["institution"]["allValue"] == ".*"
+    assert "allValue" not in fair["institution"]  # All = the listed institutions, not ".*"
+    assert fair["institution"]["query"] == own["institution"]["query"] == INSTITUTIONS_QUERY
     assert not own["institution"].get("includeAll") and not own["institution"]["multi"]
     exprs = [e for _, e in panel_queries(committed("institution.json"))]
     assert all('account="$institution"' in e for e in exprs)  # an institution's view shows only itself

@@ -49,7 +49,7 @@ def test_every_account_figure_and_reason_is_exported():
         assert value(fams, "fairgpu_account_entitled_slices", account=a.name) == pytest.approx(a.entitled_slices)
         assert value(fams, "fairgpu_account_weight", account=a.name) == a.weight
         assert value(fams, "fairgpu_account_fairshare_ratio", account=a.name) == pytest.approx(a.fairshare_factor)
-        assert value(fams, "fairgpu_account_info", account=a.name, parent="root") == 1
+        assert value(fams, "fairgpu_account_info", account=a.name, parent="") == 1
         for reason in PENDING_REASONS:  # all five, zero where none wait for that reason
             assert value(fams, "fairgpu_account_pending_jobs", account=a.name, reason=reason) == \
                 a.pending_by_reason.get(reason, 0)

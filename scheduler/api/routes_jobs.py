@@ -16,6 +16,12 @@ from scheduler.services import jobs
 router = APIRouter(tags=["jobs"])
 
 
+@router.get("/whoami", tags=["auth"], summary="The caller's account and the accounts it may act for")
+async def whoami(who: PrincipalDep) -> dict:
+    return {"admin": who.is_admin, "account": who.account,
+            "accounts": sorted(who.accounts) if who.accounts is not None else None}
+
+
 @router.post("/jobs", status_code=201, summary="Submit a job")
 async def submit(body: SubmitRequest, request: Request, session: SessionDep, who: PrincipalDep) -> dict:
     account = body.account or who.account

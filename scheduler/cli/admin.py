@@ -194,3 +194,5 @@ def settings_list(as_json, db_url):
     with session_scope(open_engine(db_url)) as session:
         rows = [{"key": k, "value": v} for k, v in all_settings(session).items()]
     emit(rows, as_json, ["key", "value"])
+
+from scheduler.cli.tokens import token; admin.add_command(token)  # noqa: E402,E702

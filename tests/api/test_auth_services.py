@@ -12,7 +12,7 @@ from scheduler.services import auth
 from scheduler.services.errors import DomainError, NotFound
 from scheduler.store import hash_token, session_scope
 
-from conftest import T0
+from api_helpers import T0
 
 
 def test_only_the_hash_is_stored(seeded):

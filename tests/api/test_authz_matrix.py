@@ -11,7 +11,7 @@ import itertools
 from scheduler.services import jobs
 from scheduler.store import session_scope
 
-from conftest import T0, bearer
+from api_helpers import T0, bearer
 
 ROLES = ("admin", "a", "a_vision", "b", "none", "revoked", "expired")
 _n = itertools.count()
@@ -30,6 +30,7 @@ def U(admin, a, a_vision, b):  # noqa: N802 - a row of the matrix; the three bad
 # (method, path, body or None, expected by role). "{ja}" is a job of uni-a/vision; "{fresh}" (a job),
 # "{doomed}" (an account) and "{victim}" (a token) are made anew for each request; "{n}" is a fresh number.
 MATRIX = [
+    ("GET", "/v1/whoami", None, U(200, 200, 200, 200)),
     ("GET", "/v1/jobs", None, U(200, 200, 200, 200)),
     ("GET", "/v1/jobs?all=true&account=uni-a/vision", None, U(200, 200, 200, 404)),
     ("POST", "/v1/jobs", {"model": "hold", "seconds": 1, "slices": 1, "account": "uni-a/vision"},

@@ -5,7 +5,7 @@ import json
 
 from scheduler.api import MAX_BODY_BYTES
 
-from conftest import bearer
+from api_helpers import bearer
 
 OK = {"model": "hold", "seconds": 5, "slices": 1, "account": "uni-a/nlp"}
 JSON = {"content-type": "application/json"}

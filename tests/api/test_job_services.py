@@ -7,7 +7,7 @@ from scheduler.services import accounts, jobs
 from scheduler.services.errors import DomainError, NotFound
 from scheduler.store import JobState, session_scope, transition
 
-from conftest import T0
+from api_helpers import T0
 
 HOLD = dict(model="hold", framework=None, mode="train", slices=1, spec={"seconds": 5})
 RESNET = dict(model="resnet18", framework="pytorch", mode="train", slices=2, spec={"steps": 10, "batch_size": 32})

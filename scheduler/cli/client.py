@@ -1,0 +1,106 @@
+"""The institutions' CLI talks to the API: where the server is, which token, and the calls.
+
+Invariants:
+- Settings come from, in order: the ``--url`` option, ``FAIRGPU_URL`` /
+  ``FAIRGPU_TOKEN``, then the config file ``fairgpu login`` writes
+  (``platformdirs.user_config_dir("fairgpu")/config.json``, mode 0600). The URL
+  defaults to ``fairgpu up``'s ``http://127.0.0.1:8470``.
+- Every failure is one line and exit 1 (``click.ClickException``): a server that
+  cannot be reached names the URL tried; an HTTP error shows the server's detail.
+- httpx is imported inside the calls, so ``fairgpu --help`` stays fast.
+"""
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import click
+
+ENV_URL = "FAIRGPU_URL"
+ENV_TOKEN = "FAIRGPU_TOKEN"
+DEFAULT_URL = "http://127.0.0.1:8470"
+TIMEOUT_S = 30.0
+
+url_option = click.option("--url", "url", default=None, metavar="URL",
+                          help=f"fairgpu server (default: ${ENV_URL}, then `fairgpu login`, then {DEFAULT_URL}).")
+
+
+def config_path() -> Path:
+    import platformdirs
+
+    return Path(platformdirs.user_config_dir("fairgpu")) / "config.json"
+
+
+def load_config() -> dict:
+    path = config_path()
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        return {}
+    except (OSError, ValueError) as exc:
+        raise click.ClickException(f"cannot read {path}: {exc}") from None
+    return data if isinstance(data, dict) else {}
+
+
+def save_config(url: str, token: str) -> Path:
+    """Write the config file readable by its owner only (its folder made 0700)."""
+    path = config_path()
+    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    try:
+        os.fchmod(fd, 0o600)
+        os.write(fd, json.dumps({"url": url, "token": token}, indent=2).encode("utf-8"))
+    finally:
+        os.close(fd)
+    return path
+
+
+def api_configured(url: str | None = None) -> bool:
+    """True when a server is named (option, environment or config file)."""
+    return bool(url or os.environ.get(ENV_URL) or load_config().get("url"))
+
+
+@dataclass(frozen=True)
+class Api:
+    url: str
+    token: str | None
+
+    @classmethod
+    def from_settings(cls, url: str | None = None) -> "Api":
+        config = load_config()
+        base = url or os.environ.get(ENV_URL) or config.get("url") or DEFAULT_URL
+        token = os.environ.get(ENV_TOKEN) or config.get("token")
+        return cls(base.rstrip("/"), token)
+
+    def call(self, method: str, path: str, *, body: dict | None = None, params: dict | None = None) -> Any:
+        import httpx
+
+        if not self.token:
+            raise click.ClickException(f"no API token: set {ENV_TOKEN} or run `fairgpu login --url URL --token TOKEN`")
+        headers = {"Authorization": f"Bearer {self.token}"}
+        target = self.url + path
+        try:
+            response = httpx.request(method, target, json=body, params=params, headers=headers, timeout=TIMEOUT_S)
+        except httpx.HTTPError as exc:
+            raise click.ClickException(f"cannot reach the fairgpu server at {self.url}: {_reason(exc)}") from None
+        if response.status_code >= 400:
+            raise click.ClickException(_detail(response))
+        return response.json()
+
+
+def _reason(exc: Exception) -> str:
+    text = str(exc).strip().splitlines()
+    return text[0] if text and text[0] else type(exc).__name__
+
+
+def _detail(response) -> str:
+    try:
+        detail = response.json().get("detail")
+    except ValueError:
+        detail = None
+    if not isinstance(detail, str) or not detail.strip():
+        detail = f"HTTP {response.status_code} {response.reason_phrase}".strip()
+    return detail.strip().splitlines()[0]

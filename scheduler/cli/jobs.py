@@ -1,0 +1,129 @@
+"""The institutions' commands: login, submit, jobs, job show, cancel, logs (thin over the API).
+
+Results go to stdout (ids, tables, JSON); notes to stderr. Every failure is one
+line and exit 1; click's usage errors exit 2.
+"""
+from __future__ import annotations
+
+import json
+
+import click
+
+from scheduler.cli.client import Api, url_option
+from scheduler.cli.common import emit, info, json_option
+
+JOB_KEYS = ("id", "account", "model", "framework", "slices", "state", "reason", "submitted_at", "started_at",
+            "finished_at", "node", "gpu")
+TABLE = ["id", "account", "model", "framework", "slices", "state", "reason", "submitted_at", "node", "gpu"]
+
+
+@click.command()
+@click.option("--url", "url", default=None, metavar="URL", help="The fairgpu server, e.g. http://host:8470.")
+@click.option("--token", prompt=True, hide_input=True, help="Your API token (asked for if not given).")
+def login(url, token):
+    """Check URL and TOKEN against the server and save them for the other commands."""
+    from scheduler.cli.client import DEFAULT_URL, save_config
+
+    api = Api((url or DEFAULT_URL).rstrip("/"), token.strip())
+    who = api.call("GET", "/v1/whoami")
+    path = save_config(api.url, api.token)
+    as_whom = "an admin" if who["admin"] else who["account"]
+    click.echo(f"logged in to {api.url} as {as_whom}")
+    info(f"saved to {path} (readable by you only)")
+
+
+@click.command()
+@click.argument("model")
+@click.option("--framework", type=click.Choice(["pytorch", "tensorflow"]), default=None,
+              help="Framework for the study's models (not for hold).")
+@click.option("--slices", type=int, required=True, metavar="K", help="GPU slices to run on.")
+@click.option("--account", default=None, metavar="NAME", help="Leaf account to charge (default: your token's).")
+@click.option("--mode", type=click.Choice(["train", "infer"]), default="train", show_default=True)
+@click.option("--steps", type=int, default=None, metavar="N", help="Training or inference steps.")
+@click.option("--batch-size", type=int, default=None, metavar="B")
+@click.option("--image-size", type=int, default=None, metavar="N", help="Input size (CycleGAN).")
+@click.option("--seconds", type=float, default=None, metavar="S", help="hold: how long to hold the slices.")
+@json_option
+@url_option
+def submit(model, framework, slices, account, mode, steps, batch_size, image_size, seconds, as_json, url):
+    """Submit a job: MODEL is conv6, vgg16, resnet18, cyclegan, or hold (with --seconds)."""
+    body = {"model": model, "framework": framework, "slices": slices, "mode": mode, "account": account,
+            "steps": steps, "batch_size": batch_size, "image_size": image_size, "seconds": seconds}
+    created = Api.from_settings(url).call("POST", "/v1/jobs", body={k: v for k, v in body.items() if v is not None})
+    click.echo(json.dumps({"id": created["id"]}) if as_json else created["id"])
+
+
+@click.command()
+@click.option("--all", "show_all", is_flag=True, help="Include finished jobs.")
+@click.option("--account", default=None, metavar="NAME", help="Only this account and its sub-accounts.")
+@json_option
+@url_option
+def jobs(show_all, account, as_json, url):
+    """List your jobs, like squeue: pending and running (with --all, finished too)."""
+    params = {"all": "true" if show_all else "false"}
+    if account:
+        params["account"] = account
+    rows = [{k: r.get(k) for k in JOB_KEYS} for r in Api.from_settings(url).call("GET", "/v1/jobs", params=params)]
+    emit(rows, as_json, TABLE)
+
+
+@click.group()
+def job() -> None:
+    """One job: `fairgpu job show ID`."""
+
+
+RESULTS = (("throughput (samples/s)", "samples_per_second"), ("step time p50 (s)", "step_time_p50_s"),
+           ("step time mean (s)", "step_time_mean_s"), ("peak GPU memory (bytes)", "nvml_peak_memory_bytes"),
+           ("peak memory (bytes)", "peak_memory_bytes"))
+
+
+@job.command("show")
+@click.argument("job_id", type=int)
+@json_option
+@url_option
+def show(job_id, as_json, url):
+    """Everything known about a job, with its results once it has finished."""
+    data = Api.from_settings(url).call("GET", f"/v1/jobs/{job_id}")
+    if as_json:
+        click.echo(json.dumps(data, indent=2))
+        return
+    for key, value in data.items():
+        if key != "result":
+            click.echo(f"{key + ':':16} {'-' if value is None else value}")
+    result = data.get("result") or {}
+    if result:
+        click.echo("results:")
+        shown = set()
+        for label, key in RESULTS:
+            if result.get(key) is not None:
+                click.echo(f"  {label}: {_num(result[key])}")
+                shown.add(key)
+        for key, value in result.items():
+            if key not in shown and key != "log" and not isinstance(value, (dict, list)):
+                click.echo(f"  {key}: {_num(value)}")
+
+
+def _num(value) -> str:
+    return f"{value:.4g}" if isinstance(value, float) else str(value)
+
+
+@click.command()
+@click.argument("job_id", type=int)
+@url_option
+def cancel(job_id, url):
+    """Cancel a pending or running job."""
+    data = Api.from_settings(url).call("POST", f"/v1/jobs/{job_id}/cancel")
+    click.echo(f"job {data['id']} {data['state']}")
+
+
+@click.command()
+@click.argument("job_id", type=int)
+@url_option
+def logs(job_id, url):
+    """A job's history (submitted, admitted, started, preempted, finished...) and its output."""
+    data = Api.from_settings(url).call("GET", f"/v1/jobs/{job_id}/logs")
+    for e in data["events"]:
+        click.echo(f"{e['at']}  {e['kind']:<10} {e['message'] or ''}".rstrip())
+    if data.get("log"):
+        click.echo("--- output ---")
+        click.echo(data["log"].rstrip("\n"))

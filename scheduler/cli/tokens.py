@@ -1,0 +1,74 @@
+"""`fairgpu admin token`: issue, revoke and list API tokens, straight on the database (--db).
+
+The raw token is printed once, to stdout, when it is issued; only its hash is kept.
+"""
+from __future__ import annotations
+
+from datetime import datetime, timezone
+
+import click
+
+from scheduler.cli.common import db_option, domain_errors, emit, info, json_option, open_engine
+
+
+def _now() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+@click.group()
+def token() -> None:
+    """API tokens: one per account (an institution's covers its sub-accounts), or admin."""
+
+
+@token.command("issue")
+@click.argument("account", required=False)
+@click.option("--expires", default=None, metavar="DURATION", help="e.g. 30d, 12h (default: never).")
+@click.option("--name", default=None, metavar="NAME", help="A label for listings (default: the account).")
+@click.option("--admin", "as_admin", is_flag=True, help="Issue an admin token instead (no ACCOUNT).")
+@db_option
+@domain_errors
+def issue(account, expires, name, as_admin, db_url):
+    """Issue a token for ACCOUNT (or --admin) and print it (it is shown only this once)."""
+    if bool(account) == bool(as_admin):
+        raise click.UsageError("give either ACCOUNT or --admin")
+    from scheduler.services.auth import issue_token, token_row
+    from scheduler.services.settings import parse_duration
+    from scheduler.store import session_scope
+
+    expires_s = parse_duration(expires) if expires else None
+    with session_scope(open_engine(db_url)) as session:
+        raw = issue_token(session, account=None if as_admin else account, name=name or "", expires_s=expires_s,
+                          at=_now())
+        row = token_row(session, raw)
+    click.echo(raw)
+    who = "admin" if as_admin else f"account {account}"
+    until = f", expires {row.expires_at.isoformat()}" if row.expires_at else ""
+    info(f"token {row.id} ({row.prefix}...) for {who}{until}; it is shown only now, keep it secret")
+
+
+@token.command("revoke")
+@click.argument("token_id")
+@db_option
+@domain_errors
+def revoke(token_id, db_url):
+    """Revoke a token by its ID or the prefix shown by `token list`."""
+    from scheduler.services.auth import revoke_token
+    from scheduler.store import session_scope
+
+    with session_scope(open_engine(db_url)) as session:
+        row = revoke_token(session, token_id, _now())
+    info(f"revoked token {row.id} ({row.prefix}...)")
+
+
+@token.command("list")
+@json_option
+@db_option
+@domain_errors
+def list_(as_json, db_url):
+    """List tokens (never the tokens themselves: id, prefix, account, state, dates)."""
+    from scheduler.services.auth import list_tokens
+    from scheduler.store import session_scope
+
+    with session_scope(open_engine(db_url)) as session:
+        rows = list_tokens(session, _now())
+    emit(rows, as_json, ["id", "prefix", "name", "account", "state", "created_at", "expires_at", "last_used_at"])

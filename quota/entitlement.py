@@ -25,18 +25,16 @@ def water_fill(capacity: float, items: Sequence[tuple[str, float, float, float]]
     """items: (name, weight, lo, hi) with 0 <= lo <= hi. Returns each name's share."""
     if not items:
         return {}
-    sum_lo = sum(lo for _, _, lo, _ in items)
-    sum_hi = sum(hi for _, _, _, hi in items)
+    sum_lo = sum([it[2] for it in items])
+    sum_hi = sum([it[3] for it in items])
     target = min(capacity, sum_hi)
     if target <= sum_lo:
         scale = target / sum_lo if sum_lo > 0 else 0.0
         return {name: lo * scale for name, _, lo, _ in items}
     # f(lam) = sum clamp(lam*w, lo, hi) is piecewise linear and non-decreasing in lam.
     # Walk the breakpoints in order, tracking the slope (sum of w of unclamped items).
-    events: list[tuple[float, int, float]] = []
-    for _, w, lo, hi in items:
-        events.append((lo / w, 0, w))  # item starts growing
-        events.append((hi / w, 1, w))  # item stops growing
+    events = [(lo / w, 0, w) for _, w, lo, _ in items]  # item starts growing
+    events += [(hi / w, 1, w) for _, w, _, hi in items]  # item stops growing
     events.sort()
     value = sum_lo
     slope = 0.0
@@ -56,31 +54,35 @@ def water_fill(capacity: float, items: Sequence[tuple[str, float, float, float]]
 def subtree_demand(tree: AccountTree, leaf_demand: Mapping[str, float]) -> dict[str, float]:
     """Each account's demand: its own (leaves) or its children's summed, capped by its cap."""
     demand: dict[str, float] = {}
+    children, accounts = tree.children, tree.accounts
     for name in reversed(tree.order):
-        kids = tree.kids(name)
+        kids = children.get(name)
         d = sum(demand[k] for k in kids) if kids else float(leaf_demand.get(name, 0.0))
-        cap = tree.accounts[name].cap
+        cap = accounts[name].cap
         demand[name] = d if cap is None else min(d, float(cap))
     return demand
 
 
 def entitlements(tree: AccountTree, capacity: float, leaf_demand: Mapping[str, float]) -> dict[str, float]:
-    """Entitled slices for every account in the tree (inner accounts included)."""
+    """Entitled slices for every account in the tree (inner accounts included).
+
+    Accounts without demand are entitled to 0 and left out of the water-filling (their
+    lo = hi = 0 would not move the water level); only inner accounts are split further."""
     demand = subtree_demand(tree, leaf_demand)
-    out: dict[str, float] = {}
+    out = dict.fromkeys(tree.order, 0.0)
+    children, accounts = tree.children, tree.accounts
 
     def split(parent: str | None, cap: float) -> None:
-        kids = tree.kids(parent)
-        if not kids:
-            return
         items = []
-        for k in kids:
-            spec = tree.accounts[k]
+        for k in children.get(parent, ()):
             d = demand[k]
-            items.append((k, spec.weight, min(float(spec.guaranteed), d), d))
+            if d > 0:
+                spec = accounts[k]
+                items.append((k, spec.weight, min(float(spec.guaranteed), d), d))
         out.update(water_fill(cap, items))
-        for k in kids:
-            split(k, out[k])
+        for k, *_ in items:
+            if children.get(k):
+                split(k, out[k])
 
     split(None, float(capacity))
     return out

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import heapq
 from operator import attrgetter
-from typing import Mapping, Sequence
+from typing import Collection, Mapping, Sequence
 
 from quota import fairshare
 from quota.capacity import Capacity, FreeSlices
@@ -49,10 +49,13 @@ class Ledger:
     """Slices allocated per account, rolled up the tree, with cap checks."""
 
     def __init__(self, tree: AccountTree, limits: Mapping[str, int] | None = None,
-                 chains: Mapping[str, list[str]] | None = None):
+                 chains: Mapping[str, list[str]] | None = None, caps: Mapping[str, int | None] | None = None):
         self.tree = tree
-        self.alloc = {name: 0 for name in tree.order}
+        self.alloc = dict.fromkeys(tree.order, 0)
         self.chains = chains if chains is not None else {name: tree.ancestors(name) for name in tree.order}
+        if caps is not None:  # already merged with the limits by the caller (TreeCache)
+            self.caps = dict(caps)
+            return
         self.caps = {name: tree.accounts[name].cap for name in tree.order}
         if limits:  # static quotas: a leaf may not pass its static share
             for name, lim in limits.items():
@@ -83,16 +86,24 @@ class TreeCache:
         self.leaves = frozenset(name for name in tree.order if tree.is_leaf(name))
         self.chains = {name: tree.ancestors(name) for name in tree.order}
         self.shares = fairshare.TreeShares.of(tree)
+        self.algorithm = cfg.algorithm
         self.limits = None
         if cfg.ordering == "static":
             everyone = {leaf: float(self.total) for leaf in tree.leaves()}
             self.limits = static_limits(entitlements(tree, self.total, everyone))
+        if cfg.ordering == "fifo":
+            self.caps = dict.fromkeys(tree.order)  # Ray alone knows no quotas
+        else:
+            self.caps = Ledger(tree, self.limits, self.chains).caps
         self._shape_errors: dict[int, str | None] = {}
 
     def shape_error(self, k: int) -> str | None:
         if k not in self._shape_errors:
             self._shape_errors[k] = self.capacity.shape_error(k)
         return self._shape_errors[k]
+
+    def factors(self, usage: Mapping[str, float]) -> dict[str, float]:
+        return fairshare.compute(self.tree, usage, self.algorithm, self.shares).factor
 
     def not_a_leaf(self, account: str) -> str | None:
         if account in self.leaves:
@@ -148,15 +159,18 @@ def run_cycle(cache: TreeCache, cfg: PolicyConfig, now: float, usage: Mapping[st
               ledger_running: Sequence[RunningJob], running_slices: Mapping[str, int],
               queues: Mapping[str, list[PendingRequest]], pending_slices: Mapping[str, int],
               waiting: dict, n_active: int, *, by_age: Sequence[RunningJob] | None = None,
-              pending_work: Mapping[str, float] | None = None, explain: bool = True) -> Decision:
+              pending_work: Mapping[str, float] | None = None, size_sets: Mapping[str, Collection[int]] | None = None,
+              factors: Mapping[str, float] | None = None, explain: bool = True) -> Decision:
     """Phases 3-6 on a cycle's state. Shared by `decide` and quota.state.PolicyState, so both
     paths run the same policy code.
 
     Inputs: `free` already holds the running jobs (it is updated with this decision's
     preemptions and admissions); `queues` per leaf account, sorted by seq, non-empty, never
     mutated; `waiting` holds the Infeasible requests (filled with the rest if `explain`).
-    `by_age` (running jobs, youngest first) and `pending_work` (finish-time ordering) may be
-    passed by a caller that keeps them between cycles; otherwise they are computed here."""
+    `by_age` (running jobs, youngest first), `pending_work` (finish-time ordering) and
+    `size_sets` (the request sizes in each queue) may be passed by a caller that keeps them
+    between cycles, and `factors` (cache.factors(usage)) by one that computed them for the
+    same usage already; otherwise they are computed here."""
     tree = cache.tree
     total = cache.total
     demand: dict[str, float] = {a: float(n) for a, n in running_slices.items()}
@@ -165,12 +179,11 @@ def run_cycle(cache: TreeCache, cfg: PolicyConfig, now: float, usage: Mapping[st
 
     # 3. entitle
     entitled = entitlements(tree, total, demand)
-    ledger = Ledger(tree, cache.limits, cache.chains)
-    if cfg.ordering == "fifo":
-        ledger.caps = {name: None for name in tree.order}  # Ray alone knows no quotas
+    ledger = Ledger(tree, chains=cache.chains, caps=cache.caps)
     for account, n in running_slices.items():
         ledger.add(account, n)
-    factors = fairshare.compute(tree, usage, cfg.algorithm, cache.shares).factor
+    if factors is None:
+        factors = cache.factors(usage)
 
     # 4. admit
     states: dict[str, AccountState] = {}
@@ -181,7 +194,8 @@ def run_cycle(cache: TreeCache, cfg: PolicyConfig, now: float, usage: Mapping[st
             work = pending_work[name] if pending_work is not None else _pending_work(q)
         states[name] = AccountState(name=name, entitled=entitled.get(name, 0.0), allocated=ledger.alloc[name],
                                     factor=factors[name], queue=q, pending_work=work)
-    size_sets = {name: {r.slices for r in q} for name, q in queues.items()}
+    if size_sets is None:
+        size_sets = {name: {r.slices for r in q} for name, q in queues.items()}
     start_fits = {k: free.find(k) is not None for k in _all_sizes(size_sets)}
     key = key_for(cfg.ordering, cfg.use_history, now, total / max(1, n_active))
     admissions: list[Admission] = []
@@ -243,14 +257,14 @@ def _pending_work(q: Sequence[PendingRequest]) -> float:
     return sum(r.slices * (r.work_s or 1.0) for r in q)
 
 
-def _all_sizes(size_sets: Mapping[str, set[int]]) -> set[int]:
+def _all_sizes(size_sets: Mapping[str, Collection[int]]) -> set[int]:
     out: set[int] = set()
     for s in size_sets.values():
         out |= s
     return out
 
 
-def _admit_pass(states, key, ledger: Ledger, free: FreeSlices, size_sets: Mapping[str, set[int]],
+def _admit_pass(states, key, ledger: Ledger, free: FreeSlices, size_sets: Mapping[str, Collection[int]],
                 admissions: list[Admission], admitted_ids: set) -> None:
     """Accounts take turns in key order; each turn admits the account's first request
     that fits its caps and a placement. Capacity only shrinks and allocations only grow

@@ -61,8 +61,10 @@ def reclaim(
     def below(a: str) -> bool:
         return ledger.alloc[a] < min(level[a], demand.get(a, 0.0))
 
-    leftovers = {a: [r for r in q if r.id not in admitted] for a, q in queues.items() if below(a)}
-    preemptors = [a for a, reqs in leftovers.items() if reqs]
+    def leftovers(a: str):
+        return (r for r in queues[a] if r.id not in admitted)
+
+    preemptors = [a for a in queues if below(a) and next(leftovers(a), None) is not None]
     if not preemptors:
         return [], []
     preemptors.sort(key=lambda a: (ledger.alloc[a] / max(entitled.get(a, 0.0), EPS), -factors[a], a))
@@ -71,20 +73,25 @@ def reclaim(
     gone: set = set()
     admissions: list[Admission] = []
     preemptions: list[Preemption] = []
+    no_victims: set[tuple[str, int]] = set()  # (preemptor, size) that found none since the last reclaim
     for p in preemptors:
-        for req in leftovers[p]:
+        for req in leftovers(p):
             if not below(p):
                 break
             k = req.slices
             if ledger.alloc[p] + k > entitled.get(p, 0.0) + EPS:
                 continue
+            if (p, k) in no_victims:
+                continue  # nothing changed since the same search failed: it would fail again
             relief, within = _cap_relief(tree, ledger, p, k)
             if relief is None:
                 continue
             victims = _choose_victims(k, p, by_age, gone, free, ledger, entitled, level, cfg.max_victim_scan,
                                       relief, within)
             if victims is None:
+                no_victims.add((p, k))
                 continue
+            no_victims.clear()
             for v in victims:
                 free.give(v.node, v.gpu_slices)
                 ledger.add(v.account, -v.slices)
@@ -124,38 +131,57 @@ def _cap_relief(tree: AccountTree, ledger, p: str, k: int) -> tuple[int | None, 
 
 
 def _choose_victims(k, preemptor, by_age, gone, free, ledger, entitled, level, max_scan, relief=0, within=None):
+    """Victims for a request of k slices, or None. The chosen jobs are released on `free`
+    while the choice is made (one give per candidate and one find, instead of releasing
+    the whole set again for every candidate) and taken back before returning, so `free`
+    is unchanged and each find sees exactly the set being tried."""
     chosen: list[RunningJob] = []
     removed: dict[str, int] = defaultdict(int)
     placement = None
     scanned = 0
+    inside = 0  # slices of the chosen jobs that count toward the relief
 
-    def enough(jobs) -> bool:
-        inside = sum(j.slices for j in jobs if within is None or j.account in within)
-        return inside >= relief
+    def counts(job: RunningJob) -> int:
+        return job.slices if within is None or job.account in within else 0
 
-    for job in by_age:
-        if job.id in gone or job.account == preemptor or not free.has_node(job.node):
-            continue
-        if relief and job.account not in within and placement is not None:
-            continue  # room is found; only jobs under the capped ancestor help now
-        scanned += 1
-        if scanned > max_scan:
-            break
-        v = job.account
-        left = ledger.alloc[v] - removed[v]
-        if left <= entitled.get(v, 0.0) + EPS or left - job.slices < level[v]:
-            continue
-        chosen.append(job)
-        removed[v] += job.slices
-        placement = free.fits_after_release(k, [(j.node, j.gpu_slices) for j in chosen])
-        if placement is not None and enough(chosen):
-            break
-    if placement is None or not enough(chosen):
-        return None
-    if not relief:
-        chosen = [j for j in chosen if j.node == placement.node]
-    for job in sorted(chosen, key=lambda j: (j.started_at, str(j.id))):  # spare the oldest first
-        trial = [j for j in chosen if j is not job]
-        if enough(trial) and free.fits_after_release(k, [(j.node, j.gpu_slices) for j in trial]) is not None:
-            chosen = trial
-    return chosen
+    try:
+        for job in by_age:
+            if job.id in gone or job.account == preemptor or not free.has_node(job.node):
+                continue
+            if relief and job.account not in within and placement is not None:
+                continue  # room is found; only jobs under the capped ancestor help now
+            scanned += 1
+            if scanned > max_scan:
+                break
+            v = job.account
+            left = ledger.alloc[v] - removed[v]
+            if left <= entitled.get(v, 0.0) + EPS or left - job.slices < level[v]:
+                continue
+            chosen.append(job)
+            removed[v] += job.slices
+            inside += counts(job)
+            free.give(job.node, job.gpu_slices)
+            placement = free.find(k)
+            if placement is not None and inside >= relief:
+                break
+        if placement is None or inside < relief:
+            return None
+        if not relief:
+            for j in chosen:
+                if j.node != placement.node:
+                    free.take(j.node, j.gpu_slices)
+            chosen = [j for j in chosen if j.node == placement.node]
+            inside = sum(counts(j) for j in chosen)
+        for job in sorted(chosen, key=lambda j: (j.started_at, str(j.id))):  # spare the oldest first
+            if inside - counts(job) < relief:
+                continue
+            free.take(job.node, job.gpu_slices)
+            if free.find(k) is not None:
+                chosen = [j for j in chosen if j is not job]
+                inside -= counts(job)
+            else:
+                free.give(job.node, job.gpu_slices)
+        return chosen
+    finally:
+        for j in chosen:
+            free.take(j.node, j.gpu_slices)

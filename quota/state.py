@@ -28,7 +28,7 @@ Pure like the rest of quota: no clock (`now` is passed in), no I/O.
 """
 from __future__ import annotations
 
-from bisect import bisect_left, insort
+from bisect import bisect_left
 from collections import Counter
 from dataclasses import replace
 from typing import Callable, Mapping
@@ -69,16 +69,20 @@ class PolicyState:
         self.request_of: dict[JobId, PendingRequest] = {}  # what to requeue a running job as
         self.running_slices: dict[str, int] = {}
         self.running_count: dict[str, int] = {}
-        self._by_age: list[tuple[tuple[float, str], RunningJob]] = []  # youngest first
+        self._age_keys: list[tuple[float, str]] = []  # youngest first, with _by_age in step
+        self._by_age: list[RunningJob] = []
         self.queues: dict[str, list[PendingRequest]] = {}  # per leaf, sorted by (seq, arrival)
         self._keys: dict[str, list[tuple[float, int]]] = {}
         self._arrival = 0
         self.pending_slices: dict[str, int] = {}
         self.sizes: Counter[int] = Counter()
+        self._sizes_of: dict[str, Counter[int]] = {}
         self.infeasible: dict[JobId, Waiting] = {}
         self._infeasible_reqs: dict[JobId, PendingRequest] = {}
         self._work: dict[str, float] = {}
         self._dirty: set[str] = set()
+        self._usage: dict[str, float] = {}
+        self._factors = self.cache.factors(self._usage)
         guaranteed = ((a, tree.accounts[a].guaranteed) for a in self.cache.leaves)
         self._guaranteed = [(a, g) for a, g in guaranteed if g > 0]
 
@@ -101,6 +105,7 @@ class PolicyState:
         self.queues[a].insert(i, req)
         self.pending_slices[a] = self.pending_slices.get(a, 0) + req.slices
         self.sizes[req.slices] += 1
+        self._sizes_of.setdefault(a, Counter())[req.slices] += 1
         self._dirty.add(a)
 
     def add_running(self, job: RunningJob, request: PendingRequest | None = None) -> None:
@@ -148,18 +153,29 @@ class PolicyState:
                     return True
         return False
 
-    def cycle(self, now: float, usage: Mapping[str, float], explain: bool = True) -> Decision:
+    def set_usage(self, usage: Mapping[str, float]) -> None:
+        """Record decayed usage (own slice-seconds per leaf) for the cycles that follow; the
+        fair-share factors are computed here once, not in every cycle."""
+        self._usage = dict(usage)
+        self._factors = self.cache.factors(self._usage)
+
+    def cycle(self, now: float, usage: Mapping[str, float] | None = None, explain: bool = True) -> Decision:
+        """Decide and apply. `usage` given: as set_usage(usage) first; None: the last usage set
+        (the live loop, too, charges usage on its own period, not every cycle)."""
+        if usage is not None:
+            self.set_usage(usage)
         if self.config.ordering == "finish-time":
             for a in self._dirty:
                 if a in self.queues:
                     self._work[a] = _pending_work(self.queues[a])
         self._dirty.clear()
-        running = [job for _, job in self._by_age]
+        running = self._by_age
         n_active = len(self.running_count.keys() | self.queues.keys())
         decision = run_cycle(
             self.cache, self.config, now, usage, self.free, running, self.running_slices, self.queues,
             self.pending_slices, dict(self.infeasible) if explain else {}, n_active,
             by_age=running, pending_work=self._work, explain=explain,
+            size_sets={a: c.keys() for a, c in self._sizes_of.items()}, factors=self._factors,
         )
         self._apply(decision, now)
         return decision
@@ -189,16 +205,21 @@ class PolicyState:
     # -- bookkeeping ------------------------------------------------------------------
     def _drop(self, a: str, idx: set[int]) -> None:
         q, keys = self.queues[a], self._keys[a]
+        mine = self._sizes_of[a]
         for i in idx:
-            self.pending_slices[a] -= q[i].slices
-            self.sizes[q[i].slices] -= 1
-            if not self.sizes[q[i].slices]:
-                del self.sizes[q[i].slices]
+            k = q[i].slices
+            self.pending_slices[a] -= k
+            self.sizes[k] -= 1
+            if not self.sizes[k]:
+                del self.sizes[k]
+            mine[k] -= 1
+            if not mine[k]:
+                del mine[k]
         q[:] = [r for i, r in enumerate(q) if i not in idx]
         keys[:] = [k for i, k in enumerate(keys) if i not in idx]
         self._dirty.add(a)
         if not q:
-            del self.queues[a], self._keys[a], self.pending_slices[a]
+            del self.queues[a], self._keys[a], self.pending_slices[a], self._sizes_of[a]
             self._work.pop(a, None)
 
     def _track(self, job: RunningJob, request: PendingRequest) -> None:
@@ -210,7 +231,10 @@ class PolicyState:
         if a in self.tree:
             self.running_slices[a] = self.running_slices.get(a, 0) + job.slices
             self.running_count[a] = self.running_count.get(a, 0) + 1
-            insort(self._by_age, (age_key(job), job), key=lambda e: e[0])
+            k = age_key(job)
+            i = bisect_left(self._age_keys, k)
+            self._age_keys.insert(i, k)
+            self._by_age.insert(i, job)
 
     def _untrack(self, job_id: JobId) -> RunningJob:
         job = self.running.pop(job_id)
@@ -220,9 +244,8 @@ class PolicyState:
             self.running_count[a] -= 1
             if not self.running_count[a]:
                 del self.running_count[a], self.running_slices[a]
-            k = age_key(job)
-            i = bisect_left(self._by_age, k, key=lambda e: e[0])
-            del self._by_age[i]
+            i = bisect_left(self._age_keys, age_key(job))
+            del self._age_keys[i], self._by_age[i]
         return job
 
     # -- views ------------------------------------------------------------------------
@@ -230,8 +253,9 @@ class PolicyState:
     def pending(self) -> list[PendingRequest]:
         return [r for q in self.queues.values() for r in q]
 
-    def snapshot(self, now: float, usage: Mapping[str, float]) -> Snapshot:
+    def snapshot(self, now: float, usage: Mapping[str, float] | None = None) -> Snapshot:
         """The equivalent snapshot: `decide(state.snapshot(now, usage)) == state.cycle(now, usage)`."""
+        usage = self._usage if usage is None else usage
         pending = tuple(self._infeasible_reqs.values()) + tuple(self.pending)
         return Snapshot(self.tree, self.capacity, pending, tuple(self.running.values()),
                         dict(usage), now, self.config)

@@ -18,6 +18,8 @@ _COMMANDS = [
     ("scheduler.cli.jobs", "job"),
     ("scheduler.cli.jobs", "cancel"),
     ("scheduler.cli.jobs", "logs"),
+    ("scheduler.cli.simulate", "simulate"),
+    ("scheduler.cli.forecast", "forecast"),
 ]
 
 

@@ -11,6 +11,8 @@ and Gandiva model it), and its scheduled end is cancelled.
 Usage for the fair-share factor is decayed slice-seconds per leaf account, kept exactly:
 between events an account's running slices r are constant, so its usage goes from U to
 U d + r h / ln 2 (1 - d) with d = 2^(-dt / h), h the half-life (the integral of the decay).
+As in the live loop (scheduler/loop.py, usage_period_s = 15 s), the policy is handed new
+usage at most once per `usage_period_s` of virtual time, at the first cycle after it.
 
 Invariants: the virtual clock never goes back; every job of the trace that can run ends
 exactly once; the slices in use never exceed capacity (PolicyState guarantees it); the
@@ -34,6 +36,7 @@ class SimOptions:
     half_life_s: float = DEFAULT_HALF_LIFE_S
     samples: int = 720  # share samples over the trace's span (for the plot and the equity measures)
     explain: bool = False  # ask the policy for pending reasons (costs O(pending) per cycle)
+    usage_period_s: float = 15.0  # how often usage is charged, as the live loop's usage_period_s
 
 
 @dataclass
@@ -44,6 +47,7 @@ class SimResult:
     cycles: int
     skipped_cycles: int
     wall_s: float
+    cpu_s: float  # process CPU time: the honest figure on a shared, loaded machine
     skipped_jobs: dict[str, int] = field(default_factory=dict)
 
     @property
@@ -96,7 +100,7 @@ class UsageClock:
 
 def simulate(trace: Trace, tree: AccountTree, capacity: Capacity, policy: PolicyConfig, name: str = "policy",
              options: SimOptions = SimOptions()) -> SimResult:
-    wall0 = time.perf_counter()
+    wall0, cpu0 = time.perf_counter(), time.process_time()
     jobs: dict[str, _Job] = {}
     skipped: dict[str, int] = dict(trace.skipped)
     leaves = set(tree.leaves())
@@ -128,6 +132,7 @@ def simulate(trace: Trace, tree: AccountTree, capacity: Capacity, policy: Policy
     tie = 0
     i, n = 0, len(arrivals)
     events = cycles = skipped_cycles = 0
+    next_meter = -math.inf
     submit, finish, could_act, cycle = state.submit, state.finish, state.could_act, state.cycle
 
     while i < n or ends:
@@ -153,7 +158,10 @@ def simulate(trace: Trace, tree: AccountTree, capacity: Capacity, policy: Policy
             skipped_cycles += 1
             continue
         cycles += 1
-        d = cycle(t, usage.at(t), explain=options.explain)
+        if t >= next_meter:  # the live loop charges usage on its own period, not every cycle
+            state.set_usage(usage.at(t))
+            next_meter = t + options.usage_period_s
+        d = cycle(t, explain=options.explain)
         for p in d.preemptions:
             j = jobs[p.job_id]
             j.remaining -= t - j.started
@@ -173,4 +181,5 @@ def simulate(trace: Trace, tree: AccountTree, capacity: Capacity, policy: Policy
             rec.change(j.account, t, j.slices)
         rec.preemptions += len(d.preemptions)
     metrics = rec.finish(list(jobs.values()))
-    return SimResult(name, metrics, events, cycles, skipped_cycles, time.perf_counter() - wall0, skipped)
+    return SimResult(name, metrics, events, cycles, skipped_cycles, time.perf_counter() - wall0,
+                     time.process_time() - cpu0, skipped)

@@ -17,7 +17,9 @@
   the sum of their isolated times, isolated time = duration x max(1, slices / (C / N))
   (the job alone on a 1/N share of the C slices, N institutions with jobs); max_rho is the
   largest over institutions (1 = as good as owning a 1/N slice of the cluster).
-Percentiles are numpy's linear interpolation.
+Percentiles are numpy's linear interpolation. Only finished jobs enter the wait, JCT and
+rho figures; `unfinished` counts jobs that could never start (a static quota smaller than
+the job), which the simulator stops waiting for once no other event is left.
 """
 from __future__ import annotations
 
@@ -37,7 +39,8 @@ class RunMetrics:
     max_rho: float
     wait_p50_s: float
     wait_p95_s: float
-    jobs: int
+    jobs: int  # jobs that finished
+    unfinished: int  # jobs still waiting when nothing else could happen (e.g. over a static quota)
     preemptions: int
     contended_fraction: float
     per_institution: dict[str, dict[str, float]]
@@ -47,7 +50,7 @@ class RunMetrics:
 
     def summary(self) -> dict:
         keys = ("jain_index", "max_share_deviation", "mean_jct_s", "makespan_s", "utilisation", "max_rho",
-                "wait_p50_s", "wait_p95_s", "jobs", "preemptions", "contended_fraction")
+                "wait_p50_s", "wait_p95_s", "jobs", "unfinished", "preemptions", "contended_fraction")
         return {k: getattr(self, k) for k in keys}
 
 
@@ -140,6 +143,7 @@ class Recorder:
             wait_p50_s=float(np.percentile(waits, 50)),
             wait_p95_s=float(np.percentile(waits, 95)),
             jobs=len(done),
+            unfinished=len(jobs) - len(done),
             preemptions=self.preemptions,
             contended_fraction=float(contended.mean()) if len(contended) else 0.0,
             per_institution=per,

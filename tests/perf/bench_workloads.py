@@ -5,7 +5,11 @@ alternating A-B / B-A in each repeat so drift hits both sides. Prints each
 repeat and the medians; the figure recorded in docs/benchmarks.md is the
 median of the per-repeat ratios (runner / bare). Not a test: it prints.
 
-    .venv/bin/python tests/perf/bench_workloads.py [--repeats 5] [--steps 20] [--frameworks pytorch,tensorflow]
+    .venv/bin/python tests/perf/bench_workloads.py [--repeats 9] [--steps 20] [--frameworks pytorch,tensorflow]
+        [--threads N]   # N intra-op threads for both sides (default: the frameworks' own)
+
+The machine's load average is printed before and after: on a shared machine a
+busy neighbour moves single repeats by 2x, which is why the median is kept.
 """
 from __future__ import annotations
 
@@ -85,14 +89,25 @@ def runner(framework: str, steps: int, warmup: int) -> float:
 
 def main() -> None:
     ap = argparse.ArgumentParser()
-    ap.add_argument("--repeats", type=int, default=5)
+    ap.add_argument("--repeats", type=int, default=9)
     ap.add_argument("--steps", type=int, default=20)
     ap.add_argument("--warmup", type=int, default=3)
     ap.add_argument("--frameworks", default="pytorch,tensorflow")
+    ap.add_argument("--threads", type=int, default=None)
     args = ap.parse_args()
+    if args.threads:
+        if "pytorch" in args.frameworks:
+            import torch
+
+            torch.set_num_threads(args.threads)
+        if "tensorflow" in args.frameworks:
+            import tensorflow as tf
+
+            tf.config.threading.set_intra_op_parallelism_threads(args.threads)
+    print("load average before: %.2f %.2f %.2f" % os.getloadavg())
     bare = {"pytorch": bare_torch, "tensorflow": bare_tensorflow}
     print(f"harness overhead: {MODEL} train, batch {BATCH}, {args.steps} steps after {args.warmup} warm-up, "
-          f"{args.repeats} repeats, CPU ({os.cpu_count()} cores)")
+          f"{args.repeats} repeats, CPU ({os.cpu_count()} cores), threads {args.threads or 'default'}")
     for fw in args.frameworks.split(","):
         ratios, r_sps, b_sps = [], [], []
         for rep in range(args.repeats):
@@ -110,6 +125,7 @@ def main() -> None:
         print(f"{fw}: median runner {statistics.median(r_sps):.1f} samples/s, median bare "
               f"{statistics.median(b_sps):.1f} samples/s, median ratio {statistics.median(ratios):.3f} "
               f"(min {min(ratios):.3f}, max {max(ratios):.3f})", flush=True)
+    print("load average after: %.2f %.2f %.2f" % os.getloadavg())
 
 
 if __name__ == "__main__":

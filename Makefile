@@ -24,7 +24,7 @@ $(STAMP_TEST): pyproject.toml | $(BIN)/python
 
 # Prometheus (Debian's package) for the metrics and alert-rule tests.
 prometheus:
-	@if [ -x deploy/install-prometheus.sh ]; then deploy/install-prometheus.sh; fi
+	bash deploy/install-prometheus.sh
 
 demo: $(STAMP_CORE)
 	$(BIN)/fairgpu demo

@@ -1,9 +1,14 @@
 """Fixtures for the API tests (builders in ``api_helpers``): ``seeded`` and a TestClient ``client``."""
 from __future__ import annotations
 
+import sys
+from pathlib import Path
+
 import pytest
 
-from api_helpers import FakeClock, Seeded, seed
+sys.path.insert(0, str(Path(__file__).parent))  # helpers beside this file (pytest runs in importlib mode)
+
+from api_helpers import FakeClock, Seeded, seed  # noqa: E402
 
 
 @pytest.fixture

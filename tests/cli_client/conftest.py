@@ -1,9 +1,14 @@
 """Fixtures for the client CLI: a live server (``live_server``) and a CliRunner env per role."""
 from __future__ import annotations
 
+import sys
+from pathlib import Path
+
 import pytest
 
-from live_server import start
+sys.path.insert(0, str(Path(__file__).parent))  # helpers beside this file (pytest runs in importlib mode)
+
+from live_server import start  # noqa: E402
 
 
 @pytest.fixture(scope="module")

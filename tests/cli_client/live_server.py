@@ -57,7 +57,8 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def start(db_path: Path) -> Live:
+def start(db_path: Path, seed=None) -> Live:
+    """Serve a fresh database at ``db_path``, seeded by ``seed(engine) -> tokens`` (default ``seed_tokens``)."""
     import uvicorn
 
     from scheduler.api import create_app
@@ -66,7 +67,7 @@ def start(db_path: Path) -> Live:
     db_url = f"sqlite:///{db_path}"
     engine = make_engine(db_url)
     init_db(engine)
-    tokens = seed_tokens(engine)
+    tokens = (seed or seed_tokens)(engine)
     port = free_port()
     config = uvicorn.Config(create_app(engine, clock=now), host="127.0.0.1", port=port, log_level="warning",
                             access_log=False)

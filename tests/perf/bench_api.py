@@ -1,0 +1,224 @@
+"""Benchmark of the API: sustained job submissions per second from concurrent clients.
+
+Not a timed test. Run: `.venv/bin/python tests/perf/bench_api.py [--db URL] [--clients 8] [--jobs 4000]`
+(default: a fresh SQLite file; `--db postgres` makes a throwaway database on the
+PostgreSQL server at 127.0.0.1:5432 and drops it afterwards).
+
+Setup: a real uvicorn server in its own process (one worker, as `fairgpu up`
+runs it) over a seeded database: one node of 8 T4 GPUs (32 slices), 2
+institutions with 4 leaf projects each, every leaf with a pending limit (so the
+limit check runs on every submission), one token per client. Each client is a
+thread with its own keep-alive httpx connection submitting `hold` jobs to its own
+leaf. A warm-up of 200 submissions is excluded. Afterwards it checks that every
+accepted submission was stored exactly once: ids unique, rows == accepted.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import uuid
+from datetime import datetime, timezone
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+PG_ADMIN = "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
+
+
+def _now() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+def seed(url: str, clients: int) -> list[str]:
+    from scheduler.services import accounts, auth, capacity
+    from scheduler.store import init_db, make_engine, session_scope
+
+    engine = make_engine(url)
+    init_db(engine)
+    tokens = []
+    with session_scope(engine) as s:
+        capacity.set_node(s, node="bench", gpus=8, slices_per_gpu=4, gpu_type="T4", at=_now())
+        for i in range(2):
+            accounts.add_account(s, f"inst{i}", weight=i + 1, max_pending=10**6)
+        for c in range(clients):
+            accounts.add_account(s, f"inst{c % 2}/p{c}", weight=1, parent=f"inst{c % 2}", max_pending=10**6)
+    with session_scope(engine) as s:
+        for c in range(clients):
+            tokens.append(auth.issue_token(s, account=f"inst{c % 2}/p{c}", name=f"bench{c}", expires_s=None,
+                                           at=_now()))
+    engine.dispose()
+    return tokens
+
+
+def serve(url: str, port: int) -> None:
+    import uvicorn
+
+    from scheduler.api import create_app
+    from scheduler.store import make_engine
+
+    app = create_app(make_engine(url), clock=_now)
+    uvicorn.run(app, host="127.0.0.1", port=port, log_level="warning", access_log=False)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def start_server(url: str) -> tuple[subprocess.Popen, str]:
+    import httpx
+
+    port = free_port()
+    proc = subprocess.Popen([sys.executable, __file__, "--serve", "--db", url, "--port", str(port)], cwd=ROOT)
+    base = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        try:
+            if httpx.get(base + "/healthz", timeout=1).status_code == 200:
+                return proc, base
+        except httpx.HTTPError:
+            time.sleep(0.1)
+        if proc.poll() is not None:
+            raise SystemExit(f"server exited with {proc.returncode}")
+    proc.kill()
+    raise SystemExit("server did not start in 30 s")
+
+
+def client_loop(base: str, token: str, n: int, ids: list, latencies: list, errors: list, go: threading.Event):
+    import httpx
+
+    body = {"model": "hold", "slices": 1, "seconds": 1}
+    with httpx.Client(base_url=base, headers={"Authorization": f"Bearer {token}"}, timeout=30) as http:
+        go.wait()
+        for _ in range(n):
+            t0 = time.perf_counter()
+            try:
+                r = http.post("/v1/jobs", json=body)
+            except httpx.HTTPError as exc:
+                errors.append(f"{type(exc).__name__}: {exc}")
+                continue
+            latencies.append(time.perf_counter() - t0)
+            if r.status_code == 201:
+                ids.append(r.json()["id"])
+            else:
+                errors.append(f"{r.status_code} {r.text}")
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process so far (Linux /proc)."""
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def burst(base: str, tokens: list[str], per_client: int, server_pid: int) -> dict:
+    ids, lat, errors = [], [], []
+    go = threading.Event()
+    threads = [threading.Thread(target=client_loop, args=(base, t, per_client, ids, lat, errors, go))
+               for t in tokens]
+    for t in threads:
+        t.start()
+    time.sleep(0.2)  # connections built before the clock starts
+    cpu0, t0, own0 = cpu_seconds(server_pid), time.perf_counter(), cpu_seconds(os.getpid())
+    go.set()
+    for t in threads:
+        t.join()
+    wall = time.perf_counter() - t0
+    server_cpu = cpu_seconds(server_pid) - cpu0
+    client_cpu = cpu_seconds(os.getpid()) - own0
+    lat.sort()
+    return {"accepted": len(ids), "errors": len(errors), "first_error": errors[0] if errors else None,
+            "wall_s": wall, "per_s": len(ids) / wall, "p50_ms": statistics.median(lat) * 1e3,
+            "p99_ms": lat[int(len(lat) * 0.99) - 1] * 1e3,
+            "server_cpu_ms_per_submit": server_cpu / max(1, len(ids)) * 1e3,
+            "client_cpu_ms_per_submit": client_cpu / max(1, len(ids)) * 1e3, "load_avg_1m": os.getloadavg()[0],
+            "ids": ids}
+
+
+def stored(url: str) -> tuple[int, int]:
+    import sqlalchemy as sa
+
+    from scheduler.store import make_engine
+
+    engine = make_engine(url)
+    with engine.connect() as c:
+        rows = c.execute(sa.text("SELECT count(*), count(DISTINCT id) FROM job")).one()
+    engine.dispose()
+    return rows[0], rows[1]
+
+
+def run(url: str, clients: int, jobs: int, warmup: int = 200) -> dict:
+    tokens = seed(url, clients)
+    proc, base = start_server(url)
+    try:
+        burst(base, tokens, max(1, warmup // clients), proc.pid)
+        result = burst(base, tokens, jobs // clients, proc.pid)
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
+    total, distinct = stored(url)
+    expected = result["accepted"] + clients * max(1, warmup // clients)
+    ids = result.pop("ids")
+    result.update(backend=url.split(":", 1)[0], clients=clients, rows=total, distinct_ids=distinct,
+                  exactly_once=(total == expected == distinct and len(set(ids)) == len(ids)))
+    return result
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--db", default=None, help="sqlite:///PATH, a PostgreSQL URL, or 'postgres' (throwaway db)")
+    ap.add_argument("--clients", type=int, default=8)
+    ap.add_argument("--jobs", type=int, default=4000)
+    ap.add_argument("--json", action="store_true")
+    ap.add_argument("--serve", action="store_true", help=argparse.SUPPRESS)
+    ap.add_argument("--port", type=int, default=0, help=argparse.SUPPRESS)
+    args = ap.parse_args()
+    if args.serve:
+        serve(args.db, args.port)
+        return
+    cleanup = None
+    if args.db is None:
+        tmp = tempfile.mkdtemp(prefix="fairgpu-bench-")
+        url = f"sqlite:///{tmp}/bench.db"
+    elif args.db == "postgres":
+        import sqlalchemy as sa
+
+        name = f"fairgpu_bench_{uuid.uuid4().hex[:8]}"
+        admin = sa.create_engine(PG_ADMIN, isolation_level="AUTOCOMMIT")
+        with admin.connect() as c:
+            c.execute(sa.text(f'CREATE DATABASE "{name}"'))
+        url = PG_ADMIN.rsplit("/", 1)[0] + "/" + name
+
+        def cleanup():
+            with admin.connect() as c:
+                c.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+    else:
+        url = args.db
+    try:
+        result = run(url, args.clients, args.jobs)
+    finally:
+        if cleanup:
+            cleanup()
+    if args.json:
+        print(json.dumps(result, indent=2))
+    else:
+        print(f"{result['backend']}: {result['accepted']} submissions from {result['clients']} clients in "
+              f"{result['wall_s']:.2f} s = {result['per_s']:.0f}/s (p50 {result['p50_ms']:.1f} ms, "
+              f"p99 {result['p99_ms']:.1f} ms; CPU per submit: server {result['server_cpu_ms_per_submit']:.2f} ms, "
+              f"clients {result['client_cpu_ms_per_submit']:.2f} ms; load {result['load_avg_1m']:.1f}); errors {result['errors']}; rows {result['rows']}, "
+              f"distinct ids {result['distinct_ids']}, exactly once: {result['exactly_once']}")
+        if result["first_error"]:
+            print("first error:", result["first_error"])
+    if not result["exactly_once"] or result["errors"]:
+        raise SystemExit(1)
+
+
+if __name__ == "__main__":
+    main()

@@ -85,7 +85,8 @@ def _install_error_handlers(app: FastAPI) -> None:
         first = errors[0] if errors else {}
         if first.get("type") == "json_invalid":
             return JSONResponse({"detail": "malformed JSON body"}, status_code=400)
-        where = ".".join(str(p) for p in first.get("loc", ()) if p != "body") or "body"
+        loc = list(first.get("loc", ()))
+        where = ".".join(str(p) for p in (loc[1:] if loc[:1] in (["body"], ["path"], ["query"]) else loc)) or "body"
         if first.get("type") == "extra_forbidden":
             message = f"unknown field {where}"
         elif first.get("type") == "missing":

@@ -7,13 +7,14 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Query, Request
+from fastapi import APIRouter, Path, Query, Request
 
 from scheduler.api.deps import PrincipalDep, SessionDep, after_commit, now
 from scheduler.api.schemas import SubmitRequest
 from scheduler.services import jobs
 
 router = APIRouter(tags=["jobs"])
+JobId = Annotated[int, Path(ge=1, le=2**63 - 1, description="The job's id")]  # fits a BIGINT: no 500s
 
 
 @router.get("/whoami", tags=["auth"], summary="The caller's account and the accounts it may act for")
@@ -44,19 +45,19 @@ async def list_jobs(
 
 
 @router.get("/jobs/{job_id}", summary="Everything known about a job")
-async def show(job_id: int, session: SessionDep, who: PrincipalDep) -> dict:
+async def show(job_id: JobId, session: SessionDep, who: PrincipalDep) -> dict:
     return jobs.public(session, jobs.get_job(session, job_id, who.accounts))
 
 
 @router.post("/jobs/{job_id}/cancel", summary="Cancel a pending or running job")
-async def cancel(job_id: int, request: Request, session: SessionDep, who: PrincipalDep) -> dict:
+async def cancel(job_id: JobId, request: Request, session: SessionDep, who: PrincipalDep) -> dict:
     job = jobs.cancel(session, job_id, who.accounts, now(request))
     after_commit(session, request.app.state.on_change)
     return jobs.public(session, job)
 
 
 @router.get("/jobs/{job_id}/logs", summary="A job's event history and its output log")
-async def logs(job_id: int, session: SessionDep, who: PrincipalDep) -> dict:
+async def logs(job_id: JobId, session: SessionDep, who: PrincipalDep) -> dict:
     job = jobs.get_job(session, job_id, who.accounts)
     events = [{"at": e.at.isoformat(), "kind": e.kind, "message": e.message} for e in jobs.job_events(session, job.id)]
     log = (job.result or {}).get("log") if isinstance(job.result, dict) else None

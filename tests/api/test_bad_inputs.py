@@ -87,6 +87,8 @@ def test_admin_refusals_are_409_or_422_and_write_nothing(seeded, client):
         ("PUT", "/v1/admin/settings/algorithm", {"value": "lottery"}, 409, "algorithm must be one of"),
         ("GET", "/v1/admin/settings/colour", None, 404, "unknown setting"),
         ("GET", "/v1/nowhere", None, 404, "Not Found"),
+        ("GET", f"/v1/jobs/{2**70}", None, 422, "job_id: Input should be less than or equal to"),
+        ("POST", "/v1/jobs/abc/cancel", None, 422, "job_id: Input should be a valid integer"),
     ]
     for method, path, body, status, phrase in cases:
         r = client.request(method, path, json=body, headers=h)

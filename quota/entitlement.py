@@ -33,21 +33,27 @@ def water_fill(capacity: float, items: Sequence[tuple[str, float, float, float]]
         return {name: lo * scale for name, _, lo, _ in items}
     # f(lam) = sum clamp(lam*w, lo, hi) is piecewise linear and non-decreasing in lam.
     # Walk the breakpoints in order, tracking the slope (sum of w of unclamped items).
-    events = [(lo / w, 0, w) for _, w, lo, _ in items]  # item starts growing
-    events += [(hi / w, 1, w) for _, w, _, hi in items]  # item stops growing
-    events.sort()
+    # Items with lo == hi never grow: they add to sum_lo and to no slope, so they make no events.
+    growing = [it for it in items if it[2] < it[3]]
+    points = [lo / w for _, w, lo, _ in growing]  # item starts growing
+    points += [hi / w for _, w, _, hi in growing]  # item stops growing
+    slopes = [w for _, w, _, _ in growing]
+    slopes += [-w for w in slopes]
+    # sort by point alone (floats sort fast); the sort is stable, so at a tie starts come first
+    order = sorted(range(len(points)), key=points.__getitem__)
     value = sum_lo
     slope = 0.0
     lam = 0.0
-    for point, kind, w in events:
+    for i in order:
+        point = points[i]
         if slope > 0 and value + slope * (point - lam) >= target:
             lam = lam + (target - value) / slope
             break
         value += slope * (point - lam)
         lam = point
-        slope += w if kind == 0 else -w
+        slope += slopes[i]
     else:
-        lam = events[-1][0]
+        lam = points[order[-1]]
     return {name: min(max(lam * w, lo), hi) for name, w, lo, hi in items}
 
 

@@ -20,10 +20,11 @@ Invariants:
 - After `cycle`, the state is the decision applied: preempted jobs are pending again
   (with the seq `requeue` gives them; by default one below the head of their account's
   queue) and admitted requests run where the decision placed them, started at `now`.
-- `could_act()` is False only if no queued size fits any free placement (so the admit
-  passes cannot admit: capacity only shrinks within a pass) and no account could reclaim
-  (none is below min(protected level, demand) with requests queued). Then the decision
-  has no admissions and no preemptions, and skipping the cycle changes nothing.
+- `could_act()` is False only if no queued request both fits a free placement and fits
+  every cap on its account's chain (so the admit passes cannot admit: within a pass
+  capacity only shrinks and allocations only grow) and no account could reclaim (none
+  is below min(protected level, demand) with requests queued). Then the decision has no
+  admissions and no preemptions, and skipping the cycle changes nothing.
 Pure like the rest of quota: no clock (`now` is passed in), no I/O.
 """
 from __future__ import annotations
@@ -68,6 +69,7 @@ class PolicyState:
         self.running: dict[JobId, RunningJob] = {}
         self.request_of: dict[JobId, PendingRequest] = {}  # what to requeue a running job as
         self.running_slices: dict[str, int] = {}
+        self.alloc: dict[str, int] = dict.fromkeys(tree.order, 0)  # running slices rolled up the tree
         self.running_count: dict[str, int] = {}
         self._age_keys: list[tuple[float, str]] = []  # youngest first, with _by_age in step
         self._by_age: list[RunningJob] = []
@@ -139,8 +141,13 @@ class PolicyState:
         if not self.queues:
             return False
         find = self.free.find
-        if any(find(k) is not None for k in self.sizes):
-            return True
+        fits = [k for k in self.sizes if find(k) is not None]
+        if fits:
+            caps, chains, alloc = self.cache.caps, self.cache.chains, self.alloc
+            for a, sizes in self._sizes_of.items():
+                for k in fits:
+                    if k in sizes and all(caps[x] is None or alloc[x] + k <= caps[x] for x in chains[a]):
+                        return True
         cfg = self.config
         if not cfg.preemption or cfg.ordering not in ("fair-share", "static"):
             return False
@@ -231,6 +238,8 @@ class PolicyState:
         if a in self.tree:
             self.running_slices[a] = self.running_slices.get(a, 0) + job.slices
             self.running_count[a] = self.running_count.get(a, 0) + 1
+            for x in self.cache.chains[a]:
+                self.alloc[x] += job.slices
             k = age_key(job)
             i = bisect_left(self._age_keys, k)
             self._age_keys.insert(i, k)
@@ -242,6 +251,8 @@ class PolicyState:
         if a in self.tree:
             self.running_slices[a] -= job.slices
             self.running_count[a] -= 1
+            for x in self.cache.chains[a]:
+                self.alloc[x] -= job.slices
             if not self.running_count[a]:
                 del self.running_count[a], self.running_slices[a]
             i = bisect_left(self._age_keys, age_key(job))

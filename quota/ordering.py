@@ -1,6 +1,7 @@
 """Which account goes next: one key function per ordering. Lower keys go first.
 
-- fair-share (default): accounts below their entitlement first; among them the one
+- fair-share (default): accounts below their guarantee first (the furthest below first);
+  then accounts below their entitlement; among them the one
   with the highest fair-share factor (least recent usage for its shares), then the
   one that would hold the smallest share after admitting its next request
   ((allocated + k) / entitled, the water-filling order). Then borrowing, again by
@@ -32,6 +33,7 @@ class AccountState:
     queue: list[PendingRequest]
     pos: int = 0
     pending_work: float = 0.0  # slice-seconds, finish-time ordering only
+    guaranteed: int = 0
 
     def head(self) -> PendingRequest | None:
         return self.queue[self.pos] if self.pos < len(self.queue) else None
@@ -44,12 +46,14 @@ def fair_share_key(use_history: bool) -> Callable[[AccountState], tuple]:
         # the share the account would hold after its next admission, as in water-filling
         ratio = after / s.entitled if s.entitled > EPS else float("inf")
         f = -s.factor if use_history else 0.0
+        if s.allocated < s.guaranteed:  # guarantees come first, whatever the history
+            return (0, s.allocated / s.guaranteed, ratio, s.name)
         if s.allocated + EPS < s.entitled:
             # history first: when slices do not divide evenly (8 slices at 1:2:3 owe 1.33,
             # 2.67 and 4), the account served least for its shares takes the odd slice, so
             # over time each gets its fractional entitlement, not a rounded one
-            return (0, f, ratio, s.name)
-        return (1, f if use_history else ratio, ratio, s.name)
+            return (1, f, ratio, s.name)
+        return (2, f if use_history else ratio, ratio, s.name)
 
     return key
 

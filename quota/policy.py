@@ -193,7 +193,8 @@ def run_cycle(cache: TreeCache, cfg: PolicyConfig, now: float, usage: Mapping[st
         if finish_time:
             work = pending_work[name] if pending_work is not None else _pending_work(q)
         states[name] = AccountState(name=name, entitled=entitled.get(name, 0.0), allocated=ledger.alloc[name],
-                                    factor=factors[name], queue=q, pending_work=work)
+                                    factor=factors[name], queue=q, pending_work=work,
+                                    guaranteed=tree.accounts[name].guaranteed)
     if size_sets is None:
         size_sets = {name: {r.slices for r in q} for name, q in queues.items()}
     start_fits = {k: free.find(k) is not None for k in _all_sizes(size_sets)}

@@ -16,7 +16,8 @@ from datetime import datetime, timezone
 import sqlalchemy as sa
 from sqlmodel import Session, select
 
-from scheduler.services.usage import record_usage
+from quota import decay_factor
+from scheduler.services.usage import decayed_by_account
 from scheduler.store import Job, JobState, StaleJob, UsageRecord, add_event, head_queue_seq, transition
 
 log = logging.getLogger("fairgpu.apply")
@@ -27,10 +28,52 @@ def ts(epoch: float) -> datetime:
 
 
 @dataclass
+class DecayedUsage:
+    """Decayed own usage per account id, kept in memory between cycles.
+
+    Reloaded from the usage records every `reload_s` (so CSV imports by an admin are
+    seen) or when the half-life changes; in between, charges are added as they are
+    recorded and the whole is decayed forward: V(now) = V(t) * 2^(-(now - t) / h).
+    """
+
+    reload_s: float = 60.0
+    values: dict[int, float] = field(default_factory=dict)
+    at: float = 0.0
+    half_life_s: float = 0.0
+    loaded: float = float("-inf")
+
+    def get(self, session: Session, now: datetime, half_life_s: float, clock_s: float) -> dict[int, float]:
+        if half_life_s != self.half_life_s or clock_s - self.loaded >= self.reload_s:
+            self._reload(session, now, half_life_s, clock_s)
+        t = now.timestamp()
+        if t > self.at:
+            f = decay_factor(t - self.at, half_life_s)
+            self.values = {k: v * f for k, v in self.values.items()}
+            self.at = t
+        return self.values
+
+    def _reload(self, session: Session, now: datetime, half_life_s: float, clock_s: float) -> None:
+        ids = dict(session.connection().execute(sa.text("SELECT name, id FROM account")).all())
+        by_name = decayed_by_account(session, now, half_life_s)
+        self.values = {ids[n]: v for n, v in by_name.items() if n in ids}
+        self.at, self.half_life_s, self.loaded = now.timestamp(), half_life_s, clock_s
+
+    def add(self, account_id: int, amount: float, at: datetime) -> None:
+        if self.half_life_s <= 0:
+            return
+        self.values[account_id] = self.values.get(account_id, 0.0) + amount * decay_factor(
+            self.at - at.timestamp(), self.half_life_s)
+
+
+_USAGE = UsageRecord.__table__
+
+
+@dataclass
 class UsageMeter:
     """Up to when each running job's slice-seconds have been charged (epoch seconds)."""
 
     charged_until: dict[int, float] = field(default_factory=dict)
+    usage: DecayedUsage = field(default_factory=DecayedUsage)
 
     def charge(self, session: Session, job: Job, until: datetime) -> float:
         start = self.charged_until.get(job.id)
@@ -43,7 +86,10 @@ class UsageMeter:
                 start = last.timestamp()
         seconds = max(0.0, until.timestamp() - start)
         amount = seconds * job.slices
-        record_usage(session, job.account_id, amount, until, job_id=job.id)
+        if amount > 0:
+            session.connection().execute(_USAGE.insert(), {"account_id": job.account_id, "job_id": job.id,
+                                                           "slice_seconds": amount, "at": until})
+            self.usage.add(job.account_id, amount, until)
         self.charged_until[job.id] = max(start, until.timestamp())
         return amount
 
@@ -51,38 +97,44 @@ class UsageMeter:
         self.charged_until.pop(job_id, None)
 
 
-def admit(session: Session, job: Job, *, node: str, gpu_slices, at: datetime) -> Job:
-    return transition(session, job, JobState.RUNNING, at=at, node=node, gpu=gpu_slices[0][0],
-                      gpu_slices=[list(x) for x in gpu_slices],
-                      message=f"on node {node[:12]}, GPU slices {list(map(list, gpu_slices))}")
+def admit(session: Session, job, *, node: str, gpu_slices, at: datetime) -> None:
+    transition(session, job, JobState.RUNNING, at=at, node=node, gpu=gpu_slices[0][0],
+               gpu_slices=[list(x) for x in gpu_slices], refresh=False,
+               message=f"on node {node[:12]}, GPU slices {list(map(list, gpu_slices))}")
 
 
-def requeue(session: Session, job: Job, *, at: datetime, event: str, message: str, head: bool = True) -> Job:
+def requeue(session: Session, job, *, at: datetime, event: str, message: str, head: bool = True) -> None:
     fields = {"queue_seq": head_queue_seq(session, job)} if head else {}
-    return transition(session, job, JobState.PENDING, at=at, event=event, message=message, **fields)
+    transition(session, job, JobState.PENDING, at=at, event=event, message=message, refresh=False, **fields)
 
 
-def finish(session: Session, job: Job, *, ok: bool, at: datetime, result: dict | None, error: str | None) -> Job:
+def finish(session: Session, job, *, ok: bool, at: datetime, result: dict | None, error: str | None) -> JobState:
     if result and result.get("task_started_at"):
         add_event(session, job.id, "started", f"Ray started it {result.get('ray_start_delay_s', 0):.3f} s "
                   "after it was handed over", ts(result["task_started_at"]))
     state = JobState.SUCCEEDED if ok else JobState.FAILED
-    return transition(session, job, state, at=at, result=result, error=error,
-                      message=None if ok else (error or "failed")[:500])
+    transition(session, job, state, at=at, result=result, error=error, refresh=False,
+               message=None if ok else (error or "failed")[:500])
+    return state
+
+
+_J = Job.__table__.c
+_SET_REASON = Job.__table__.update().where(
+    _J.id.in_(sa.bindparam("ids", expanding=True)), _J.state == JobState.PENDING,
+).values(reason=sa.bindparam("new_reason"), reason_message=sa.bindparam("new_message"))
 
 
 def set_reasons(session: Session, reasons: dict[int, tuple[str, str]], current: dict[int, tuple]) -> int:
-    """Store why each pending job waits; only rows whose reason changed are written."""
-    changed = 0
-    for job_id, (reason, message) in reasons.items():
-        if current.get(job_id) == (reason, message):
-            continue
-        session.exec(
-            sa.update(Job).where(Job.id == job_id, Job.state == JobState.PENDING)
-            .values(reason=reason, reason_message=message).execution_options(synchronize_session=False)
-        )
-        changed += 1
-    return changed
+    """Store why each pending job waits; only rows whose reason changed are written, one
+    UPDATE per distinct (reason, message)."""
+    groups: dict[tuple[str, str], list[int]] = {}
+    for job_id, why in reasons.items():
+        if current.get(job_id) != why:
+            groups.setdefault(why, []).append(job_id)
+    conn = session.connection()
+    for (reason, message), ids in groups.items():
+        conn.execute(_SET_REASON, {"ids": ids, "new_reason": reason, "new_message": message})
+    return sum(len(ids) for ids in groups.values())
 
 
 __all__ = ["UsageMeter", "admit", "requeue", "finish", "set_reasons", "StaleJob", "ts"]

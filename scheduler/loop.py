@@ -32,8 +32,9 @@ import quota
 from scheduler import apply
 from scheduler.executor import Completion, RayExecutor
 from scheduler.services.capacity import set_node, slices_per_gpu_for
-from scheduler.services.snapshot import load_snapshot
-from scheduler.store import Job, JobState, Node, StaleJob, session_scope
+from scheduler.services.settings import policy_settings
+from scheduler.services.snapshot import SnapshotLoader, active_jobs
+from scheduler.store import Account, Job, JobState, Node, StaleJob, session_scope
 from scheduler.tasks import settle_attempt
 
 log = logging.getLogger("fairgpu.loop")
@@ -72,7 +73,10 @@ class SchedulingLoop:
         self.discover = discover
         self.on_cycle = on_cycle
         self.meter = apply.UsageMeter()
+        self.loader = SnapshotLoader()
         self._last_meter = 0.0
+        self._last_capacity = float("-inf")
+        self.capacity_period_s = 2.0
         self._wake = threading.Event()
         self._stop = threading.Event()
         self.last_report: CycleReport | None = None
@@ -169,12 +173,17 @@ class SchedulingLoop:
         self._settle(self.executor.poll(), now, report)
         # 3. reconcile with what the API changed
         self._reconcile(now, report)
-        # 4. capacity
-        if self.discover:
+        # 4. capacity (Ray's node list costs a round trip: at most every capacity_period_s)
+        if self.discover and time.monotonic() - self._last_capacity >= self.capacity_period_s:
+            self._last_capacity = time.monotonic()
             self.refresh_capacity(now)
         # 5. decide
         with session_scope(self.engine) as s:
-            loaded = load_snapshot(s, now)
+            half_life = policy_settings(s).half_life_s
+            by_id = self.meter.usage.get(s, now, half_life, time.monotonic())
+            names = dict(s.connection().execute(select(Account.id, Account.name)).all())
+            usage = {names[i]: v for i, v in by_id.items() if i in names}
+            loaded = self.loader.load(s, now, usage=usage)
         decision = quota.decide(loaded.snapshot)
         report.decision, report.snapshot = decision, loaded.snapshot
         # 6. apply
@@ -196,9 +205,12 @@ class SchedulingLoop:
     def _settle(self, completions: list[Completion], now: datetime, report: CycleReport) -> None:
         if not completions:
             return
+        if any(c.infrastructure for c in completions):
+            self._last_capacity = float("-inf")  # a node may have gone: look again now
         with session_scope(self.engine) as s:
+            rows = {j.id: j for j in active_jobs(s, [c.job_id for c in completions])}
             for c in completions:
-                job = s.get(Job, c.job_id)
+                job = rows.get(c.job_id)
                 if job is None or job.state != JobState.RUNNING or job.attempts != c.attempt:
                     self.meter.forget(c.job_id)
                     continue  # already settled (cancelled or preempted) by someone else
@@ -207,24 +219,24 @@ class SchedulingLoop:
                 self.meter.forget(job.id)
                 try:
                     if c.ok:
-                        done = apply.finish(s, job, ok=True, at=end, result=c.result, error=None)
+                        state = apply.finish(s, job, ok=True, at=end, result=c.result, error=None)
                         report.ray_start_delays.append(c.result.get("ray_start_delay_s", 0.0))
                     elif c.infrastructure or c.cancelled:
                         saved = settle_attempt(self.executor.results_dir, job.id, job.attempts)
                         if saved is not None:  # it finished before its worker went away
-                            done = apply.finish(s, job, ok=True, at=end, result=saved, error=None)
+                            state = apply.finish(s, job, ok=True, at=end, result=saved, error=None)
                         elif job.attempts >= self.retry_limit:
-                            done = apply.finish(s, job, ok=False, at=now, result=None,
-                                                error=f"gave up after {job.attempts} attempts: {c.error}")
+                            state = apply.finish(s, job, ok=False, at=now, result=None,
+                                                 error=f"gave up after {job.attempts} attempts: {c.error}")
                         else:
                             apply.requeue(s, job, at=now, event="requeued",
                                           message=f"attempt {job.attempts} lost its worker or node: {c.error}")
                             report.requeued += 1
                             continue
                     else:
-                        done = apply.finish(s, job, ok=False, at=now, result=None, error=c.error)
+                        state = apply.finish(s, job, ok=False, at=now, result=None, error=c.error)
                     report.finished += 1
-                    report.finishes.append((done.account_id, done.state.value))
+                    report.finishes.append((job.account_id, state.value))
                 except StaleJob:
                     continue
 
@@ -233,7 +245,7 @@ class SchedulingLoop:
         if not tracked:
             return
         with session_scope(self.engine) as s:
-            rows = s.exec(select(Job).where(Job.id.in_(list(tracked)))).all()
+            rows = active_jobs(s, list(tracked))
             live_nodes = {n.name for n in s.exec(select(Node).where(Node.active)).all()}
             for job in rows:
                 att = tracked[job.id]
@@ -256,7 +268,7 @@ class SchedulingLoop:
                 self.executor.cancel(job_id)
             with session_scope(self.engine) as s:
                 for p in decision.preemptions:
-                    job = s.get(Job, p.job_id)
+                    job = jobs.get(p.job_id)
                     if job is None or job.state != JobState.RUNNING:
                         continue
                     self._charge(s, job, now, report)
@@ -264,9 +276,9 @@ class SchedulingLoop:
                     try:
                         done = settle_attempt(self.executor.results_dir, job.id, job.attempts)
                         if done is not None:  # it finished just before it was stopped
-                            job = apply.finish(s, job, ok=True, at=now, result=done, error=None)
+                            state = apply.finish(s, job, ok=True, at=now, result=done, error=None)
                             report.finished += 1
-                            report.finishes.append((job.account_id, job.state.value))
+                            report.finishes.append((job.account_id, state.value))
                             continue
                         apply.requeue(s, job, at=now, event="preempted", message=p.reason)
                         report.preempted += 1
@@ -283,7 +295,7 @@ class SchedulingLoop:
                 if job is None:
                     continue
                 try:
-                    job = apply.admit(s, job, node=adm.node, gpu_slices=adm.gpu_slices, at=now)
+                    apply.admit(s, job, node=adm.node, gpu_slices=adm.gpu_slices, at=now)
                 except StaleJob:
                     continue
                 started.append((job, adm))
@@ -293,7 +305,7 @@ class SchedulingLoop:
         for job, adm in started:  # after commit: a crash here leaves RUNNING rows that recover() requeues
             payload = {"model": job.model, "framework": job.framework, "mode": job.mode, "spec": job.spec}
             try:
-                self.executor.start(job_id=job.id, attempt=job.attempts, node=adm.node,
+                self.executor.start(job_id=job.id, attempt=job.attempts + 1, node=adm.node,
                                     num_gpus=adm.num_gpus, payload=payload)
                 self.meter.charged_until[job.id] = now.timestamp()
                 report.admitted += 1

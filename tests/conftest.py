@@ -17,7 +17,16 @@ not import SQLAlchemy into suites that check they never need it.
 from __future__ import annotations
 
 import os
+import sys
 import uuid
+from pathlib import Path
+
+# pytest runs in importlib mode (test files in different folders may share a name), so
+# each test folder's helper modules (builders, store_helpers, fake_nvml, ...) are put
+# on sys.path here, as the default "prepend" mode would have done.
+for _folder in sorted(Path(__file__).parent.iterdir()):
+    if _folder.is_dir() and not _folder.name.startswith((".", "__")):
+        sys.path.insert(0, str(_folder))
 
 import pytest
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import sqlalchemy as sa
 from sqlmodel import Session
 
 from quota import ALGORITHMS, DEFAULT_HALF_LIFE_S, PolicyConfig
@@ -62,10 +63,10 @@ def set_setting(session: Session, key: str, value: str) -> str:
 
 def all_settings(session: Session) -> dict[str, str]:
     out = dict(DEFAULTS)
-    for key in DEFAULTS:
-        row = session.get(Setting, key)
-        if row is not None:
-            out[key] = row.value
+    t = Setting.__table__.c
+    for key, value in session.connection().execute(sa.select(t.key, t.value)).all():
+        if key in DEFAULTS:
+            out[key] = value
     return out
 
 

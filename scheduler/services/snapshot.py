@@ -1,15 +1,19 @@
 """Load: build the policy's Snapshot from the database (the first step of load, decide, apply).
 
 Invariants: one read transaction; nothing is written; times become epoch seconds for
-quota/. Running jobs whose node is gone stay in the snapshot (they still count against
-their account) until the loop requeues them.
+quota/. Active jobs are read as light column rows (`JobRow`), not ORM objects, since the
+loop reads every waiting job every cycle. Running jobs whose node is gone stay in the
+snapshot (they still count against their account) until the loop requeues them.
 """
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Any, Mapping, NamedTuple
 
-from sqlmodel import Session, select
+import sqlalchemy as sa
+from sqlmodel import Session
 
 from quota import PendingRequest, RunningJob, Snapshot
 from scheduler.services.accounts import load_tree
@@ -18,31 +22,121 @@ from scheduler.services.settings import policy_settings
 from scheduler.services.usage import decayed_by_account
 from scheduler.store import Account, Job, JobState
 
+_J = Job.__table__.c
+# JSON columns come back as text and are decoded only when used (every waiting job is read
+# every cycle, and decoding specs nobody looks at was most of the cost of a cycle).
+_COLUMNS = (_J.id, _J.account_id, _J.state, _J.version, _J.slices, _J.queue_seq, _J.submitted_at, _J.started_at,
+            _J.node, sa.type_coerce(_J.gpu_slices, sa.Text), _J.attempts, _J.model, _J.framework, _J.mode,
+            sa.type_coerce(_J.spec, sa.Text), _J.reason, _J.reason_message, _J.finished_at)
+
+
+def _json(text, default):
+    if text is None or text == "null":
+        return default
+    return json.loads(text) if isinstance(text, (str, bytes)) else text  # psycopg decodes json itself
+
+
+class JobRow(NamedTuple):
+    """What the loop needs of an active job; `transition()` accepts it like a Job.
+    `gpu_slices_json` and `spec_json` are raw JSON: use the properties."""
+
+    id: int
+    account_id: int
+    state: JobState
+    version: int
+    slices: int
+    queue_seq: float
+    submitted_at: datetime
+    started_at: datetime | None
+    node: str | None
+    gpu_slices_json: str | None
+    attempts: int
+    model: str
+    framework: str | None
+    mode: str
+    spec_json: str | None
+    reason: str | None
+    reason_message: str | None
+    finished_at: datetime | None
+
+    @property
+    def gpu_slices(self) -> list:
+        return _json(self.gpu_slices_json, [])
+
+    @property
+    def spec(self) -> dict:
+        return _json(self.spec_json, {})
+
+
+def active_jobs(session: Session, ids=None) -> list[JobRow]:
+    q = sa.select(*_COLUMNS)
+    q = q.where(_J.id.in_(list(ids))) if ids is not None else q.where(
+        _J.state.in_([JobState.PENDING, JobState.RUNNING]))
+    return [JobRow(*(JobState(r[2]) if i == 2 else v for i, v in enumerate(r)))
+            for r in session.connection().execute(q)]
+
 
 @dataclass(frozen=True)
 class Loaded:
     snapshot: Snapshot
-    jobs: dict[int, Job]  # the active jobs by id, as loaded (with their version)
+    jobs: dict[int, JobRow]  # the active jobs by id, as loaded (with their version)
     account_ids: dict[str, int]
 
 
-def load_snapshot(session: Session, now: datetime, config=None) -> Loaded:
-    settings = policy_settings(session)
-    tree = load_tree(session)
-    capacity = load_capacity(session)
-    names = {a.id: a.name for a in session.exec(select(Account)).all()}
-    jobs = session.exec(select(Job).where(Job.state.in_([JobState.PENDING, JobState.RUNNING]))).all()
-    pending, running = [], []
-    for job in jobs:
-        account = names[job.account_id]
-        if job.state == JobState.PENDING:
-            pending.append(PendingRequest(job.id, account, job.slices, seq=job.queue_seq,
-                                          submitted_at=job.submitted_at.timestamp(),
-                                          work_s=(job.spec or {}).get("seconds")))
-        else:
-            running.append(RunningJob(job.id, account, job.node or "", tuple(tuple(x) for x in job.gpu_slices or ()),
-                                      (job.started_at or job.submitted_at).timestamp()))
-    usage = decayed_by_account(session, now, settings.half_life_s)
-    snap = Snapshot(tree=tree, capacity=capacity, pending=tuple(pending), running=tuple(running), usage=usage,
-                    now=now.timestamp(), config=config or settings.config)
-    return Loaded(snap, {j.id: j for j in jobs}, {v: k for k, v in names.items()})
+class SnapshotLoader:
+    """Loads snapshots cycle after cycle, re-reading only the active jobs that changed.
+
+    Each load reads (id, version) of every active job, then full rows only for jobs that
+    are new or whose version moved (every status change bumps the version, so a job the
+    API cancelled or the loop admitted is re-read). Accounts, capacity and settings are
+    small and read every time. The result equals a fresh load (tests check it).
+    """
+
+    def __init__(self) -> None:
+        self._rows: dict[int, JobRow] = {}
+        self._requests: dict[int, tuple[int, str, bool, object]] = {}  # id -> (version, account, ft, request)
+
+    def load(self, session: Session, now: datetime, config=None, usage: Mapping[str, float] | None = None) -> Loaded:
+        settings = policy_settings(session)
+        tree = load_tree(session)
+        capacity = load_capacity(session)
+        conn = session.connection()
+        names = dict(conn.execute(sa.select(Account.__table__.c.id, Account.__table__.c.name)).all())
+        versions = dict(conn.execute(
+            sa.select(_J.id, _J.version).where(_J.state.in_([JobState.PENDING, JobState.RUNNING]))).all())
+        stale = [i for i, v in versions.items() if i not in self._rows or self._rows[i].version != v]
+        rows = {i: r for i, r in self._rows.items() if i in versions}
+        for chunk in range(0, len(stale), 900):
+            for job in active_jobs(session, stale[chunk:chunk + 900]):
+                rows[job.id] = job
+        rows = {i: r for i, r in rows.items() if r.state in (JobState.PENDING, JobState.RUNNING)}
+        self._rows = rows
+        config = config or settings.config
+        finish_time = config.ordering == "finish-time"
+        pending, running = [], []
+        cache = {}
+        for job in sorted(rows.values(), key=lambda j: j.id):
+            account = names.get(job.account_id, f"#{job.account_id}")
+            hit = self._requests.get(job.id)
+            if hit is not None and hit[0] == job.version and hit[1] == account and hit[2] == finish_time:
+                req = hit[3]
+            elif job.state == JobState.PENDING:
+                work = job.spec.get("seconds") if finish_time else None
+                req = PendingRequest(job.id, account, job.slices, seq=job.queue_seq,
+                                     submitted_at=job.submitted_at.timestamp(), work_s=work)
+            else:
+                req = RunningJob(job.id, account, job.node or "", tuple(tuple(x) for x in job.gpu_slices),
+                                 (job.started_at or job.submitted_at).timestamp())
+            cache[job.id] = (job.version, account, finish_time, req)
+            (pending if job.state == JobState.PENDING else running).append(req)
+        self._requests = cache
+        if usage is None:
+            usage = decayed_by_account(session, now, settings.half_life_s)
+        snap = Snapshot(tree=tree, capacity=capacity, pending=tuple(pending), running=tuple(running),
+                        usage=dict(usage), now=now.timestamp(), config=config)
+        return Loaded(snap, rows, {v: k for k, v in names.items()})
+
+
+def load_snapshot(session: Session, now: datetime, config=None, usage: Mapping[str, float] | None = None) -> Loaded:
+    """A fresh load (no state kept between calls)."""
+    return SnapshotLoader().load(session, now, config=config, usage=usage)

@@ -63,6 +63,45 @@ class StaleJob(InvalidTransition):
     """The job changed since it was read (version mismatch): a stale worker lost the race."""
 
 
+_JOBS = Job.__table__
+_EVENTS = JobEvent.__table__
+_STMTS: dict[tuple, Any] = {}
+
+
+def _update_statement(current: JobState, to: JobState, preempted: bool, field_names: tuple[str, ...]):
+    """The guarded UPDATE for one shape of transition, built once and reused (bind
+    parameters take their types from the columns, so JSON and UTC times bind as usual)."""
+    key = (current, to, preempted, field_names)
+    stmt = _STMTS.get(key)
+    if stmt is None:
+        c = _JOBS.c
+        values: dict[str, Any] = {
+            "state": sa.bindparam("new_state", type_=c.state.type),
+            "version": c.version + 1,
+            "reason": sa.bindparam("new_reason", type_=c.reason.type),
+            "reason_message": sa.bindparam("new_message", type_=c.reason_message.type),
+        }
+        if to is R:
+            at = sa.bindparam("at", type_=c.started_at.type)
+            values.update(admitted_at=at, started_at=at, attempts=c.attempts + 1)
+        elif to.is_finished():
+            values["finished_at"] = sa.bindparam("at", type_=c.finished_at.type)
+        elif to is P:  # RUNNING -> PENDING
+            values.update(node=None, gpu=None, gpu_slices=sa.bindparam("empty_slices", type_=c.gpu_slices.type),
+                          ray_task_id=None, admitted_at=None, started_at=None)
+            if preempted:
+                values["preemptions"] = c.preemptions + 1
+        for name in field_names:  # explicit fields win over the defaults above
+            values[name] = sa.bindparam(f"f_{name}", type_=c[name].type)
+        stmt = _JOBS.update().where(
+            c.id == sa.bindparam("job_id", type_=c.id.type),
+            c.version == sa.bindparam("job_version", type_=c.version.type),
+            c.state == sa.bindparam("from_state", type_=c.state.type),
+        ).values(values)
+        _STMTS[key] = stmt
+    return stmt
+
+
 def transition(
     session: Session,
     job: Job,
@@ -72,11 +111,14 @@ def transition(
     reason: str | None = None,
     message: str | None = None,
     event: str | None = None,
+    refresh: bool = True,
     **fields: Any,
-) -> Job:
-    """Move ``job`` to ``to`` if ``job.version`` is still current; return the refreshed job.
+) -> Job | None:
+    """Move ``job`` to ``to`` if ``job.version`` is still current; return the refreshed job
+    (or None with ``refresh=False``, for hot paths that do not need it).
 
-    ``job`` may be detached (read in an earlier session); use the returned object.
+    ``job`` may be detached (read in an earlier session) or any object with ``id``,
+    ``version`` and ``state``; use the returned object.
     """
     to = JobState(to)
     current = JobState(job.state)
@@ -89,42 +131,27 @@ def transition(
     if kind not in EVENT_KINDS:
         raise ValueError(f"unknown job event kind {kind!r}")
 
-    values: dict[str, Any] = {
-        "state": to,
-        "version": Job.version + 1,
-        "reason": reason,
-        "reason_message": message,
+    names = tuple(sorted(fields))
+    stmt = _update_statement(current, to, to is P and kind == "preempted", names)
+    params: dict[str, Any] = {
+        "job_id": job.id, "job_version": job.version, "from_state": current,
+        "new_state": to, "new_reason": reason, "new_message": message, "at": at, "empty_slices": [],
     }
-    if to is R:
-        values.update(admitted_at=at, started_at=at, attempts=Job.attempts + 1)
-    elif to.is_finished():
-        values["finished_at"] = at
-    elif to is P:  # RUNNING -> PENDING
-        values.update(node=None, gpu=None, gpu_slices=[], ray_task_id=None, admitted_at=None, started_at=None)
-        if kind == "preempted":
-            values["preemptions"] = Job.preemptions + 1
-    values.update(fields)
-
-    stmt = (
-        sa.update(Job)
-        .where(Job.id == job.id, Job.version == job.version, Job.state == current)
-        .values(**values)
-        .execution_options(synchronize_session=False)
-    )
-    if session.exec(stmt).rowcount != 1:
+    params.update({f"f_{name}": fields[name] for name in names})
+    conn = session.connection()
+    if conn.execute(stmt, params).rowcount != 1:
         raise StaleJob(f"job {job.id} changed since it was read (version {job.version}); reload and retry")
-    add_event(session, job.id, kind, message, at)
-    session.flush()
+    conn.execute(_EVENTS.insert(), {"job_id": job.id, "kind": kind, "message": message, "at": at})
+    if not refresh:
+        return None
     return session.get(Job, job.id, populate_existing=True)
 
 
-def add_event(session: Session, job_id: int, kind: str, message: str | None, at: datetime) -> JobEvent:
+def add_event(session: Session, job_id: int, kind: str, message: str | None, at: datetime) -> None:
     """Append an event to a job's history (no state change)."""
     if kind not in EVENT_KINDS:
         raise ValueError(f"unknown job event kind {kind!r}")
-    ev = JobEvent(job_id=job_id, kind=kind, message=message, at=at)
-    session.add(ev)
-    return ev
+    session.connection().execute(_EVENTS.insert(), {"job_id": job_id, "kind": kind, "message": message, "at": at})
 
 
 def submit_job(

@@ -222,8 +222,8 @@ class PolicyState:
             mine[k] -= 1
             if not mine[k]:
                 del mine[k]
-        q[:] = [r for i, r in enumerate(q) if i not in idx]
-        keys[:] = [k for i, k in enumerate(keys) if i not in idx]
+        for i in sorted(idx, reverse=True):  # a few deletions near the head: memmoves, not a rebuild
+            del q[i], keys[i]
         self._dirty.add(a)
         if not q:
             del self.queues[a], self._keys[a], self.pending_slices[a], self._sizes_of[a]

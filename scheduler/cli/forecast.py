@@ -65,6 +65,7 @@ def forecast(csv_path, x_col, y_col, db_url, metric, horizon, degree, max_degree
              [x_label, f"{y_label} predicted", f"{level:.0%} lower", f"{level:.0%} upper"],
              title=f"{y_label}: degree-{f.degree} polynomial forecast")
     if plot_path:
+        _need_matplotlib()
         plot_forecast(f, xs, ys, rows, level, x_label, y_label, plot_path)
         info(f"wrote {plot_path}")
 
@@ -79,3 +80,10 @@ def _db_series(url, metric):
             return data.job_series(session, metric)
     except StoreError as exc:
         raise click.ClickException(str(exc).splitlines()[0]) from None
+
+
+def _need_matplotlib() -> None:
+    try:
+        import matplotlib  # noqa: F401
+    except ImportError:
+        raise click.ClickException("--plot needs matplotlib: pip install 'fairgpu[plot]'") from None

@@ -89,6 +89,8 @@ def simulate(trace_path, fmt, pai_jobs, pai_groups, institution, jobs, days, ins
     """Compare scheduling policies on a trace, on a virtual clock, with quota's own policy code."""
     import json
 
+    if plot_path:
+        _need_matplotlib()  # before the runs, not after them
     from quota.usage import DEFAULT_HALF_LIFE_S
     from scheduler.sim.engine import SimOptions
     from scheduler.sim.report import compare, institution_rows, table_rows, to_json, TABLE_COLUMNS
@@ -141,3 +143,10 @@ def simulate(trace_path, fmt, pai_jobs, pai_groups, institution, jobs, days, ins
         plot_comparison(results, plot_path, title=f"{trace.name}: {len(trace.jobs)} jobs, "
                                                   f"{capacity.total_slices} slices")
         info(f"wrote {plot_path}")
+
+
+def _need_matplotlib() -> None:
+    try:
+        import matplotlib  # noqa: F401
+    except ImportError:
+        raise click.ClickException("--plot needs matplotlib: pip install 'fairgpu[plot]'") from None

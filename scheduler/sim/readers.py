@@ -111,10 +111,12 @@ def read_pai(task_table: str | Path, job_table: str | Path | None = None, group_
              institution: str = "user", slices_per_gpu: int = 4) -> Trace:
     if institution not in ("user", "group"):
         raise TraceError(f"PAI institution is user or group, not {institution!r}")
+    if job_table is None:
+        raise TraceError("a PAI trace needs the job table (pai_job_table.csv) for each task's user and submit time")
     if institution == "group" and group_table is None:
         raise TraceError("PAI institution=group needs the group tag table (pai_group_tag_table.csv)")
     task_table = Path(task_table)
-    jobs_by_name = {r["job_name"]: r for r in _csv_rows(Path(job_table), PAI_JOB_COLUMNS)} if job_table else {}
+    jobs_by_name = {r["job_name"]: r for r in _csv_rows(Path(job_table), PAI_JOB_COLUMNS)}
     group_of = {}
     if group_table:
         group_of = {r["inst_id"]: r["group"] for r in _csv_rows(Path(group_table), PAI_GROUP_COLUMNS)}

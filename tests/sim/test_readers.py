@@ -103,8 +103,11 @@ def test_pai_2020_tables(tmp_path, with_header):
 
 def test_pai_short_row_is_an_error_naming_the_line(tmp_path):
     write_rows(tmp_path / "t.csv", [["job1", "worker", "1"]])
+    write_rows(tmp_path / "j.csv", [["job1", "inst1", "alice", "Terminated", "900", "4600"]])
     with pytest.raises(TraceError, match=r"t.csv:1: expected 10 columns"):
-        read_pai(tmp_path / "t.csv", None, institution="user")
+        read_pai(tmp_path / "t.csv", tmp_path / "j.csv", institution="user")
+    with pytest.raises(TraceError, match="needs the job table"):
+        read_pai(tmp_path / "t.csv", None)
 
 
 def test_synthetic_is_seeded_and_skewed():

@@ -42,8 +42,10 @@ def setup_accounts(engine, clock, institutions=INSTITUTIONS) -> dict[str, str]:
     return tokens
 
 
-def flood(url: str, tokens: dict[str, str], jobs: dict[str, int], seconds: float, slices: int = 1) -> list[int]:
-    """Each institution submits its jobs from its own client thread, as fast as it can."""
+def flood(url: str, tokens: dict[str, str], jobs: dict[str, int], seconds: float, slices: int = 1,
+          array: bool = False) -> list[int]:
+    """Each institution submits its jobs from its own client thread, as fast as it can:
+    one request per job, or with `array` its jobs as one job array (`count`)."""
     import httpx
 
     ids: list[int] = []
@@ -52,13 +54,17 @@ def flood(url: str, tokens: dict[str, str], jobs: dict[str, int], seconds: float
 
     def client(name: str) -> None:
         with httpx.Client(base_url=url, headers={"Authorization": f"Bearer {tokens[name]}"}, timeout=30) as c:
-            for _ in range(jobs[name]):
-                r = c.post("/v1/jobs", json={"model": "hold", "slices": slices, "seconds": seconds})
+            body = {"model": "hold", "slices": slices, "seconds": seconds}
+            left = jobs[name]
+            while left > 0:
+                n = min(left, 1000) if array else 1
+                r = c.post("/v1/jobs", json={**body, "count": n} if array else body)
                 if r.status_code != 201:
                     errors.append(f"{name}: HTTP {r.status_code} {r.text[:200]}")
                     return
+                left -= n
                 with lock:
-                    ids.append(r.json()["id"])
+                    ids.extend(r.json()["ids"] if array else [r.json()["id"]])
 
     threads = [threading.Thread(target=client, args=(n,)) for n in tokens]
     for t in threads:

@@ -23,13 +23,18 @@ async def whoami(who: PrincipalDep) -> dict:
             "accounts": sorted(who.accounts) if who.accounts is not None else None}
 
 
-@router.post("/jobs", status_code=201, summary="Submit a job")
+@router.post("/jobs", status_code=201, summary="Submit a job (or, with count, a job array)")
 async def submit(body: SubmitRequest, request: Request, session: SessionDep, who: PrincipalDep) -> dict:
     account = body.account or who.account
     if account is None:
         raise jobs.InvalidJob("an admin token must name the account to submit to")
-    job = jobs.submit(session, account=account, model=body.model, framework=body.framework, mode=body.mode,
-                      slices=body.slices, spec=body.spec(), at=now(request), accounts=who.accounts)
+    args = dict(account=account, model=body.model, framework=body.framework, mode=body.mode, slices=body.slices,
+                spec=body.spec(), at=now(request), accounts=who.accounts)
+    if body.count is not None:
+        ids = jobs.submit_array(session, count=body.count, **args)
+        after_commit(session, request.app.state.on_change)
+        return {"ids": ids}
+    job = jobs.submit(session, **args)
     after_commit(session, request.app.state.on_change)
     return {"id": job.id}
 

@@ -25,6 +25,9 @@ class SubmitRequest(Body):
     batch_size: int | None = Field(default=None, strict=True)
     image_size: int | None = Field(default=None, strict=True)
     seconds: float | None = Field(default=None, description="hold jobs: how long to hold the slices")
+    count: int | None = Field(default=None, strict=True,
+                              description="a job array: this many identical jobs, all or none; "
+                                          "the answer is {\"ids\": [...]}")
 
     def spec(self) -> dict:
         keys = ("seconds",) if self.model == "hold" else ("steps", "batch_size", "image_size")

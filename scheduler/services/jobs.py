@@ -27,6 +27,7 @@ from sqlmodel import Session, select
 from scheduler.services.directory import capacity, directory
 from scheduler.services.errors import DomainError, NotFound
 from scheduler.store import Account, Job, JobEvent, JobState, submit_job, transition
+from scheduler.store.transitions import submit_jobs
 
 HOLD = "hold"
 MODES = ("train", "infer")
@@ -121,11 +122,14 @@ def _check_image_size(model: str, size: int) -> None:
         raise InvalidJob(str(exc)) from None
 
 
-def submit(
+MAX_ARRAY = 1000  # jobs in one array submission (Slurm's default MaxArraySize is 1001)
+
+
+def _check_submission(
     session: Session, *, account: str, model: str, framework: str | None, mode: str, slices: int,
-    spec: dict, at: datetime, accounts: frozenset[str] | set[str] | None = None,
-) -> Job:
-    """Validate the request, then create a PENDING job; see the module invariants."""
+    spec: dict, accounts: frozenset[str] | set[str] | None, count: int,
+):
+    """Everything ``submit`` and ``submit_array`` check before writing; returns (entry, spec)."""
     spec = check_request(model, framework, mode, slices, spec)
     why = capacity(session).shape_error(slices)
     if why is not None:
@@ -136,12 +140,37 @@ def submit(
     entry = tree.get(account)
     if not tree.is_leaf(entry):
         raise InvalidJob(f"account {account} has sub-accounts; jobs run on leaf accounts (submit to one of those)")
-    _check_pending_limits(session, tree, entry)
+    _check_pending_limits(session, tree, entry, count)
+    return entry, spec
+
+
+def submit(
+    session: Session, *, account: str, model: str, framework: str | None, mode: str, slices: int,
+    spec: dict, at: datetime, accounts: frozenset[str] | set[str] | None = None,
+) -> Job:
+    """Validate the request, then create a PENDING job; see the module invariants."""
+    entry, spec = _check_submission(session, account=account, model=model, framework=framework, mode=mode,
+                                    slices=slices, spec=spec, accounts=accounts, count=1)
     return submit_job(session, account_id=entry.id, model=model, framework=framework, mode=mode, slices=slices,
                       spec=spec, at=at)
 
 
-def _check_pending_limits(session: Session, tree, entry) -> None:
+def submit_array(
+    session: Session, *, count: int, account: str, model: str, framework: str | None, mode: str, slices: int,
+    spec: dict, at: datetime, accounts: frozenset[str] | set[str] | None = None,
+) -> list[int]:
+    """A job array: ``count`` identical jobs, all or none. Everything is checked once,
+    before anything is written (the pending limits count all ``count`` jobs); then the
+    jobs are inserted together. Returns their ids, ascending (their queue order)."""
+    if not isinstance(count, int) or isinstance(count, bool) or not 1 <= count <= MAX_ARRAY:
+        raise InvalidJob(f"count must be a whole number from 1 to {MAX_ARRAY} (got {count})")
+    entry, spec = _check_submission(session, account=account, model=model, framework=framework, mode=mode,
+                                    slices=slices, spec=spec, accounts=accounts, count=count)
+    return submit_jobs(session, count=count, account_id=entry.id, model=model, framework=framework, mode=mode,
+                       slices=slices, spec=spec, at=at)
+
+
+def _check_pending_limits(session: Session, tree, entry, count: int = 1) -> None:
     limited = [e for e in tree.ancestors(entry) if e.max_pending is not None]
     if not limited:
         return
@@ -152,11 +181,16 @@ def _check_pending_limits(session: Session, tree, entry) -> None:
     counts = dict(session.connection().execute(_PENDING_BY_ACCOUNT, {"ids": ids}).all())
     for e in limited:
         pending = sum(counts.get(i, 0) for i in tree.subtree_ids(e))
-        if pending >= e.max_pending:
+        if pending + count > e.max_pending:
             who = "its" if e is entry else f"{e.name}'s"
+            if count == 1:
+                raise DomainError(
+                    f"account {entry.name} is at {who} limit of {e.max_pending} pending jobs ({pending} waiting); "
+                    "wait for some to start or cancel some"
+                )
             raise DomainError(
-                f"account {entry.name} is at {who} limit of {e.max_pending} pending jobs ({pending} waiting); "
-                "wait for some to start or cancel some"
+                f"{count} more jobs would put account {entry.name} over {who} limit of {e.max_pending} pending "
+                f"jobs ({pending} waiting); submit fewer, or wait for some to start"
             )
 
 

@@ -184,6 +184,36 @@ def submit_job(
     return job
 
 
+def submit_jobs(
+    session: Session,
+    *,
+    count: int,
+    account_id: int,
+    model: str,
+    framework: str | None,
+    mode: str,
+    slices: int,
+    spec: dict[str, Any],
+    at: datetime,
+) -> list[int]:
+    """A job array: ``count`` identical PENDING jobs and their "submitted" events, in
+    two multi-row INSERTs. Each job is like one from ``submit_job`` (same ``queue_seq``:
+    FIFO among them by id). Returns the ids in ascending order."""
+    if slices <= 0:
+        raise StoreError(f"a job needs at least one slice, not {slices}")
+    if count <= 0:
+        raise StoreError(f"a job array needs at least one job, not {count}")
+    row = Job(
+        account_id=account_id, model=model, framework=framework, mode=mode, slices=slices,
+        spec=dict(spec), state=JobState.PENDING, queue_seq=at.timestamp(), submitted_at=at,
+    ).model_dump(exclude={"id"})
+    conn = session.connection()
+    stmt = _JOBS.insert().returning(_JOBS.c.id, sort_by_parameter_order=True)
+    ids = [r[0] for r in conn.execute(stmt, [dict(row) for _ in range(count)])]
+    conn.execute(_EVENTS.insert(), [{"job_id": i, "kind": "submitted", "message": None, "at": at} for i in ids])
+    return sorted(ids)
+
+
 def head_queue_seq(session: Session, job: Job) -> float:
     """A queue_seq that puts ``job`` ahead of every PENDING job of its account."""
     lowest = session.exec(

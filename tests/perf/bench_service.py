@@ -6,7 +6,9 @@
             stream submitted straight to Ray (num_gpus=0.25 each), no fairgpu.
   overhead: 500 zero-length jobs through fairgpu (API, database, scheduling loop, Ray)
             against the same 500 as plain Ray tasks of the same shape; wall time from the
-            first submission to the last completion.
+            first submission to the last completion. fairgpu runs twice: each job its own
+            POST (3 client threads), and each client's jobs as one job array (`count`;
+            still 500 jobs, each scheduled, started, recorded and fenced on its own).
 
 Run: .venv/bin/python tests/perf/bench_service.py fairness|overhead|all [--json]
 """
@@ -63,7 +65,8 @@ def plain_ray(stream: list[tuple[str, float]]) -> tuple[float, list[Interval]]:
     return wall, out
 
 
-def through_fairgpu(stream: list[tuple[str, float]]) -> tuple[float, list[Interval], list[float]]:
+def through_fairgpu(stream: list[tuple[str, float]], array: bool = False,
+                    timings: dict | None = None) -> tuple[float, list[Interval], list[float]]:
     from scheduler.server import Embedded
 
     with tempfile.TemporaryDirectory() as tmp:
@@ -75,7 +78,9 @@ def through_fairgpu(stream: list[tuple[str, float]]) -> tuple[float, list[Interv
             counts = {name: sum(1 for n, _ in stream if n == name) for name in WEIGHTS}
             seconds = stream[0][1]
             t0 = time.time()
-            ids = set(flood(server.url, tokens, counts, seconds))
+            ids = set(flood(server.url, tokens, counts, seconds, array=array))
+            if timings is not None:
+                timings["submit_s"] = time.time() - t0
             while True:
                 intervals, delays = job_intervals(server.engine, ids)
                 if len(intervals) == len(ids):
@@ -107,8 +112,12 @@ def fairness(per_weight: int = 24, seconds: float = 2.0) -> dict:
 def overhead(n: int = 500) -> dict:
     stream = [(INSTITUTIONS[i % 3][0], 0.0) for i in range(n)]
     ray_wall, _ = plain_ray(stream)
-    fg_wall, _, delays = through_fairgpu(stream)
+    per_job, array = {}, {}
+    fg_wall, _, delays = through_fairgpu(stream, timings=per_job)
+    arr_wall, _, _ = through_fairgpu(stream, array=True, timings=array)
     return {"jobs": n, "plain_ray_wall_s": ray_wall, "fairgpu_wall_s": fg_wall, "ratio": fg_wall / ray_wall,
+            "submit_s": per_job["submit_s"], "fairgpu_array_wall_s": arr_wall, "array_ratio": arr_wall / ray_wall,
+            "array_submit_s": array["submit_s"],
             "ray_start_delay_p50_s": sorted(delays)[len(delays) // 2] if delays else None}
 
 
@@ -139,7 +148,9 @@ def main() -> None:
     if "overhead" in results:
         o = results["overhead"]
         print(f"overhead: {o['jobs']} zero-length jobs: plain Ray {o['plain_ray_wall_s']:.2f} s, "
-              f"fairgpu {o['fairgpu_wall_s']:.2f} s, ratio {o['ratio']:.2f}")
+              f"fairgpu {o['fairgpu_wall_s']:.2f} s (submitted in {o['submit_s']:.2f} s), ratio {o['ratio']:.2f}; "
+              f"as job arrays {o['fairgpu_array_wall_s']:.2f} s (submitted in {o['array_submit_s']:.2f} s), "
+              f"ratio {o['array_ratio']:.2f}")
 
 
 if __name__ == "__main__":

@@ -2,11 +2,13 @@
 
 - `promtool` / `prometheus`: paths of Debian's binaries (deploy/install-prometheus.sh).
   Missing binaries skip visibly, except when CI is set: then the test fails.
-- `scrape_target`: host:port of a /metrics endpoint under contended load. By default
-  an in-process exporter fed by ContendedRun; set FAIRGPU_E2E_TARGET=host:port to
-  point the end-to-end tests at a running `fairgpu up` instead (FAIRGPU_E2E_SCRAPES:
-  how many scrapes to wait for first; default 20 there, 3 in-process) (or override the
-  fixture in a conftest closer to the test).
+- `contended_run`: a synthetic run (metrics_fixtures.ContendedRun) for fast exporter tests.
+- `real_run`: the real embedded fairgpu server under contended load (real_run.RealRun),
+  one per module; None when FAIRGPU_E2E_TARGET names another target.
+- `scrape_target`: host:port of the /metrics endpoint the end-to-end tests scrape. By
+  default the real run's server; FAIRGPU_E2E_TARGET=host:port points them at a running
+  `fairgpu up` instead, and FAIRGPU_E2E_TARGET=synthetic at an in-process exporter fed
+  by ContendedRun (seconds instead of a minute, for dashboard work).
 """
 from __future__ import annotations
 
@@ -51,11 +53,28 @@ def contended_run():
     run.stop()
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
+def real_run(tmp_path_factory):
+    if os.environ.get("FAIRGPU_E2E_TARGET"):
+        yield None
+        return
+    from real_run import RealRun
+
+    run = RealRun(tmp_path_factory.mktemp("real-run")).start()
+    try:
+        yield run
+    finally:
+        run.stop()
+
+
+@pytest.fixture(scope="module")
 def scrape_target(request) -> str:
     external = os.environ.get("FAIRGPU_E2E_TARGET")
-    if external:
+    if external and external != "synthetic":
         yield external
+        return
+    if not external:
+        yield request.getfixturevalue("real_run").target
         return
     from prometheus_client import start_http_server
 

@@ -56,7 +56,8 @@ class ContendedRun:
     def step(self) -> None:
         rng, m = self._rng, self.metrics
         started = time.perf_counter()
-        alloc = {"inst-a": rng.randint(1, 2), "inst-b": rng.randint(2, 3), "inst-c": rng.randint(3, 4)}
+        a, b = rng.randint(1, 2), rng.randint(2, 3)
+        alloc = {"inst-a": a, "inst-b": b, "inst-c": rng.randint(3, CAPACITY - a - b)}  # never over capacity
         for name, w in WEIGHTS.items():
             m.admitted(name, queue_wait_s=rng.expovariate(1.0 / (20.0 / w)))
             m.add_usage(name, alloc[name] * self.tick_s)

@@ -1,14 +1,18 @@
 """End to end: a real Prometheus scrapes a /metrics endpoint under contended load, and every
 dashboard query (Grafana variables substituted) parses and returns data.
 
-The target is the `scrape_target` fixture (tests/metrics/conftest.py): an in-process
-exporter fed by ContendedRun by default, or a running `fairgpu up` via
-FAIRGPU_E2E_TARGET=host:port. Nothing here assumes which.
+The target is the `scrape_target` fixture (tests/metrics/conftest.py): by default the real
+embedded fairgpu server of `real_run` (local Ray, SQLite, the real loop; 3 institutions
+weighted 1:2:3 flooding 8 slices, a late institution whose guarantee preempts, a conv6
+PyTorch job), or a running `fairgpu up` via FAIRGPU_E2E_TARGET=host:port. Only the
+tests about what the real run did (a reclaim) need `real_run`; they skip otherwise.
 """
 from __future__ import annotations
 
 import os
 import re
+import subprocess
+import urllib.request
 from pathlib import Path
 
 import pytest
@@ -22,15 +26,18 @@ DASHBOARDS = Path(__file__).resolve().parents[2] / "deploy" / "grafana" / "dashb
 def min_scrapes() -> int:
     """Scrapes to wait for: enough that every rate() window holds events of a real run.
 
-    The in-process run moves every series every 50 ms, so 3 scrapes do; a real server's
-    accounts admit a job every few seconds, so wait 20 (of a 30 s $__rate_interval).
+    The synthetic run moves every series every 50 ms, so 3 scrapes do; a real server's
+    accounts admit a job every second or so, so wait 20 (of a 30 s $__rate_interval).
     """
-    return int(os.environ.get("FAIRGPU_E2E_SCRAPES") or (20 if os.environ.get("FAIRGPU_E2E_TARGET") else 3))
+    synthetic = os.environ.get("FAIRGPU_E2E_TARGET") == "synthetic"
+    return int(os.environ.get("FAIRGPU_E2E_SCRAPES") or (3 if synthetic else 20))
 
 
 @pytest.fixture(scope="module")
-def prom(prometheus_bin, scrape_target, tmp_path_factory):
+def prom(prometheus_bin, scrape_target, real_run, tmp_path_factory):
     with Prometheus(prometheus_bin, scrape_target, tmp_path_factory.mktemp("prometheus")) as p:
+        if real_run is not None:  # Prometheus scrapes while the run gets there
+            real_run.wait_eventful(timeout_s=90)
         p.wait_for_scrapes(min_scrapes(), timeout_s=10 + 2 * min_scrapes())
         yield p
 
@@ -88,3 +95,29 @@ def test_scraped_figures_are_consistent(prom):
     for metric in ("fairgpu_account_allocated_slices", "fairgpu_account_entitled_slices"):
         assert prom.query(f"{metric} > on() group_left() fairgpu_capacity_slices") == [], metric
     assert prom.query("fairgpu_gpu_memory_used_bytes > fairgpu_gpu_memory_total_bytes") == []
+
+
+def test_promtool_finds_nothing_to_lint_in_a_real_scrape(prom, scrape_target, promtool):
+    with urllib.request.urlopen(f"http://{scrape_target}/metrics", timeout=10) as r:
+        body = r.read()
+    assert b"fairgpu_account_queue_wait_seconds_bucket{" in body and b"fairgpu_gpu_power_watts{" in body
+    out = subprocess.run([promtool, "check", "metrics"], input=body, capture_output=True, timeout=30)
+    assert (out.returncode, out.stdout + out.stderr) == (0, b"")
+
+
+def test_the_real_runs_events_reach_prometheus(prom, real_run):
+    """The flood kept going, weight 3 used more than weight 1, the late institution's guarantee
+    preempted a borrower, and the conv6 run is aggregated."""
+    if real_run is None:
+        pytest.skip("FAIRGPU_E2E_TARGET: not our run")
+    assert real_run.error is None
+    used = {s["metric"]["account"]: float(s["value"][1])
+            for s in prom.query("increase(fairgpu_account_usage_slice_seconds_total[30s])")}
+    assert used["inst-c"] > used["inst-a"] > 0, used
+    reclaims = prom.query('sum(fairgpu_account_preemptions_total{reason="reclaim_guarantee"})')
+    assert reclaims and float(reclaims[0]["value"][1]) >= 1
+    runs = prom.query('fairgpu_workload_runs_total{model="conv6", framework="pytorch"}')
+    assert runs and float(runs[0]["value"][1]) >= 1
+    assert {a["metric"]["account"] for a in prom.query('fairgpu_account_info{parent=""}')} == {
+        "inst-a", "inst-b", "inst-c", "inst-late"}
+    assert prom.query("fairgpu_node_nvml_available == 1")

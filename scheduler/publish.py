@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import logging
 import threading
-import time
 from collections import defaultdict
 from typing import Callable
 
@@ -23,7 +22,7 @@ from scheduler.store import Account, Job, JobState, session_scope
 log = logging.getLogger("fairgpu.publish")
 
 
-def equity(snapshot: quota.Snapshot, decision: quota.Decision) -> tuple[float, float, float]:
+def equity(snapshot: quota.Snapshot, decision: quota.Decision, factors=None) -> tuple[float, float, float]:
     """(Jain's index, largest |share deviation|, usage Gini) over institutions."""
     tree = snapshot.tree
     top = tree.kids(None)
@@ -32,7 +31,8 @@ def equity(snapshot: quota.Snapshot, decision: quota.Decision) -> tuple[float, f
     actual = {a: float(decision.allocated.get(a, 0)) for a in top}
     jain = quota.jain_of_shares(actual, entitled)
     dev = quota.share_deviation(actual, entitled, capacity)
-    factors = quota.fair_share(tree, snapshot.usage, snapshot.config.algorithm)
+    if factors is None:
+        factors = quota.fair_share(tree, snapshot.usage, snapshot.config.algorithm)
     gini = quota.usage_gini({a: factors.norm_usage[a] for a in top}, {a: factors.norm_shares[a] for a in top})
     return jain, max((abs(v) for v in dev.values()), default=0.0), gini
 
@@ -50,11 +50,31 @@ class Publisher:
         self._names: dict[int, str] = {}
         self._workloads: tuple[WorkloadView, ...] = ()
         self._gpus: tuple = ((), {})
-        self._last_refresh = 0.0
-        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._refresher: threading.Thread | None = None
 
     def view(self) -> ClusterView | None:
         return self._view
+
+    def start(self) -> "Publisher":
+        """Refresh workload results, NVML readings and Ray's pending count in a background
+        thread, so a slow sampler never holds up a scheduling cycle."""
+        def run() -> None:
+            while not self._stop.is_set():
+                try:
+                    self._refresh()
+                except Exception:
+                    log.exception("refreshing workload results and GPU readings failed")
+                self._stop.wait(self.refresh_s)
+
+        self._refresher = threading.Thread(target=run, name="fairgpu-publish", daemon=True)
+        self._refresher.start()
+        return self
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._refresher is not None:
+            self._refresher.join(timeout=10)
 
     def _name(self, account_id: int) -> str:
         if account_id not in self._names:
@@ -63,9 +83,6 @@ class Publisher:
         return self._names.get(account_id, str(account_id))
 
     def _refresh(self) -> None:
-        if time.monotonic() - self._last_refresh < self.refresh_s:
-            return
-        self._last_refresh = time.monotonic()
         with session_scope(self.engine) as s:
             rows = s.exec(select(Job.model, Job.framework, Job.result).where(
                 Job.state == JobState.SUCCEEDED, Job.model != "hold")).all()
@@ -104,10 +121,6 @@ class Publisher:
         snap, decision = report.snapshot, report.decision
         if snap is None or decision is None:
             return
-        try:
-            self._refresh()
-        except Exception:
-            log.exception("refreshing workload results failed")
         tree = snap.tree
         running = defaultdict(int)
         for job in snap.running:
@@ -136,7 +149,7 @@ class Publisher:
                 pending_by_reason=dict(pending[name]), decayed_usage=usage.raw_usage[name],
                 fairshare_factor=decision.factor.get(name, 1.0),
             ))
-        jain, dev, gini = equity(snap, decision)
+        jain, dev, gini = equity(snap, decision, usage)
         top_alloc = sum(decision.allocated.get(a, 0) for a in tree.kids(None))
         gpus, nvml_nodes = self._gpus
         self._view = ClusterView(

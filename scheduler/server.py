@@ -87,7 +87,7 @@ class Embedded:
         self.registry, self.metrics = build_registry(lambda: self.publisher.view())
         self.samplers = self._start_samplers()
         self.publisher = Publisher(self.engine, self.metrics, gpu_source=self._gpu_source,
-                                   pending_source=self.executor.pending_in_ray)
+                                   pending_source=self.executor.pending_in_ray).start()
         self.loop = SchedulingLoop(self.engine, self.executor, self.clock, slices_per_gpu=self.slices_per_gpu,
                                    retry_limit=self.retry_limit, usage_period_s=self.usage_period_s,
                                    on_cycle=self.publisher.publish)
@@ -184,6 +184,8 @@ class Embedded:
             self.uvicorn.should_exit = True
         loop = getattr(self, "loop", None)
         requeued = 0
+        if getattr(self, "publisher", None) is not None:
+            self.publisher.stop()
         if loop is not None:
             loop.stop()
             for t in self._threads:

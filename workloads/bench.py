@@ -47,7 +47,7 @@ class Settings:
 FULL = Settings(train_steps=20, warmup_steps=3, latency_steps=20, latency_warmup=3,
                 batch_size=None, cyclegan_size=None)
 # CycleGAN keeps its reference batch of 1; classifiers train at batch 32.
-QUICK = Settings(train_steps=10, warmup_steps=2, latency_steps=10, latency_warmup=2,
+QUICK = Settings(train_steps=5, warmup_steps=2, latency_steps=5, latency_warmup=2,
                  batch_size=32, cyclegan_size=64)
 
 

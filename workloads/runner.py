@@ -13,6 +13,8 @@ Invariants:
   step times measure compute, not data loading.
 - The result is a flat JSON-serialisable dict (see `RESULT_KEYS`); a figure
   that could not be measured is None, never estimated.
+- `measured_cpu_time_s` is this process's CPU time (all threads) over the
+  measured steps: on a shared machine it moves far less than wall time.
 """
 from __future__ import annotations
 
@@ -30,7 +32,7 @@ MAX_LOSSES_KEPT = 1000
 RESULT_KEYS = (
     "model", "framework", "mode", "execution", "device", "device_name", "batch_size", "steps",
     "warmup_steps", "image_size", "data", "samples_per_second", "step_time_p50_s",
-    "step_time_p95_s", "step_time_mean_s", "warmup_time_s", "wall_time_s", "peak_memory_bytes",
+    "step_time_p95_s", "step_time_mean_s", "warmup_time_s", "wall_time_s", "measured_cpu_time_s", "peak_memory_bytes",
     "framework_peak_memory_bytes", "nvml_peak_memory_bytes", "rss_peak_bytes", "params",
     "framework_version", "threads", "loss_first", "loss_last", "losses", "memory_fraction",
     "seed", "notes",
@@ -124,6 +126,7 @@ def run_workload(spec: WorkloadSpec, memory_fraction: float | None = None) -> di
         nvml.start()
     rss.reset()
     times = []
+    cpu0 = time.process_time()
     t_measured = time.perf_counter()
     for i in range(spec.warmup_steps, total):
         t = time.perf_counter()
@@ -132,6 +135,7 @@ def run_workload(spec: WorkloadSpec, memory_fraction: float | None = None) -> di
         if loss is not None:
             losses.append(loss)
     measured = time.perf_counter() - t_measured
+    cpu_time = time.process_time() - cpu0
     rss_peak = rss.read()
     nvml_peak = nvml.stop() if session.on_gpu else None
     fw_peak = session.framework_peak()
@@ -160,6 +164,7 @@ def run_workload(spec: WorkloadSpec, memory_fraction: float | None = None) -> di
         "step_time_mean_s": sum(times) / len(times),
         "warmup_time_s": warmup_time,
         "wall_time_s": time.perf_counter() - t_start,
+        "measured_cpu_time_s": cpu_time,
         "peak_memory_bytes": peak,
         "framework_peak_memory_bytes": fw_peak,
         "nvml_peak_memory_bytes": nvml_peak,

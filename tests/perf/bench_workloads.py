@@ -10,6 +10,10 @@ median of the per-repeat ratios (runner / bare). Not a test: it prints.
 
 The machine's load average is printed before and after: on a shared machine a
 busy neighbour moves single repeats by 2x, which is why the median is kept.
+Besides wall-clock throughput it prints throughput per CPU-second of this
+process over the measured steps, which neighbours barely move when each side
+runs one thread (`--threads 1`; with more threads, OpenMP spin-waiting under
+contention inflates CPU time too).
 """
 from __future__ import annotations
 
@@ -42,14 +46,14 @@ def bare_torch(steps: int, warmup: int) -> float:
                for x, y in data.make_batches(MODEL, BATCH, n, 32)]
     for i in range(warmup + steps):
         if i == warmup:
-            t0 = time.perf_counter()
+            t0, c0 = time.perf_counter(), time.process_time()
         x, y = batches[i % n]
         opt.zero_grad(set_to_none=True)
         loss = F.cross_entropy(net(x), y)
         loss.backward()
         opt.step()
     loss.item()
-    return steps * BATCH / (time.perf_counter() - t0)
+    return steps * BATCH / (time.perf_counter() - t0), steps * BATCH / (time.process_time() - c0)
 
 
 def bare_tensorflow(steps: int, warmup: int) -> float:
@@ -75,16 +79,17 @@ def bare_tensorflow(steps: int, warmup: int) -> float:
 
     for i in range(warmup + steps):
         if i == warmup:
-            t0 = time.perf_counter()
+            t0, c0 = time.perf_counter(), time.process_time()
         loss = step(*batches[i % n])
     loss.numpy()
-    return steps * BATCH / (time.perf_counter() - t0)
+    return steps * BATCH / (time.perf_counter() - t0), steps * BATCH / (time.process_time() - c0)
 
 
 def runner(framework: str, steps: int, warmup: int) -> float:
     spec = WorkloadSpec(model=MODEL, framework=framework, steps=steps, warmup_steps=warmup,
                         batch_size=BATCH, device="cpu")
-    return run_workload(spec)["samples_per_second"]
+    r = run_workload(spec)
+    return r["samples_per_second"], steps * BATCH / r["measured_cpu_time_s"]
 
 
 def main() -> None:
@@ -109,7 +114,7 @@ def main() -> None:
     print(f"harness overhead: {MODEL} train, batch {BATCH}, {args.steps} steps after {args.warmup} warm-up, "
           f"{args.repeats} repeats, CPU ({os.cpu_count()} cores), threads {args.threads or 'default'}")
     for fw in args.frameworks.split(","):
-        ratios, r_sps, b_sps = [], [], []
+        wall, cpu, r_sps, b_sps = [], [], [], []
         for rep in range(args.repeats):
             if rep % 2 == 0:
                 r = runner(fw, args.steps, args.warmup)
@@ -117,14 +122,17 @@ def main() -> None:
             else:
                 b = bare[fw](args.steps, args.warmup)
                 r = runner(fw, args.steps, args.warmup)
-            ratios.append(r / b)
-            r_sps.append(r)
-            b_sps.append(b)
-            print(f"  {fw} repeat {rep}: runner {r:8.1f} samples/s  bare {b:8.1f} samples/s  ratio {r / b:.3f}",
-                  flush=True)
-        print(f"{fw}: median runner {statistics.median(r_sps):.1f} samples/s, median bare "
-              f"{statistics.median(b_sps):.1f} samples/s, median ratio {statistics.median(ratios):.3f} "
-              f"(min {min(ratios):.3f}, max {max(ratios):.3f})", flush=True)
+            wall.append(r[0] / b[0])
+            cpu.append(r[1] / b[1])
+            r_sps.append(r[0])
+            b_sps.append(b[0])
+            print(f"  {fw} repeat {rep}: runner {r[0]:7.1f} samples/s ({r[1]:6.1f}/CPU-s)  "
+                  f"bare {b[0]:7.1f} samples/s ({b[1]:6.1f}/CPU-s)  ratio wall {r[0] / b[0]:.3f} "
+                  f"CPU {r[1] / b[1]:.3f}", flush=True)
+        med = statistics.median
+        print(f"{fw}: median runner {med(r_sps):.1f} samples/s, median bare {med(b_sps):.1f} samples/s; "
+              f"median ratio wall-clock {med(wall):.3f} (min {min(wall):.3f}, max {max(wall):.3f}), "
+              f"per CPU-second {med(cpu):.3f} (min {min(cpu):.3f}, max {max(cpu):.3f})", flush=True)
     print("load average after: %.2f %.2f %.2f" % os.getloadavg())
 
 

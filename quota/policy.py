@@ -134,13 +134,17 @@ def decide(snap: Snapshot) -> Decision:
     waiting: dict = {}
     queues: dict[str, list[PendingRequest]] = {}
     pending_slices: dict[str, int] = {}
+    leaves = cache.leaves
+    ok_sizes: set[int] = set()
     for req in snap.pending:
         k = req.slices
         account = req.account
-        why = cache.not_a_leaf(account) or cache.shape_error(k)
-        if why is not None:
-            waiting[req.id] = Waiting(req.id, account, INFEASIBLE, why)
-            continue
+        if account not in leaves or k not in ok_sizes:
+            why = cache.not_a_leaf(account) or cache.shape_error(k)
+            if why is not None:
+                waiting[req.id] = Waiting(req.id, account, INFEASIBLE, why)
+                continue
+            ok_sizes.add(k)
         q = queues.get(account)
         if q is None:
             queues[account] = q = []
@@ -232,16 +236,19 @@ def run_cycle(cache: TreeCache, cfg: PolicyConfig, now: float, usage: Mapping[st
     # 6. explain (one explanation per account and size: the state no longer changes)
     if explain:
         admitted_accounts = {a.account for a in admissions}
-        explained: dict[tuple[str, int], tuple[str, str]] = {}
+        make = tuple.__new__  # Waiting is a NamedTuple; this skips its argument parsing
         for name, s in states.items():
+            explained: dict[int, tuple[str, str]] = {}
             for req in s.queue:
-                if req.id in admitted_ids:
+                rid = req.id
+                if rid in admitted_ids:
                     continue
-                why = explained.get((name, req.slices))
+                k = req.slices
+                why = explained.get(k)
                 if why is None:
-                    others_took = start_fits[req.slices] and bool(admitted_accounts - {name})
-                    why = explained[(name, req.slices)] = _explain(name, req.slices, ledger, free, others_took)
-                waiting[req.id] = Waiting(req.id, name, why[0], why[1])
+                    others_took = start_fits[k] and bool(admitted_accounts - {name})
+                    why = explained[k] = _explain(name, k, ledger, free, others_took)
+                waiting[rid] = make(Waiting, (rid, name, why[0], why[1]))
 
     return Decision(
         admissions=tuple(admissions),

@@ -51,45 +51,21 @@ class DiscoveredNode:
     address: str
 
 
-class StartLog:
-    """A tiny Ray actor each task tells when it really starts, so the server can see
-    tasks Ray has been handed but not started (expected: none)."""
-
-    def __init__(self) -> None:
-        self.started: dict[tuple[int, int], float] = {}
-
-    def mark(self, job_id: int, attempt: int, at: float) -> None:
-        self.started[(job_id, attempt)] = at
-
-    def lookup(self, keys: list[tuple[int, int]]) -> dict[tuple[int, int], float | None]:
-        out = {k: self.started.get(k) for k in keys}
-        for k in list(self.started):
-            if k not in out:
-                del self.started[k]  # attempts no longer tracked
-        return out
-
-
 @dataclass
 class RayExecutor:
     ray: Any  # the `ray` module, already initialised
     results_dir: str
     attempts: dict[int, Attempt] = field(default_factory=dict)
     _remote: dict[str, Any] = field(default_factory=dict)
-    _start_log: Any = None
-
-    def start_log(self):
-        if self._start_log is None:
-            self._start_log = self.ray.remote(num_cpus=0)(StartLog).remote()
-        return self._start_log
 
     def pending_in_ray(self, grace_s: float = 2.0) -> int:
-        """Attempts handed to Ray more than `grace_s` ago that Ray has not started."""
+        """Attempts handed to Ray more than `grace_s` ago that Ray has not started (each
+        task creates its start marker file as it starts; see scheduler.tasks)."""
+        from scheduler.tasks import started_path
+
         now = time.time()
-        old = [(a.job_id, a.attempt) for a in self.attempts.values() if now - a.submitted_at > grace_s]
-        if not old:
-            return 0
-        marks = self.ray.get(self.start_log().lookup.remote(old), timeout=10)
-        return sum(1 for k in old if marks.get(k) is None)
+        old = [a for a in list(self.attempts.values()) if now - a.submitted_at > grace_s]
+        return sum(1 for a in old if not started_path(self.results_dir, a.job_id, a.attempt).exists())
 
     def warm_up(self, workers: int, num_gpus_each: float, timeout: float = 120.0) -> None:
         """Start `workers` GPU worker processes before jobs arrive, so a job's start is not
@@ -134,7 +110,7 @@ class RayExecutor:
         submitted = time.time()
         payload = {**payload, "job_id": job_id, "attempt": attempt, "num_gpus": num_gpus,
                    "results_dir": self.results_dir, "submitted_at": submitted,
-                   "memory_fraction": min(1.0, num_gpus), "start_log": self.start_log()}
+                   "memory_fraction": min(1.0, num_gpus), "mark_start": True}
         fn = self._fn(payload["model"]).options(
             num_gpus=num_gpus, num_cpus=0, max_retries=0, name=f"fairgpu-job-{job_id}",
             scheduling_strategy=NodeAffinitySchedulingStrategy(node_id=node, soft=False),
@@ -152,15 +128,24 @@ class RayExecutor:
             log.debug("cancel of job %s: %s", job_id, exc)
 
     def forget(self, job_id: int) -> None:
-        self.attempts.pop(job_id, None)
+        att = self.attempts.pop(job_id, None)
+        if att is not None:
+            self._unmark(att)
 
-    def wait(self, timeout: float) -> None:
-        """Block until some attempt finishes or `timeout` passes."""
+    def _unmark(self, att: Attempt) -> None:
+        from scheduler.tasks import started_path
+
+        started_path(self.results_dir, att.job_id, att.attempt).unlink(missing_ok=True)
+
+    def wait(self, timeout: float, every: bool = False) -> bool:
+        """Block until some attempt finishes (with `every`, until all have) or `timeout`
+        passes; True if some attempt has finished."""
         refs = [a.ref for a in self.attempts.values()]
-        if refs:
-            self.ray.wait(refs, num_returns=1, timeout=timeout)
-        else:
+        if not refs:
             time.sleep(timeout)
+            return False
+        ready, _ = self.ray.wait(refs, num_returns=len(refs) if every else 1, timeout=timeout)
+        return bool(ready)
 
     def wait_gone(self, job_ids, timeout: float) -> None:
         """Wait (bounded) for cancelled attempts to end, so their slices are free in Ray."""
@@ -177,6 +162,7 @@ class RayExecutor:
         for ref in ready:
             att = by_ref[ref]
             self.attempts.pop(att.job_id, None)
+            self._unmark(att)
             out.append(self._complete(att, ref))
         return out
 

@@ -9,7 +9,10 @@ Invariants:
   wins, so an attempt either completed (and counts) or was fenced (and is run again):
   a job is never run to completion twice, even if an orphaned worker lives on.
 - The task reports when it really started (`task_started_at`, epoch seconds), so the
-  server can measure the delay between handing a job to Ray and Ray starting it.
+  server can measure the delay between handing a job to Ray and Ray starting it; and
+  it creates `results_dir/<job>-<attempt>.started` as it starts, so the server can see
+  tasks Ray holds unstarted (a file, not an actor call: an actor every task calls
+  cost more than the rest of a short task together).
 - torch and TensorFlow are imported only when a workload runs.
 """
 from __future__ import annotations
@@ -24,6 +27,10 @@ from pathlib import Path
 
 def result_path(results_dir: str | os.PathLike, job_id: int, attempt: int) -> Path:
     return Path(results_dir) / f"{job_id}-{attempt}.json"
+
+
+def started_path(results_dir: str | os.PathLike, job_id: int, attempt: int) -> Path:
+    return Path(results_dir) / f"{job_id}-{attempt}.started"
 
 
 class Fenced(RuntimeError):
@@ -71,8 +78,10 @@ def run_job(payload: dict) -> dict:
     """Run one job attempt. `payload`: job_id, attempt, model, framework, mode, spec,
     memory_fraction, results_dir, submitted_at (when the server handed it to Ray)."""
     started = time.time()
-    if payload.get("start_log") is not None:
-        payload["start_log"].mark.remote(payload["job_id"], payload["attempt"], started)
+    if payload.get("mark_start"):
+        marker = started_path(payload["results_dir"], payload["job_id"], payload["attempt"])
+        marker.parent.mkdir(parents=True, exist_ok=True)
+        os.close(os.open(marker, os.O_WRONLY | os.O_CREAT, 0o644))
     log = io.StringIO()
     model = payload["model"]
     spec = dict(payload.get("spec") or {})

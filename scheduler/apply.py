@@ -18,7 +18,8 @@ from sqlmodel import Session, select
 
 from quota import decay_factor
 from scheduler.services.usage import decayed_by_account
-from scheduler.store import Job, JobState, StaleJob, UsageRecord, add_event, head_queue_seq, transition
+from scheduler.store import Job, JobEvent, JobState, StaleJob, UsageRecord, add_event, head_queue_seq, transition
+from scheduler.store.transitions import Move, transition_many
 
 log = logging.getLogger("fairgpu.apply")
 
@@ -75,7 +76,9 @@ class UsageMeter:
     charged_until: dict[int, float] = field(default_factory=dict)
     usage: DecayedUsage = field(default_factory=DecayedUsage)
 
-    def charge(self, session: Session, job: Job, until: datetime) -> float:
+    def charge(self, session: Session, job: Job, until: datetime, rows: list | None = None) -> float:
+        """Charge `job` up to `until`; the usage record is inserted now, or appended to
+        `rows` for the caller to insert with `insert_usage` in the same transaction."""
         start = self.charged_until.get(job.id)
         if start is None:
             start = (job.started_at or until).timestamp()
@@ -87,8 +90,11 @@ class UsageMeter:
         seconds = max(0.0, until.timestamp() - start)
         amount = seconds * job.slices
         if amount > 0:
-            session.connection().execute(_USAGE.insert(), {"account_id": job.account_id, "job_id": job.id,
-                                                           "slice_seconds": amount, "at": until})
+            row = {"account_id": job.account_id, "job_id": job.id, "slice_seconds": amount, "at": until}
+            if rows is None:
+                session.connection().execute(_USAGE.insert(), row)
+            else:
+                rows.append(row)
             self.usage.add(job.account_id, amount, until)
         self.charged_until[job.id] = max(start, until.timestamp())
         return amount
@@ -97,10 +103,43 @@ class UsageMeter:
         self.charged_until.pop(job_id, None)
 
 
+def insert_usage(session: Session, rows: list[dict]) -> None:
+    if rows:
+        session.connection().execute(_USAGE.insert(), rows)
+
+
 def admit(session: Session, job, *, node: str, gpu_slices, at: datetime) -> None:
-    transition(session, job, JobState.RUNNING, at=at, node=node, gpu=gpu_slices[0][0],
-               gpu_slices=[list(x) for x in gpu_slices], refresh=False,
-               message=f"on node {node[:12]}, GPU slices {list(map(list, gpu_slices))}")
+    transition(session, job, JobState.RUNNING, at=at, **_admit_args(node, gpu_slices), refresh=False)
+
+
+def _admit_args(node: str, gpu_slices) -> dict:
+    return dict(node=node, gpu=gpu_slices[0][0], gpu_slices=[list(x) for x in gpu_slices],
+                message=f"on node {node[:12]}, GPU slices {list(map(list, gpu_slices))}")
+
+
+def admit_many(session: Session, admissions: list[tuple], *, at: datetime) -> set[int]:
+    """`admit` for many (job, node, gpu_slices) at once; returns the ids admitted (a
+    stale job is skipped, as `admit` would raise StaleJob)."""
+    moves = []
+    for job, node, gpu_slices in admissions:
+        args = _admit_args(node, gpu_slices)
+        message = args.pop("message")
+        moves.append(Move(job, at, message, args))
+    return {m.job.id for m in transition_many(session, moves, JobState.RUNNING)}
+
+
+def finish_ok_many(session: Session, finished: list[tuple]) -> set[int]:
+    """`finish(ok=True)` for many (job, at, result) at once, with their "started" events;
+    returns the ids finished (stale jobs skipped)."""
+    moves = [Move(job, at, None, {"result": result, "error": None}) for job, at, result in finished]
+    done = transition_many(session, moves, JobState.SUCCEEDED)
+    started = [{"job_id": m.job.id, "kind": "started", "at": ts(m.fields["result"]["task_started_at"]),
+                "message": f"Ray started it {m.fields['result'].get('ray_start_delay_s', 0):.3f} s "
+                           "after it was handed over"}
+               for m in done if m.fields["result"] and m.fields["result"].get("task_started_at")]
+    if started:
+        session.connection().execute(JobEvent.__table__.insert(), started)
+    return {m.job.id for m in done}
 
 
 def requeue(session: Session, job, *, at: datetime, event: str, message: str, head: bool = True) -> None:
@@ -124,9 +163,9 @@ _SET_REASON = Job.__table__.update().where(
 ).values(reason=sa.bindparam("new_reason"), reason_message=sa.bindparam("new_message"))
 
 
-def set_reasons(session: Session, reasons: dict[int, tuple[str, str]], current: dict[int, tuple]) -> int:
+def set_reasons(session: Session, reasons: dict[int, tuple[str, str]], current: dict[int, tuple]) -> dict:
     """Store why each pending job waits; only rows whose reason changed are written, one
-    UPDATE per distinct (reason, message)."""
+    UPDATE per distinct (reason, message). Returns what was written, {job id: reason}."""
     groups: dict[tuple[str, str], list[int]] = {}
     for job_id, why in reasons.items():
         if current.get(job_id) != why:
@@ -134,7 +173,7 @@ def set_reasons(session: Session, reasons: dict[int, tuple[str, str]], current: 
     conn = session.connection()
     for (reason, message), ids in groups.items():
         conn.execute(_SET_REASON, {"ids": ids, "new_reason": reason, "new_message": message})
-    return sum(len(ids) for ids in groups.values())
+    return {job_id: why for why, ids in groups.items() for job_id in ids}
 
 
 __all__ = ["UsageMeter", "admit", "requeue", "finish", "set_reasons", "StaleJob", "ts"]

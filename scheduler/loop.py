@@ -77,6 +77,8 @@ class SchedulingLoop:
         self._last_meter = 0.0
         self._last_capacity = float("-inf")
         self.capacity_period_s = 2.0
+        self.gather_s = 0.01  # after a completion, how long to wait for more before cycling
+        self._unsettled: list[Completion] = []  # collected, but the cycle failed before recording them
         self._wake = threading.Event()
         self._stop = threading.Event()
         self.last_report: CycleReport | None = None
@@ -100,20 +102,22 @@ class SchedulingLoop:
             if self._stop.is_set():
                 break
             self._wake.clear()
-            deadline = time.monotonic() + period_s
-            while not self._stop.is_set() and not self._wake.is_set() and time.monotonic() < deadline:
-                if self.executor.attempts:
-                    self.executor.wait(min(0.05, max(0.0, deadline - time.monotonic())))
-                    if any(True for _ in self._ready()):
-                        break
-                else:
-                    self._wake.wait(min(0.05, max(0.0, deadline - time.monotonic())))
+            self._idle(period_s)
 
-    def _ready(self):
-        refs = [a.ref for a in self.executor.attempts.values()]
-        if refs:
-            ready, _ = self.executor.ray.wait(refs, num_returns=1, timeout=0)
-            yield from ready
+    def _idle(self, period_s: float) -> None:
+        """Wait for a completion, a wake-up or the period. After the first completion, wait
+        up to `gather_s` more for the other running attempts, so one cycle settles (and
+        refills) a batch of completions rather than one."""
+        deadline = time.monotonic() + period_s
+        while not self._stop.is_set() and not self._wake.is_set():
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return
+            if not self.executor.attempts:
+                self._wake.wait(min(0.05, left))
+            elif self.executor.wait(min(0.05, left)):
+                self.executor.wait(self.gather_s, every=True)
+                return
 
     # -- recovery ---------------------------------------------------------------------
     def recover(self) -> dict[str, int]:
@@ -169,25 +173,42 @@ class SchedulingLoop:
         t0 = time.perf_counter()
         now = self.clock()
         report = CycleReport(at=now)
-        # 1-2. collect and settle
-        self._settle(self.executor.poll(), now, report)
-        # 3. reconcile with what the API changed
-        self._reconcile(now, report)
-        # 4. capacity (Ray's node list costs a round trip: at most every capacity_period_s)
+        # 1. collect (plus any a failed cycle could not record)
+        completions = self._unsettled + self.executor.poll()
+        self._unsettled = completions
+        if any(c.infrastructure for c in completions):
+            self._last_capacity = float("-inf")  # a node may have gone: look again now
+        # 4. capacity first (Ray's node list costs a round trip: at most every capacity_period_s)
         if self.discover and time.monotonic() - self._last_capacity >= self.capacity_period_s:
             self._last_capacity = time.monotonic()
             self.refresh_capacity(now)
-        # 5. decide
+        # 2, 3, 5 and (without preemptions) 6 in one short transaction, no network call in it
+        started: list = []
+        reasons: dict = {}
         with session_scope(self.engine) as s:
+            self._settle(s, completions, now, report)
             half_life = policy_settings(s).half_life_s
             by_id = self.meter.usage.get(s, now, half_life, time.monotonic())
             names = dict(s.connection().execute(select(Account.id, Account.name)).all())
             usage = {names[i]: v for i, v in by_id.items() if i in names}
             loaded = self.loader.load(s, now, usage=usage)
-        decision = quota.decide(loaded.snapshot)
+            stop, gone = self._reconcile(s, loaded, now, report)
+            decision = quota.decide(loaded.snapshot)
+            if not decision.preemptions:
+                started, reasons = self._admit(s, decision, loaded, now)
+        self._unsettled = []
+        self.loader.note_reasons(reasons)
         report.decision, report.snapshot = decision, loaded.snapshot
+        # 3. Ray side of reconcile: stop attempts the API cancelled, or whose node left
+        for job_id in stop:
+            self.executor.cancel(job_id)
+            self.executor.forget(job_id)
+        for job_id in gone:
+            self.executor.cancel(job_id)  # Ray reports it, settle requeues
         # 6. apply
-        self._apply(decision, loaded, now, report)
+        if decision.preemptions:
+            started = self._preempt_then_admit(decision, loaded, now, report)
+        self._start(started, now, report)
         # 7. meter
         if time.monotonic() - self._last_meter >= self.usage_period_s:
             self._meter(now, report)
@@ -197,111 +218,126 @@ class SchedulingLoop:
             self.on_cycle(report)
         return report
 
-    def _charge(self, s, job: Job, until: datetime, report: CycleReport | None) -> None:
-        amount = self.meter.charge(s, job, until)
+    def _charge(self, s, job: Job, until: datetime, report: CycleReport | None, rows: list | None = None) -> None:
+        amount = self.meter.charge(s, job, until, rows)
         if report is not None and amount > 0:
             report.usage[job.account_id] = report.usage.get(job.account_id, 0.0) + amount
 
-    def _settle(self, completions: list[Completion], now: datetime, report: CycleReport) -> None:
+    def _settle(self, s, completions: list[Completion], now: datetime, report: CycleReport) -> None:
         if not completions:
             return
-        if any(c.infrastructure for c in completions):
-            self._last_capacity = float("-inf")  # a node may have gone: look again now
-        with session_scope(self.engine) as s:
-            rows = {j.id: j for j in active_jobs(s, [c.job_id for c in completions])}
-            for c in completions:
-                job = rows.get(c.job_id)
-                if job is None or job.state != JobState.RUNNING or job.attempts != c.attempt:
-                    self.meter.forget(c.job_id)
-                    continue  # already settled (cancelled or preempted) by someone else
-                end = apply.ts(c.result["task_finished_at"]) if c.ok and c.result else now
-                self._charge(s, job, end, report)
-                self.meter.forget(job.id)
-                try:
-                    if c.ok:
-                        state = apply.finish(s, job, ok=True, at=end, result=c.result, error=None)
-                        report.ray_start_delays.append(c.result.get("ray_start_delay_s", 0.0))
-                    elif c.infrastructure or c.cancelled:
-                        saved = settle_attempt(self.executor.results_dir, job.id, job.attempts)
-                        if saved is not None:  # it finished before its worker went away
-                            state = apply.finish(s, job, ok=True, at=end, result=saved, error=None)
-                        elif job.attempts >= self.retry_limit:
-                            state = apply.finish(s, job, ok=False, at=now, result=None,
-                                                 error=f"gave up after {job.attempts} attempts: {c.error}")
-                        else:
-                            apply.requeue(s, job, at=now, event="requeued",
-                                          message=f"attempt {job.attempts} lost its worker or node: {c.error}")
-                            report.requeued += 1
-                            continue
+        rows = {j.id: j for j in active_jobs(s, [c.job_id for c in completions])}
+        usage: list[dict] = []
+        succeeded = []  # the common case, recorded together: (job, end, result)
+        for c in completions:
+            job = rows.get(c.job_id)
+            if job is None or job.state != JobState.RUNNING or job.attempts != c.attempt:
+                self.meter.forget(c.job_id)
+                continue  # already settled (cancelled or preempted) by someone else
+            end = apply.ts(c.result["task_finished_at"]) if c.ok and c.result else now
+            self._charge(s, job, end, report, usage)
+            self.meter.forget(job.id)
+            if c.ok:
+                succeeded.append((job, end, c.result))
+                continue
+            try:
+                if c.infrastructure or c.cancelled:
+                    saved = settle_attempt(self.executor.results_dir, job.id, job.attempts)
+                    if saved is not None:  # it finished before its worker went away
+                        state = apply.finish(s, job, ok=True, at=end, result=saved, error=None)
+                    elif job.attempts >= self.retry_limit:
+                        state = apply.finish(s, job, ok=False, at=now, result=None,
+                                             error=f"gave up after {job.attempts} attempts: {c.error}")
                     else:
-                        state = apply.finish(s, job, ok=False, at=now, result=None, error=c.error)
-                    report.finished += 1
-                    report.finishes.append((job.account_id, state.value))
-                except StaleJob:
-                    continue
+                        apply.requeue(s, job, at=now, event="requeued",
+                                      message=f"attempt {job.attempts} lost its worker or node: {c.error}")
+                        report.requeued += 1
+                        continue
+                else:
+                    state = apply.finish(s, job, ok=False, at=now, result=None, error=c.error)
+                report.finished += 1
+                report.finishes.append((job.account_id, state.value))
+            except StaleJob:
+                continue
+        done = apply.finish_ok_many(s, succeeded)
+        for job, _end, result in succeeded:
+            if job.id in done:
+                report.finished += 1
+                report.finishes.append((job.account_id, JobState.SUCCEEDED.value))
+                report.ray_start_delays.append(result.get("ray_start_delay_s", 0.0))
+        apply.insert_usage(s, usage)
 
-    def _reconcile(self, now: datetime, report: CycleReport) -> None:
+    def _reconcile(self, s, loaded, now: datetime, report: CycleReport) -> tuple[list[int], list[int]]:
+        """The database side of reconcile, on the rows just loaded: returns the attempts to
+        stop in Ray (their jobs were cancelled or settled meanwhile) and those whose node left."""
         tracked = dict(self.executor.attempts)
         if not tracked:
-            return
-        with session_scope(self.engine) as s:
-            rows = active_jobs(s, list(tracked))
-            live_nodes = {n.name for n in s.exec(select(Node).where(Node.active)).all()}
-            for job in rows:
-                att = tracked[job.id]
-                if job.state != JobState.RUNNING or job.attempts != att.attempt:
-                    # cancelled through the API (or otherwise settled): stop it in Ray
-                    if job.state.is_finished() and job.finished_at is not None:
-                        self._charge(s, job, job.finished_at, report)
-                        report.finishes.append((job.account_id, job.state.value))
-                    self.meter.forget(job.id)
-                    self.executor.cancel(job.id)
-                    self.executor.forget(job.id)
-                elif job.node not in live_nodes and self.discover:
-                    self.executor.cancel(job.id)  # its node left: Ray reports it, settle requeues
+            return [], []
+        stop, gone = [], []
+        live_nodes = {n.name for n in s.exec(select(Node).where(Node.active)).all()} if self.discover else set()
+        missing = [i for i in tracked if i not in loaded.jobs]  # finished or cancelled since
+        rows = list(active_jobs(s, missing)) if missing else []
+        for job in rows:
+            if job.state.is_finished() and job.finished_at is not None:
+                self._charge(s, job, job.finished_at, report)
+                report.finishes.append((job.account_id, job.state.value))
+        stop.extend(missing)
+        for job_id, att in tracked.items():
+            job = loaded.jobs.get(job_id)
+            if job is None:
+                continue
+            if job.state != JobState.RUNNING or job.attempts != att.attempt:
+                stop.append(job_id)  # settled by someone else (requeued): stop it in Ray
+            elif self.discover and job.node not in live_nodes:
+                gone.append(job_id)
+        for job_id in stop:
+            self.meter.forget(job_id)
+        return stop, gone
 
-    def _apply(self, decision: quota.Decision, loaded, now: datetime, report: CycleReport) -> None:
+    def _preempt_then_admit(self, decision: quota.Decision, loaded, now: datetime, report: CycleReport) -> list:
         jobs = loaded.jobs
         victims = [p.job_id for p in decision.preemptions]
-        if victims:
-            for job_id in victims:
-                self.executor.cancel(job_id)
-            with session_scope(self.engine) as s:
-                for p in decision.preemptions:
-                    job = jobs.get(p.job_id)
-                    if job is None or job.state != JobState.RUNNING:
-                        continue
-                    self._charge(s, job, now, report)
-                    self.meter.forget(job.id)
-                    try:
-                        done = settle_attempt(self.executor.results_dir, job.id, job.attempts)
-                        if done is not None:  # it finished just before it was stopped
-                            state = apply.finish(s, job, ok=True, at=now, result=done, error=None)
-                            report.finished += 1
-                            report.finishes.append((job.account_id, state.value))
-                            continue
-                        apply.requeue(s, job, at=now, event="preempted", message=p.reason)
-                        report.preempted += 1
-                        report.preemptions.append((job.account_id, p.reason))
-                    except StaleJob:
-                        pass
-            self.executor.wait_gone(victims, timeout=10.0)
-            for job_id in victims:
-                self.executor.forget(job_id)
-        started = []
+        for job_id in victims:
+            self.executor.cancel(job_id)
         with session_scope(self.engine) as s:
-            for adm in decision.admissions:
-                job = jobs.get(adm.request_id)
-                if job is None:
+            for p in decision.preemptions:
+                job = jobs.get(p.job_id)
+                if job is None or job.state != JobState.RUNNING:
                     continue
+                self._charge(s, job, now, report)
+                self.meter.forget(job.id)
                 try:
-                    apply.admit(s, job, node=adm.node, gpu_slices=adm.gpu_slices, at=now)
+                    done = settle_attempt(self.executor.results_dir, job.id, job.attempts)
+                    if done is not None:  # it finished just before it was stopped
+                        state = apply.finish(s, job, ok=True, at=now, result=done, error=None)
+                        report.finished += 1
+                        report.finishes.append((job.account_id, state.value))
+                        continue
+                    apply.requeue(s, job, at=now, event="preempted", message=p.reason)
+                    report.preempted += 1
+                    report.preemptions.append((job.account_id, p.reason))
                 except StaleJob:
-                    continue
-                started.append((job, adm))
-            waiting = {jid: (w.reason, w.message) for jid, w in decision.waiting.items()}
-            current = {j.id: (j.reason, j.reason_message) for j in jobs.values() if j.state == JobState.PENDING}
-            apply.set_reasons(s, waiting, current)
+                    pass
+        self.executor.wait_gone(victims, timeout=10.0)
+        for job_id in victims:
+            self.executor.forget(job_id)
+        with session_scope(self.engine) as s:
+            started, reasons = self._admit(s, decision, loaded, now)
+        self.loader.note_reasons(reasons)
+        return started
+
+    def _admit(self, s, decision: quota.Decision, loaded, now: datetime) -> tuple[list, dict]:
+        """Mark the admitted jobs RUNNING and store every waiting job's reason (no Ray call);
+        returns the jobs to start and the reasons written."""
+        jobs = loaded.jobs
+        chosen = [(jobs[adm.request_id], adm) for adm in decision.admissions if adm.request_id in jobs]
+        admitted = apply.admit_many(s, [(job, adm.node, adm.gpu_slices) for job, adm in chosen], at=now)
+        started = [(job, adm) for job, adm in chosen if job.id in admitted]
+        waiting = {jid: (w.reason, w.message) for jid, w in decision.waiting.items()}
+        current = {j.id: (j.reason, j.reason_message) for j in jobs.values() if j.state == JobState.PENDING}
+        return started, apply.set_reasons(s, waiting, current)
+
+    def _start(self, started: list, now: datetime, report: CycleReport) -> None:
         for job, adm in started:  # after commit: a crash here leaves RUNNING rows that recover() requeues
             payload = {"model": job.model, "framework": job.framework, "mode": job.mode, "spec": job.spec}
             try:

@@ -137,6 +137,15 @@ class SnapshotLoader:
         return Loaded(snap, rows, {v: k for k, v in names.items()})
 
 
+    def note_reasons(self, reasons: Mapping[int, tuple[str | None, str | None]]) -> None:
+        """Remember the pending reasons the caller has just committed (writing a reason does
+        not bump a job's version, so the rows kept would otherwise hold the old one)."""
+        for job_id, (reason, message) in reasons.items():
+            row = self._rows.get(job_id)
+            if row is not None:
+                self._rows[job_id] = row._replace(reason=reason, reason_message=message)
+
+
 def load_snapshot(session: Session, now: datetime, config=None, usage: Mapping[str, float] | None = None) -> Loaded:
     """A fresh load (no state kept between calls)."""
     return SnapshotLoader().load(session, now, config=config, usage=usage)

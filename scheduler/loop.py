@@ -77,7 +77,7 @@ class SchedulingLoop:
         self._last_meter = 0.0
         self._last_capacity = float("-inf")
         self.capacity_period_s = 2.0
-        self.gather_s = 0.01  # after a completion, how long to wait for more before cycling
+        self.gather_s = 0.02  # after a completion, how long to wait for more before cycling
         self._unsettled: list[Completion] = []  # collected, but the cycle failed before recording them
         self._wake = threading.Event()
         self._stop = threading.Event()

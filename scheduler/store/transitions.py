@@ -178,14 +178,14 @@ def transition_many(session: Session, moves: list[Move], to: JobState, *, event:
             raise TypeError(f"transition() cannot set {sorted(unknown)}")
         groups.setdefault((current, tuple(sorted(m.fields))), []).append(m)
     done: list[Move] = []
-    conn = session.connection()
     for (current, names), group in groups.items():
-        if len(group) > 1 and conn.dialect.supports_sane_multi_rowcount:
+        if len(group) > 1 and session.get_bind().dialect.supports_sane_multi_rowcount:
             stmt = _update_statement(current, to, to is P and kind == "preempted", names)
             params = [{"job_id": m.job.id, "job_version": m.job.version, "from_state": current, "new_state": to,
                        "new_reason": None, "new_message": m.message, "at": m.at, "empty_slices": [],
                        **{f"f_{n}": m.fields[n] for n in names}} for m in group]
             savepoint = session.begin_nested()
+            conn = session.connection()  # emits the SAVEPOINT
             if conn.execute(stmt, params).rowcount == len(group):
                 conn.execute(_EVENTS.insert(), [{"job_id": m.job.id, "kind": kind, "message": m.message,
                                                  "at": m.at} for m in group])

@@ -88,7 +88,7 @@ def test_builtin_kinds_validate_against_kubernetes_schemas(kv):
                 continue
             kv.validate(d, K8S_VERSION, strict=True)
             seen.append(d["kind"])
-    assert sorted(seen) == ["Deployment", "Namespace", "Secret", "Secret", "Service"]
+    assert sorted(seen) == ["Deployment", "Namespace", "PersistentVolumeClaim", "Secret", "Secret", "Service"]
 
 
 def test_raycluster_validates_against_the_crd_schema(kv):
@@ -215,3 +215,21 @@ def test_compose_wires_prometheus_and_grafana_to_each_other():
     ds = yaml.safe_load((DEPLOY / "grafana" / "provisioning" / "datasources" / "prometheus.yaml").read_text())
     assert ds["datasources"][0]["url"] == "http://prometheus:9090"
     assert "127.0.0.1:9090:9090" in c["services"]["prometheus"]["ports"]
+
+
+def test_server_and_every_ray_pod_share_the_state_volume():
+    """Results and fences live in the state directory: on a cluster it must be one
+    ReadWriteMany volume mounted at the server's --state-dir in every pod."""
+    pvc = by_kind("PersistentVolumeClaim")
+    assert pvc["spec"]["accessModes"] == ["ReadWriteMany"]
+    dep = by_kind("Deployment")
+    args = dep["spec"]["template"]["spec"]["containers"][0]["args"]
+    state_dir = next(a.split("=", 1)[1] for a in args if a.startswith("--state-dir="))
+    rc = by_kind("RayCluster")
+    pods = [dep["spec"]["template"]["spec"], rc["spec"]["headGroupSpec"]["template"]["spec"]]
+    pods += [g["template"]["spec"] for g in rc["spec"]["workerGroupSpecs"]]
+    for pod in pods:
+        claims = {v["name"]: v["persistentVolumeClaim"]["claimName"] for v in pod["volumes"]
+                  if "persistentVolumeClaim" in v}
+        mounts = {m["mountPath"]: m["name"] for c in pod["containers"] for m in c.get("volumeMounts", [])}
+        assert claims.get(mounts.get(state_dir)) == pvc["metadata"]["name"], pod["containers"][0]["name"]

@@ -4,6 +4,7 @@ waits for its jobs to end, so tests do not overlap."""
 from __future__ import annotations
 
 import json
+from datetime import datetime
 
 import pytest
 from click.testing import CliRunner
@@ -121,7 +122,13 @@ def test_usage_is_charged_in_slice_seconds(server):
         return row["raw_usage"] if row["raw_usage"] > 0 else None
 
     used = wait_for(charged, what="usage records")
-    assert used == pytest.approx(2 * 2 * 1.0, rel=0.25)  # 2 jobs x 2 slices x ~1 s
+    # a job holds its slices from admission to the end of its task: charged exactly that
+    held = 0.0
+    for job in jobs(c).values():
+        started = datetime.fromisoformat(job["started_at"]).timestamp()
+        held += job["slices"] * (job["result"]["task_finished_at"] - started)
+    assert used == pytest.approx(held, rel=1e-6)
+    assert used >= 2 * 2 * 1.0  # 2 jobs x 2 slices x at least the 1 s they held
 
 
 def test_stop_requeues_running_jobs(tmp_path):

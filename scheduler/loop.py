@@ -182,21 +182,28 @@ class SchedulingLoop:
         if self.discover and time.monotonic() - self._last_capacity >= self.capacity_period_s:
             self._last_capacity = time.monotonic()
             self.refresh_capacity(now)
-        # 2, 3, 5 and (without preemptions) 6 in one short transaction, no network call in it
+        # 2. settle (a short write transaction), 5. load (a read-only one: on SQLite it
+        # holds no lock, so the API is not kept waiting while the policy thinks), then
+        # decide outside any transaction, then 3 and (without preemptions) 6 in one short
+        # write transaction. Admissions are guarded by each job's version, so a job the
+        # API changed meanwhile is skipped, not overwritten. No network call in any of them.
         started: list = []
         reasons: dict = {}
-        with session_scope(self.engine) as s:
-            self._settle(s, completions, now, report)
+        if completions:
+            with session_scope(self.engine) as s:
+                self._settle(s, completions, now, report)
+        self._unsettled = []
+        with session_scope(self.engine, readonly=True) as s:
             half_life = policy_settings(s).half_life_s
             by_id = self.meter.usage.get(s, now, half_life, time.monotonic())
             names = dict(s.connection().execute(select(Account.id, Account.name)).all())
             usage = {names[i]: v for i, v in by_id.items() if i in names}
             loaded = self.loader.load(s, now, usage=usage)
+        decision = quota.decide(loaded.snapshot)
+        with session_scope(self.engine) as s:
             stop, gone = self._reconcile(s, loaded, now, report)
-            decision = quota.decide(loaded.snapshot)
             if not decision.preemptions:
                 started, reasons = self._admit(s, decision, loaded, now)
-        self._unsettled = []
         self.loader.note_reasons(reasons)
         report.decision, report.snapshot = decision, loaded.snapshot
         # 3. Ray side of reconcile: stop attempts the API cancelled, or whose node left

@@ -124,7 +124,13 @@ def _sqlite_engine(url: URL) -> Engine:
 
     @event.listens_for(engine, "begin")
     def _on_begin(conn) -> None:
-        conn.exec_driver_sql("BEGIN IMMEDIATE")
+        # Writers take the write lock up front (a deferred transaction that reads, then
+        # writes, can fail at once with "database is locked"). A read-only scope begins
+        # deferred: in WAL mode it reads a consistent snapshot and blocks no writer.
+        if conn.get_execution_options().get(READONLY_OPTION):
+            conn.exec_driver_sql("BEGIN")
+        else:
+            conn.exec_driver_sql("BEGIN IMMEDIATE")
 
     return engine
 
@@ -136,14 +142,20 @@ def _postgres_engine(url: URL) -> Engine:
     return sa.create_engine(url, pool_pre_ping=True, connect_args=connect_args)
 
 
+READONLY_OPTION = "fairgpu_readonly"
+
+
 @contextmanager
-def session_scope(engine: Engine) -> Iterator[Session]:
+def session_scope(engine: Engine, *, readonly: bool = False) -> Iterator[Session]:
     """A session that commits on success and rolls back on error.
 
     Objects stay readable after the block (``expire_on_commit=False``), so a
     worker can load in one short transaction and apply in another.
+    ``readonly=True`` is for transactions that only read: on SQLite they do not take
+    the write lock (nothing stops them from writing, so do not).
     """
-    session = Session(engine, expire_on_commit=False)
+    bind = engine.execution_options(**{READONLY_OPTION: True}) if readonly else engine
+    session = Session(bind, expire_on_commit=False)
     try:
         yield session
         session.commit()

@@ -7,33 +7,15 @@ command must exit 1; otherwise it must exit 0.
 """
 from __future__ import annotations
 
-import re
 import shlex
 from pathlib import Path
 
 from click.testing import CliRunner
 
 from scheduler.cli import main
+from doc_examples import examples, squash
 
 DOC = Path(__file__).resolve().parents[2] / "docs" / "admin.md"
-
-
-def examples(text: str):
-    for block in re.findall(r"```console\n(.*?)```", text, re.S):
-        cmd, expected = None, []
-        for line in block.splitlines():
-            if line.startswith("$ "):
-                if cmd:
-                    yield cmd, expected
-                cmd, expected = line[2:], []
-            elif line.strip():
-                expected.append(line)
-        if cmd:
-            yield cmd, expected
-
-
-def squash(s: str) -> str:
-    return " ".join(s.split())
 
 
 def test_every_admin_example_runs(tmp_path, monkeypatch):

@@ -19,6 +19,7 @@ from click.testing import CliRunner
 
 from live_server import now, start
 from scheduler.cli import main
+from doc_examples import examples, squash
 
 DOC = Path(__file__).resolve().parents[2] / "docs" / "institutions.md"
 PAGE_URL, PAGE_TOKEN = "http://127.0.0.1:8470", "fg_YOUR_TOKEN"
@@ -43,24 +44,6 @@ def doc_server(tmp_path_factory):
     server = start(tmp_path_factory.mktemp("doc") / "fairgpu.db", seed=seed)
     yield server
     server.stop()
-
-
-def examples(text: str):
-    for block in re.findall(r"```console\n(.*?)```", text, re.S):
-        cmd, expected = None, []
-        for line in block.splitlines():
-            if line.startswith("$ "):
-                if cmd:
-                    yield cmd, expected
-                cmd, expected = line[2:], []
-            elif line.strip():
-                expected.append(line)
-        if cmd:
-            yield cmd, expected
-
-
-def squash(s: str) -> str:
-    return " ".join(s.split())
 
 
 def matches(line: str, output: str) -> bool:

@@ -168,14 +168,19 @@ class Embedded:
             time.sleep(0.05)
         return self
 
-    def serve_foreground(self) -> None:
-        """`fairgpu up`: serve until SIGTERM or Ctrl-C, then stop cleanly."""
+    def serve_foreground(self, announce: Callable[["Embedded"], None] | None = None) -> int:
+        """`fairgpu up`: serve until SIGTERM or Ctrl-C, then stop cleanly. `announce` is
+        called once the core is up (recovered, capacity known), before the loop starts.
+        Returns how many running jobs were queued again on the way out."""
         self.start_core()
+        if announce is not None:
+            announce(self)
         self.start_loop()
         try:
             self.make_server(install_signal_handlers=True).run()
         finally:
-            self.stop()
+            requeued = self.stop()
+        return requeued
 
     # -- stop -----------------------------------------------------------------------
     def stop(self) -> int:

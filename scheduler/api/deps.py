@@ -26,21 +26,15 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from sqlmodel import Session
 
 from scheduler.services.auth import Principal, authenticate
+from scheduler.store import session_scope
 
 _AFTER_COMMIT = "fairgpu.after_commit"
 
 
 async def db_session(request: Request) -> AsyncIterator[Session]:
-    session = Session(request.app.state.engine, expire_on_commit=False)
-    try:
+    with session_scope(request.app.state.engine) as session:
         yield session
-        session.commit()
-    except BaseException:
-        session.rollback()
-        raise
-    finally:
-        session.close()
-    for callback in session.info.get(_AFTER_COMMIT, ()):
+    for callback in session.info.get(_AFTER_COMMIT, ()):  # only after a commit
         callback()
 
 

@@ -33,19 +33,17 @@ def up(db_url, ray_address, gpus, gpu_type, slices_per_gpu, host, port, state_di
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     server = Embedded(db_url=db_url, state_dir=state_dir or default_state_dir(), ray_address=ray_address,
                       gpus=gpus, gpu_type=gpu_type, slices_per_gpu=slices_per_gpu, host=host, port=port)
-    server.start_core()
-    rec = server.recovered
-    if rec["finished"] or rec["requeued"]:
-        info(f"recovered: {rec['finished']} job(s) had finished, {rec['requeued']} queued again")
-    if server.admin_token:
-        info(f"admin token written to {server.admin_token_path} (readable by you only)")
-    info(f"fairgpu is up: API {server.url}  metrics {server.url}/metrics  (Ctrl-C to stop)")
-    server.start_loop()
-    try:
-        server.make_server(install_signal_handlers=True).run()
-    finally:
-        n = server.stop()
-        info(f"stopped; {n} running job(s) queued again")
+
+    def announce(s: Embedded) -> None:
+        rec = s.recovered
+        if rec["finished"] or rec["requeued"]:
+            info(f"recovered: {rec['finished']} job(s) had finished, {rec['requeued']} queued again")
+        if s.admin_token:
+            info(f"admin token written to {s.admin_token_path} (readable by you only)")
+        info(f"fairgpu is up: API {s.url}  metrics {s.url}/metrics  (Ctrl-C to stop)")
+
+    n = server.serve_foreground(announce)
+    info(f"stopped; {n} running job(s) queued again")
 
 
 @click.command()

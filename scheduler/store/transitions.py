@@ -209,6 +209,15 @@ def add_event(session: Session, job_id: int, kind: str, message: str | None, at:
     session.connection().execute(_EVENTS.insert(), {"job_id": job_id, "kind": kind, "message": message, "at": at})
 
 
+def _new_job(*, account_id: int, model: str, framework: str | None, mode: str, slices: int,
+             spec: dict[str, Any], at: datetime) -> Job:
+    """A PENDING job as submitted: queue_seq is the submission time (see submit_job)."""
+    if slices <= 0:
+        raise StoreError(f"a job needs at least one slice, not {slices}")
+    return Job(account_id=account_id, model=model, framework=framework, mode=mode, slices=slices,
+               spec=dict(spec), state=JobState.PENDING, queue_seq=at.timestamp(), submitted_at=at)
+
+
 def submit_job(
     session: Session,
     *,
@@ -226,12 +235,8 @@ def submit_job(
     submission within an account, ties broken by ``id`` (order by
     ``(queue_seq, id)``). A requeued job may be given a smaller seq to go first.
     """
-    if slices <= 0:
-        raise StoreError(f"a job needs at least one slice, not {slices}")
-    job = Job(
-        account_id=account_id, model=model, framework=framework, mode=mode, slices=slices,
-        spec=dict(spec), state=JobState.PENDING, queue_seq=at.timestamp(), submitted_at=at,
-    )
+    job = _new_job(account_id=account_id, model=model, framework=framework, mode=mode, slices=slices,
+                   spec=spec, at=at)
     session.add(job)
     session.flush()
     add_event(session, job.id, "submitted", None, at)
@@ -254,14 +259,10 @@ def submit_jobs(
     """A job array: ``count`` identical PENDING jobs and their "submitted" events, in
     two multi-row INSERTs. Each job is like one from ``submit_job`` (same ``queue_seq``:
     FIFO among them by id). Returns the ids in ascending order."""
-    if slices <= 0:
-        raise StoreError(f"a job needs at least one slice, not {slices}")
     if count <= 0:
         raise StoreError(f"a job array needs at least one job, not {count}")
-    row = Job(
-        account_id=account_id, model=model, framework=framework, mode=mode, slices=slices,
-        spec=dict(spec), state=JobState.PENDING, queue_seq=at.timestamp(), submitted_at=at,
-    ).model_dump(exclude={"id"})
+    row = _new_job(account_id=account_id, model=model, framework=framework, mode=mode, slices=slices,
+                   spec=spec, at=at).model_dump(exclude={"id"})
     conn = session.connection()
     stmt = _JOBS.insert().returning(_JOBS.c.id, sort_by_parameter_order=True)
     ids = [r[0] for r in conn.execute(stmt, [dict(row) for _ in range(count)])]

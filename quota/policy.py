@@ -26,7 +26,7 @@ from typing import Collection, Mapping, Sequence
 from quota import fairshare
 from quota.capacity import Capacity, FreeSlices
 from quota.entitlement import entitlements
-from quota.ordering import EPS, AccountState, key_for, static_limits
+from quota.ordering import AccountState, key_for, static_limits
 from quota.preemption import reclaim
 from quota.snapshot import (
     FRAGMENTATION,

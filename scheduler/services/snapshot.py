@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, Mapping, NamedTuple
+from typing import Mapping, NamedTuple
 
 import sqlalchemy as sa
 from sqlmodel import Session

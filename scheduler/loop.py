@@ -32,9 +32,8 @@ import quota
 from scheduler import apply
 from scheduler.executor import Completion, RayExecutor
 from scheduler.services.capacity import set_node, slices_per_gpu_for
-from scheduler.services.settings import policy_settings
 from scheduler.services.snapshot import SnapshotLoader, active_jobs
-from scheduler.store import Account, Job, JobState, Node, StaleJob, session_scope
+from scheduler.store import Job, JobState, Node, StaleJob, session_scope
 from scheduler.tasks import settle_attempt
 
 log = logging.getLogger("fairgpu.loop")
@@ -58,6 +57,7 @@ class CycleReport:
     preemptions: list[tuple[int, str]] = field(default_factory=list)  # (account_id, reason)
     finishes: list[tuple[int, str]] = field(default_factory=list)  # (account_id, final state)
     usage: dict[int, float] = field(default_factory=dict)  # account_id -> slice-seconds charged
+    phases: dict[str, float] = field(default_factory=dict)  # seconds spent in each phase of the cycle
 
 
 class SchedulingLoop:
@@ -78,6 +78,7 @@ class SchedulingLoop:
         self._last_capacity = float("-inf")
         self.capacity_period_s = 2.0
         self.gather_s = 0.02  # after a completion, how long to wait for more before cycling
+        self.wake_gather_s = 0.01  # after a submission or cancel, how long to wait for more
         self._unsettled: list[Completion] = []  # collected, but the cycle failed before recording them
         self._wake = threading.Event()
         self._stop = threading.Event()
@@ -92,8 +93,10 @@ class SchedulingLoop:
         self._wake.set()
 
     def run(self, period_s: float = 1.0) -> None:
-        """Cycle until stop(): after each cycle, wait for a completion, a wake-up or the period."""
+        """Cycle until stop(): after each cycle, wait for a completion, a wake-up or the period.
+        A wake-up that comes while a cycle runs is not lost (it is cleared before the cycle)."""
         while not self._stop.is_set():
+            self._wake.clear()
             try:
                 self.cycle()
             except Exception:  # keep scheduling; the next cycle starts from the database again
@@ -101,13 +104,14 @@ class SchedulingLoop:
                 time.sleep(0.5)
             if self._stop.is_set():
                 break
-            self._wake.clear()
             self._idle(period_s)
 
     def _idle(self, period_s: float) -> None:
         """Wait for a completion, a wake-up or the period. After the first completion, wait
         up to `gather_s` more for the other running attempts, so one cycle settles (and
-        refills) a batch of completions rather than one."""
+        refills) a batch of completions rather than one; after a wake-up (a submission or
+        a cancel), `wake_gather_s` more, so a burst of submissions is decided together
+        rather than one cycle each."""
         deadline = time.monotonic() + period_s
         while not self._stop.is_set() and not self._wake.is_set():
             left = deadline - time.monotonic()
@@ -118,6 +122,8 @@ class SchedulingLoop:
             elif self.executor.wait(min(0.05, left)):
                 self.executor.wait(self.gather_s, every=True)
                 return
+        if self._wake.is_set() and self.wake_gather_s > 0:
+            self._stop.wait(self.wake_gather_s)
 
     # -- recovery ---------------------------------------------------------------------
     def recover(self) -> dict[str, int]:
@@ -182,28 +188,35 @@ class SchedulingLoop:
         if self.discover and time.monotonic() - self._last_capacity >= self.capacity_period_s:
             self._last_capacity = time.monotonic()
             self.refresh_capacity(now)
-        # 2. settle (a short write transaction), 5. load (a read-only one: on SQLite it
-        # holds no lock, so the API is not kept waiting while the policy thinks), then
-        # decide outside any transaction, then 3 and (without preemptions) 6 in one short
-        # write transaction. Admissions are guarded by each job's version, so a job the
-        # API changed meanwhile is skipped, not overwritten. No network call in any of them.
+        # 2. settle, 5. load and decide, 3. and (without preemptions) 6. admit, all in one
+        # short write transaction: no network call inside it, the policy inputs that did not
+        # change are not rebuilt, and only jobs whose version moved are re-read. Admissions
+        # are guarded by each job's version like every status change.
         started: list = []
         reasons: dict = {}
-        if completions:
-            with session_scope(self.engine) as s:
-                self._settle(s, completions, now, report)
-        self._unsettled = []
-        with session_scope(self.engine, readonly=True) as s:
-            half_life = policy_settings(s).half_life_s
-            by_id = self.meter.usage.get(s, now, half_life, time.monotonic())
-            names = dict(s.connection().execute(select(Account.id, Account.name)).all())
-            usage = {names[i]: v for i, v in by_id.items() if i in names}
-            loaded = self.loader.load(s, now, usage=usage)
-        decision = quota.decide(loaded.snapshot)
+        phases = report.phases
+        mark = time.perf_counter()
+
+        def lap(name: str) -> None:
+            nonlocal mark
+            now_ = time.perf_counter()
+            phases[name] = phases.get(name, 0.0) + now_ - mark
+            mark = now_
+
+        lap("collect")
         with session_scope(self.engine) as s:
+            if completions:
+                self._settle(s, completions, now, report)
+            lap("settle")
+            loaded = self.loader.load(s, now, usage_by_id=lambda h: self.meter.usage.get(s, now, h, time.monotonic()))
+            lap("load")
+            decision = quota.decide(loaded.snapshot)
+            lap("decide")
             stop, gone = self._reconcile(s, loaded, now, report)
             if not decision.preemptions:
                 started, reasons = self._admit(s, decision, loaded, now)
+        lap("admit")
+        self._unsettled = []
         self.loader.note_reasons(reasons)
         report.decision, report.snapshot = decision, loaded.snapshot
         # 3. Ray side of reconcile: stop attempts the API cancelled, or whose node left
@@ -216,6 +229,7 @@ class SchedulingLoop:
         if decision.preemptions:
             started = self._preempt_then_admit(decision, loaded, now, report)
         self._start(started, now, report)
+        lap("start")
         # 7. meter
         if time.monotonic() - self._last_meter >= self.usage_period_s:
             self._meter(now, report)
@@ -281,7 +295,7 @@ class SchedulingLoop:
         if not tracked:
             return [], []
         stop, gone = [], []
-        live_nodes = {n.name for n in s.exec(select(Node).where(Node.active)).all()} if self.discover else set()
+        live_nodes = {n.name for n in loaded.snapshot.capacity.nodes}  # the active nodes, as loaded
         missing = [i for i in tracked if i not in loaded.jobs]  # finished or cancelled since
         rows = list(active_jobs(s, missing)) if missing else []
         for job in rows:

@@ -1,5 +1,6 @@
-"""Publish each cycle for /metrics: counters move with the cycle's events, and a fresh
-ClusterView (the picture the scrape-time collector reads) replaces the last one.
+"""Publish each cycle for /metrics: counters move with the cycle's events, and the
+cycle's snapshot and decision become the ClusterView the scrape-time collector reads
+(built from them on the first read after the cycle, not by the cycle).
 
 Invariants: no per-job labels; cluster equity measures are over institutions (top-level
 accounts) with demand; reading the view never touches the database (workload results
@@ -47,6 +48,9 @@ class Publisher:
         self._ray_pending = 0
         self.refresh_s = refresh_s
         self._view: ClusterView | None = None
+        self._latest: tuple | None = None  # (report, snapshot, decision) of the last cycle that decided
+        self._view_of: tuple | None = None
+        self._tree = None
         self._names: dict[int, str] = {}
         self._workloads: tuple[WorkloadView, ...] = ()
         self._gpus: tuple = ((), {})
@@ -54,6 +58,12 @@ class Publisher:
         self._refresher: threading.Thread | None = None
 
     def view(self) -> ClusterView | None:
+        """The picture as of the last cycle that loaded a snapshot, built on first read
+        after it (a scrape, the demo's table): cycles only keep their inputs, so a busy
+        loop does not rebuild per-account views nobody reads between two scrapes."""
+        latest = self._latest
+        if latest is not None and (self._view is None or self._view_of is not latest):
+            self._view, self._view_of = self._build_view(*latest), latest
         return self._view
 
     def start(self) -> "Publisher":
@@ -118,9 +128,14 @@ class Publisher:
             m.job_finished(self._name(account_id), state)
         for account_id, amount in report.usage.items():
             m.add_usage(self._name(account_id), amount)
-        snap, decision = report.snapshot, report.decision
-        if snap is None or decision is None:
-            return
+        if report.snapshot is not None and report.decision is not None:
+            if report.snapshot.tree is not self._tree:  # every account's series exist from the start
+                for name in report.snapshot.tree.order:
+                    m.ensure_account(name)
+                self._tree = report.snapshot.tree
+            self._latest = (report, report.snapshot, report.decision)  # one assignment: readers see all or none
+
+    def _build_view(self, report, snap: quota.Snapshot, decision: quota.Decision) -> ClusterView:
         tree = snap.tree
         running = defaultdict(int)
         for job in snap.running:
@@ -141,7 +156,6 @@ class Publisher:
         accounts = []
         for name in tree.order:
             spec = tree.accounts[name]
-            m.ensure_account(name)
             accounts.append(AccountView(
                 name=name, parent=spec.parent, weight=spec.weight, guaranteed_slices=spec.guaranteed,
                 max_slices=spec.cap, entitled_slices=decision.entitled.get(name, 0.0),
@@ -152,7 +166,7 @@ class Publisher:
         jain, dev, gini = equity(snap, decision, usage)
         top_alloc = sum(decision.allocated.get(a, 0) for a in tree.kids(None))
         gpus, nvml_nodes = self._gpus
-        self._view = ClusterView(
+        return ClusterView(
             at=report.at.timestamp(), capacity_slices=snap.capacity.total_slices,
             free_slices=max(0, snap.capacity.total_slices - top_alloc), jain_index=jain,
             max_share_deviation=dev, usage_gini=gini, ray_pending_tasks=self._ray_pending, accounts=tuple(accounts),

@@ -10,8 +10,8 @@ Invariants:
   a job is never run to completion twice, even if an orphaned worker lives on.
 - The task reports when it really started (`task_started_at`, epoch seconds), so the
   server can measure the delay between handing a job to Ray and Ray starting it; and
-  it creates `results_dir/<job>-<attempt>.started` as it starts, so the server can see
-  tasks Ray holds unstarted (a file, not an actor call: an actor every task calls
+  it creates `results_dir/<job>-<attempt>.started` as it starts (and removes it once its
+  result is published), so the server can see tasks Ray holds unstarted (a file, not an actor call: an actor every task calls
   cost more than the rest of a short task together).
 - torch and TensorFlow are imported only when a workload runs.
 """
@@ -112,4 +112,6 @@ def run_job(payload: dict) -> dict:
     }
     if not payload.get("no_result_file"):
         _write_result(payload["results_dir"], payload["job_id"], payload["attempt"], result)
+    if payload.get("mark_start"):  # done with: the server need not remove it (it does if the task fails)
+        marker.unlink(missing_ok=True)
     return result

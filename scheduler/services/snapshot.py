@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Mapping, NamedTuple
+from typing import Callable, Mapping, NamedTuple
 
 import sqlalchemy as sa
 from sqlmodel import Session
@@ -20,7 +20,7 @@ from scheduler.services.accounts import load_tree
 from scheduler.services.capacity import load_capacity
 from scheduler.services.settings import policy_settings
 from scheduler.services.usage import decayed_by_account
-from scheduler.store import Account, Job, JobState
+from scheduler.store import Account, Job, JobState, Node, Setting
 
 _J = Job.__table__.c
 # JSON columns come back as text and are decoded only when used (every waiting job is read
@@ -83,25 +83,60 @@ class Loaded:
     account_ids: dict[str, int]
 
 
+_A = Account.__table__.c
+_N = Node.__table__.c
+_S = Setting.__table__.c
+_ACCOUNT_ROWS = sa.select(_A.id, _A.name, _A.parent_id, _A.weight, _A.guaranteed_slices, _A.max_slices,
+                          _A.max_pending).order_by(_A.id)
+_NODE_ROWS = sa.select(_N.name, _N.gpus, _N.slices_per_gpu, _N.gpu_type).where(_N.active == sa.true()).order_by(_N.name)
+_SETTING_ROWS = sa.select(_S.key, _S.value).order_by(_S.key)
+
+
 class SnapshotLoader:
     """Loads snapshots cycle after cycle, re-reading only the active jobs that changed.
 
     Each load reads (id, version) of every active job, then full rows only for jobs that
     are new or whose version moved (every status change bumps the version, so a job the
-    API cancelled or the loop admitted is re-read). Accounts, capacity and settings are
-    small and read every time. The result equals a fresh load (tests check it).
+    API cancelled or the loop admitted is re-read). Accounts, active nodes and settings
+    are small and their raw rows are read every time, but the tree, capacity and policy
+    settings built from them are rebuilt only when those rows differ from the last load.
+    The result equals a fresh load (tests check it).
     """
 
     def __init__(self) -> None:
         self._rows: dict[int, JobRow] = {}
         self._requests: dict[int, tuple[int, str, bool, object]] = {}  # id -> (version, account, ft, request)
+        self._inputs: dict[str, tuple[object, object]] = {}  # kind -> (raw rows, what was built from them)
 
-    def load(self, session: Session, now: datetime, config=None, usage: Mapping[str, float] | None = None) -> Loaded:
-        settings = policy_settings(session)
-        tree = load_tree(session)
-        capacity = load_capacity(session)
+    def _cached(self, kind: str, raw, build):
+        hit = self._inputs.get(kind)
+        if hit is not None and hit[0] == raw:
+            return hit[1]
+        built = build(raw)
+        self._inputs[kind] = (raw, built)
+        return built
+
+    def policy_inputs(self, session: Session):
+        """(PolicySettings, AccountTree, Capacity, {account id: name}), each rebuilt only
+        when its rows changed."""
         conn = session.connection()
-        names = dict(conn.execute(sa.select(Account.__table__.c.id, Account.__table__.c.name)).all())
+        settings = self._cached("settings", tuple(conn.execute(_SETTING_ROWS).all()),
+                                lambda _raw: policy_settings(session))
+        accounts = tuple(tuple(r) for r in conn.execute(_ACCOUNT_ROWS).all())
+        tree, names = self._cached("accounts", accounts, lambda _raw: (load_tree(session),
+                                                                      {r[0]: r[1] for r in accounts}))
+        capacity = self._cached("nodes", tuple(tuple(r) for r in conn.execute(_NODE_ROWS).all()),
+                                lambda _raw: load_capacity(session))
+        return settings, tree, capacity, names
+
+    def load(self, session: Session, now: datetime, config=None, usage: Mapping[str, float] | None = None,
+             usage_by_id: Callable[[float], Mapping[int, float]] | None = None) -> Loaded:
+        """`usage` by account name; or `usage_by_id(half_life_s)` by account id; or, with
+        neither, the decayed usage read from the usage records."""
+        settings, tree, capacity, names = self.policy_inputs(session)
+        if usage is None and usage_by_id is not None:
+            usage = {names[i]: v for i, v in usage_by_id(settings.half_life_s).items() if i in names}
+        conn = session.connection()
         versions = dict(conn.execute(
             sa.select(_J.id, _J.version).where(_J.state.in_([JobState.PENDING, JobState.RUNNING]))).all())
         stale = [i for i, v in versions.items() if i not in self._rows or self._rows[i].version != v]
@@ -135,7 +170,6 @@ class SnapshotLoader:
         snap = Snapshot(tree=tree, capacity=capacity, pending=tuple(pending), running=tuple(running),
                         usage=dict(usage), now=now.timestamp(), config=config)
         return Loaded(snap, rows, {v: k for k, v in names.items()})
-
 
     def note_reasons(self, reasons: Mapping[int, tuple[str | None, str | None]]) -> None:
         """Remember the pending reasons the caller has just committed (writing a reason does

@@ -15,6 +15,7 @@ Invariants:
 from __future__ import annotations
 
 import os
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from importlib import resources
@@ -26,6 +27,7 @@ from sqlalchemy.engine import URL, Engine, make_url
 from sqlmodel import Session
 
 ENV_VAR = "FAIRGPU_DB"
+_HOLDS_WRITERS = "fairgpu.holds_writer_lock"
 SQLITE_BUSY_TIMEOUT_S = 30
 PG_CONNECT_TIMEOUT_S = 10
 _PG_ADVISORY_LOCK_KEY = 0x66616972  # "fair": serialises concurrent init_db on PostgreSQL
@@ -122,6 +124,12 @@ def _sqlite_engine(url: URL) -> Engine:
         cur.execute("PRAGMA foreign_keys = ON")
         cur.close()
 
+    # Writers in this process queue on a lock of their own before asking SQLite: a
+    # waiter is woken the moment the writer ahead commits, where SQLite's busy handler
+    # would sleep and poll (1, 2, 5, 10 ... ms). Other processes still meet at SQLite's
+    # lock; the wait here is bounded by the same timeout, then SQLite's handler decides.
+    writers = threading.Lock()
+
     @event.listens_for(engine, "begin")
     def _on_begin(conn) -> None:
         # Writers take the write lock up front (a deferred transaction that reads, then
@@ -129,9 +137,21 @@ def _sqlite_engine(url: URL) -> Engine:
         # deferred: in WAL mode it reads a consistent snapshot and blocks no writer.
         if conn.get_execution_options().get(READONLY_OPTION):
             conn.exec_driver_sql("BEGIN")
-        else:
+            return
+        held = writers.acquire(timeout=SQLITE_BUSY_TIMEOUT_S)
+        conn.info[_HOLDS_WRITERS] = held
+        try:
             conn.exec_driver_sql("BEGIN IMMEDIATE")
+        except BaseException:
+            _release(conn)
+            raise
 
+    def _release(conn) -> None:
+        if conn.info.pop(_HOLDS_WRITERS, False):
+            writers.release()
+
+    event.listen(engine, "commit", _release)
+    event.listen(engine, "rollback", _release)
     return engine
 
 

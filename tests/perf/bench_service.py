@@ -6,9 +6,11 @@
             stream submitted straight to Ray (num_gpus=0.25 each), no fairgpu.
   overhead: 500 zero-length jobs through fairgpu (API, database, scheduling loop, Ray)
             against the same 500 as plain Ray tasks of the same shape; wall time from the
-            first submission to the last completion. fairgpu runs twice: each job its own
-            POST (3 client threads), and each client's jobs as one job array (`count`;
-            still 500 jobs, each scheduled, started, recorded and fenced on its own).
+            first submission to the last completion. Both run on one Ray instance (the
+            fairgpu server joins it), warmed up, in alternating rounds; medians reported.
+            fairgpu runs twice a round: each client's jobs as one job array (`count`;
+            still 500 jobs, each scheduled, started, recorded and fenced on its own), and
+            each job its own POST (3 client threads).
 
 Run: .venv/bin/python tests/perf/bench_service.py fairness|overhead|all [--json]
 """
@@ -90,14 +92,16 @@ def through_fairgpu(stream: list[tuple[str, float]], array: bool = False,
     return wall, intervals, delays
 
 
-def _finished(engine) -> int:
+def _finished(engine, ids=None) -> int:
     import sqlalchemy as sa
 
     from scheduler.store import Job, JobState
 
+    q = sa.select(sa.func.count()).where(Job.state.in_([JobState.SUCCEEDED, JobState.FAILED, JobState.CANCELLED]))
+    if ids is not None:
+        q = q.where(Job.id >= min(ids), Job.id <= max(ids))  # a batch's ids are consecutive enough
     with engine.connect() as conn:  # a plain read: no write lock (session_scope begins IMMEDIATE)
-        return conn.execute(sa.select(sa.func.count()).where(Job.state.in_(
-            [JobState.SUCCEEDED, JobState.FAILED, JobState.CANCELLED]))).scalar_one()
+        return conn.execute(q).scalar_one()
 
 
 def fairness(per_weight: int = 24, seconds: float = 2.0) -> dict:
@@ -117,28 +121,125 @@ def fairness(per_weight: int = 24, seconds: float = 2.0) -> dict:
     return out
 
 
-def overhead(n: int = 500) -> dict:
-    stream = [(INSTITUTIONS[i % 3][0], 0.0) for i in range(n)]
-    ray_wall, _ = plain_ray(stream)
-    per_job, array = {}, {}
-    fg_wall, _, delays = through_fairgpu(stream, timings=per_job)
-    arr_wall, _, _ = through_fairgpu(stream, array=True, timings=array)
-    return {"jobs": n, "plain_ray_wall_s": ray_wall, "fairgpu_wall_s": fg_wall, "ratio": fg_wall / ray_wall,
-            "submit_s": per_job["submit_s"], "fairgpu_array_wall_s": arr_wall, "array_ratio": arr_wall / ray_wall,
-            "array_submit_s": array["submit_s"],
-            "ray_start_delay_p50_s": sorted(delays)[len(delays) // 2] if delays else None}
+def overhead(n: int = 500, rounds: int = 5, warm: int = 500, per_post: bool = True) -> dict:
+    """Plain Ray and fairgpu side by side on one Ray instance: the fairgpu server joins the
+    Ray the benchmark started, so both use the same worker processes. After an untimed
+    warm-up of each path (Ray starts worker processes as the first tasks arrive, at ~1 s of
+    CPU each on a 2-core VM, which would otherwise swamp what is measured), `rounds`
+    rounds each run n zero-length tasks straight to Ray, n jobs through fairgpu as job
+    arrays, and n jobs through fairgpu one POST each, in that order."""
+    import statistics
+
+    import ray
+
+    from scheduler.server import Embedded
+
+    ray.init(num_gpus=GPUS, num_cpus=GPUS * SPG, resources={"accelerator_type:T4": GPUS},
+             include_dashboard=False, logging_level=logging.WARNING, log_to_driver=False)
+
+    @ray.remote(num_gpus=1 / SPG, num_cpus=0, max_calls=0)
+    def hold(seconds: float, submitted: float) -> tuple[float, float, float]:
+        start = time.time()
+        return submitted, start, time.time()
+
+    def plain(count: int) -> float:
+        t0 = time.time()
+        out = ray.get([hold.remote(0.0, time.time()) for _ in range(count)])
+        return max(end for _s, _b, end in out) - t0
+
+    from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+    from scheduler.tasks import run_job
+
+    job_task = ray.remote(max_calls=0)(run_job).options(
+        num_gpus=1 / SPG, num_cpus=0, max_retries=0,
+        scheduling_strategy=NodeAffinitySchedulingStrategy(node_id=ray.get_runtime_context().get_node_id(), soft=False))
+    serial = iter(range(1, 10**9))
+
+    def gated(count: int, results_dir: str) -> float:
+        """Ray under fairgpu's rule and nothing else: a task only when a slice is free (8
+        in flight, the next handed over as one finishes), fairgpu's task body (start
+        marker, result file published by exclusive link); no database, API or policy."""
+        def submit():
+            return job_task.remote({"model": "hold", "spec": {"seconds": 0.0}, "job_id": next(serial), "attempt": 1,
+                                    "results_dir": results_dir, "submitted_at": time.time(), "mark_start": True,
+                                    "num_gpus": 1 / SPG})
+        t0 = time.time()
+        inflight = [submit() for _ in range(min(GPUS * SPG, count))]
+        left, end = count - len(inflight), 0.0
+        while inflight:
+            ready, inflight = ray.wait(inflight, num_returns=1)
+            end = max([end] + [r["task_finished_at"] for r in ray.get(ready)])
+            for _ in ready:
+                if left > 0:
+                    inflight.append(submit())
+                    left -= 1
+        return end - t0
+
+    per = {name: count for name, count in _split(n).items()}
+    walls: dict[str, list[float]] = {"plain_ray": [], "ray_gated": [], "fairgpu_array": [], "fairgpu_per_post": []}
+    submit: dict[str, list[float]] = {"fairgpu_array": [], "fairgpu_per_post": []}
+    with tempfile.TemporaryDirectory() as tmp:
+        server = Embedded(db_url=f"sqlite:///{tmp}/fg.db", state_dir=Path(tmp), gpus=GPUS, port=free_port(),
+                          usage_period_s=5.0)
+        server.start_background()
+        try:
+            tokens = setup_accounts(server.engine, server.clock)
+
+            def through(counts: dict[str, int], array: bool) -> tuple[float, float]:
+                t0 = time.time()
+                ids = set(flood(server.url, tokens, counts, 0.0, array=array))
+                submitted = time.time() - t0
+                while _finished(server.engine, ids) < len(ids):
+                    time.sleep(0.2)  # wall comes from the jobs' own end times, not from this poll
+                intervals, _ = job_intervals(server.engine, ids)
+                return max(i.end for i in intervals) - t0, submitted
+
+            gated_dir = str(Path(tmp) / "gated")
+            plain(warm)
+            gated(warm, gated_dir)
+            through(_split(warm), array=True)
+            for _ in range(rounds):
+                walls["plain_ray"].append(plain(n))
+                walls["ray_gated"].append(gated(n, gated_dir))
+                for key, array in (("fairgpu_array", True), ("fairgpu_per_post", False))[:2 if per_post else 1]:
+                    wall, submitted = through(per, array)
+                    walls[key].append(wall)
+                    submit[key].append(submitted)
+        finally:
+            server.stop()  # and Ray with it
+    med = {k: statistics.median(v) if v else float("nan") for k, v in walls.items()}
+    return {
+        "jobs": n, "rounds": rounds, "warm_up_jobs": warm, "walls_s": walls, "median_wall_s": med,
+        "median_submit_s": {k: statistics.median(v) if v else float("nan") for k, v in submit.items()},
+        "ratio_array": med["fairgpu_array"] / med["plain_ray"],
+        "ratio_gated": med["ray_gated"] / med["plain_ray"],
+        "ratio_array_to_gated": med["fairgpu_array"] / med["ray_gated"],
+        "ratio_per_post": med["fairgpu_per_post"] / med["plain_ray"],
+        "round_ratios_array": [f / p for f, p in zip(walls["fairgpu_array"], walls["plain_ray"])],
+    }
+
+
+def _split(n: int) -> dict[str, int]:
+    """n jobs over the institutions, round robin."""
+    out = dict.fromkeys(WEIGHTS, 0)
+    for i in range(n):
+        out[INSTITUTIONS[i % len(INSTITUTIONS)][0]] += 1
+    return out
 
 
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("which", choices=["fairness", "overhead", "all"])
     ap.add_argument("--json", action="store_true")
+    ap.add_argument("--rounds", type=int, default=5, help="overhead: alternating rounds (default 5)")
+    ap.add_argument("--no-per-post", action="store_true", help="overhead: job arrays only")
     args = ap.parse_args()
     results = {}
     if args.which in ("fairness", "all"):
         results["fairness"] = fairness()
     if args.which in ("overhead", "all"):
-        results["overhead"] = overhead()
+        results["overhead"] = overhead(rounds=args.rounds, per_post=not args.no_per_post)
     if args.json:
         print(json.dumps(results, indent=2))
         return
@@ -155,10 +256,20 @@ def main() -> None:
               f"max {1000 * (f['fairgpu']['ray_start_delay_max_s'] or 0):.0f} ms")
     if "overhead" in results:
         o = results["overhead"]
-        print(f"overhead: {o['jobs']} zero-length jobs: plain Ray {o['plain_ray_wall_s']:.2f} s, "
-              f"fairgpu {o['fairgpu_wall_s']:.2f} s (submitted in {o['submit_s']:.2f} s), ratio {o['ratio']:.2f}; "
-              f"as job arrays {o['fairgpu_array_wall_s']:.2f} s (submitted in {o['array_submit_s']:.2f} s), "
-              f"ratio {o['array_ratio']:.2f}")
+        med, sub = o["median_wall_s"], o["median_submit_s"]
+        print(f"overhead: {o['jobs']} zero-length jobs, median of {o['rounds']} alternating rounds on one Ray "
+              f"(after {o['warm_up_jobs']} warm-up jobs each):")
+        print(f"  plain Ray {med['plain_ray']:.2f} s; Ray gated as fairgpu gates it (no scheduler) "
+              f"{med['ray_gated']:.2f} s, ratio {o['ratio_gated']:.2f}")
+        print(f"  fairgpu, job arrays {med['fairgpu_array']:.2f} s "
+              f"(submitted in {sub['fairgpu_array']:.2f} s), ratio {o['ratio_array']:.2f}; "
+              f"fairgpu, one POST per job {med['fairgpu_per_post']:.2f} s "
+              f"(submitted in {sub['fairgpu_per_post']:.2f} s), ratio {o['ratio_per_post']:.2f}")
+        print(f"  fairgpu (arrays) against gated Ray: {o['ratio_array_to_gated']:.2f}")
+        print("  rounds (plain / gated / array / per POST): " + "; ".join(
+            f"{p:.2f}/{g:.2f}/{a:.2f}/" + (f"{q:.2f}" if q is not None else "-") for p, g, a, q in zip(
+                o["walls_s"]["plain_ray"], o["walls_s"]["ray_gated"], o["walls_s"]["fairgpu_array"],
+                o["walls_s"]["fairgpu_per_post"] or [None] * o["rounds"])))
 
 
 if __name__ == "__main__":

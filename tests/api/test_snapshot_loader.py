@@ -1,0 +1,68 @@
+"""The loop's SnapshotLoader keeps rows, requests and the policy inputs (tree, capacity,
+settings) between loads; after every kind of change it must still equal a fresh load."""
+from __future__ import annotations
+
+from datetime import timedelta
+
+from scheduler import apply
+from scheduler.services import accounts, capacity, jobs, settings
+from scheduler.services.snapshot import SnapshotLoader, active_jobs, load_snapshot
+from scheduler.store import session_scope
+
+from api_helpers import T0
+
+HOLD = dict(model="hold", framework=None, mode="train", spec={"seconds": 0})
+
+
+def _both(engine, loader, at):
+    with session_scope(engine, readonly=True) as s:
+        kept = loader.load(s, at, usage={})
+    with session_scope(engine, readonly=True) as s:
+        fresh = load_snapshot(s, at, usage={})
+    return kept, fresh
+
+
+def _same(engine, loader, at) -> None:
+    kept, fresh = _both(engine, loader, at)
+    assert kept.snapshot == fresh.snapshot
+    assert kept.jobs == fresh.jobs
+    assert kept.account_ids == fresh.account_ids
+
+
+def test_kept_loader_equals_a_fresh_load_after_every_change(seeded):
+    engine, loader = seeded.engine, SnapshotLoader()
+    at = T0
+    _same(engine, loader, at)
+    with session_scope(engine) as s:
+        ids = jobs.submit_array(s, count=4, account="uni-a/nlp", slices=1, at=at, **HOLD)
+        jobs.submit(s, account="uni-b", slices=2, at=at, **HOLD)
+    _same(engine, loader, at)
+    with session_scope(engine) as s:  # the loop admits two
+        rows = {r.id: r for r in active_jobs(s, ids)}
+        apply.admit_many(s, [(rows[ids[0]], "n1", [(0, 1)]), (rows[ids[1]], "n1", [(0, 1)])], at=at)
+    _same(engine, loader, at)
+    with session_scope(engine) as s:  # the API cancels one pending and one running
+        jobs.cancel(s, ids[2], None, at)
+        jobs.cancel(s, ids[0], None, at)
+    _same(engine, loader, at)
+    with session_scope(engine) as s:  # one running job finishes
+        row = active_jobs(s, [ids[1]])[0]
+        apply.finish_ok_many(s, [(row, at + timedelta(seconds=1), {"task_started_at": at.timestamp()})])
+    _same(engine, loader, at)
+    with session_scope(engine) as s:  # an admin changes the tree
+        accounts.set_account(s, "uni-b", weight=5)
+        accounts.add_account(s, "uni-c", weight=1)
+    kept, _ = _both(engine, loader, at)
+    assert kept.snapshot.tree.accounts["uni-b"].weight == 5 and "uni-c" in kept.snapshot.tree.accounts
+    _same(engine, loader, at)
+    with session_scope(engine) as s:  # capacity changes
+        capacity.set_node(s, node="n2", gpus=1, slices_per_gpu=4, gpu_type="T4", at=at)
+    kept, _ = _both(engine, loader, at)
+    assert kept.snapshot.capacity.total_slices == 12
+    _same(engine, loader, at)
+    with session_scope(engine) as s:  # a policy setting changes
+        settings.set_setting(s, "algorithm", "fair-tree")
+        settings.set_setting(s, "preemption", "off")
+    kept, _ = _both(engine, loader, at)
+    assert kept.snapshot.config.algorithm == "fair-tree" and not kept.snapshot.config.preemption
+    _same(engine, loader, at)

@@ -79,6 +79,8 @@ class SchedulingLoop:
         self.capacity_period_s = 2.0
         self.gather_s = 0.02  # after a completion, how long to wait for more before cycling
         self.wake_gather_s = 0.01  # after a submission or cancel, how long to wait for more
+        self.wake_gather_full_s = 0.1  # the same when the last cycle left no slice free
+        self._full = False
         self._unsettled: list[Completion] = []  # collected, but the cycle failed before recording them
         self._wake = threading.Event()
         self._stop = threading.Event()
@@ -110,8 +112,8 @@ class SchedulingLoop:
         """Wait for a completion, a wake-up or the period. After the first completion, wait
         up to `gather_s` more for the other running attempts, so one cycle settles (and
         refills) a batch of completions rather than one; after a wake-up (a submission or
-        a cancel), `wake_gather_s` more, so a burst of submissions is decided together
-        rather than one cycle each."""
+        a cancel), `wake_gather_s` more (`wake_gather_full_s` when the cluster was full),
+        so a burst of submissions is decided together rather than one cycle each."""
         deadline = time.monotonic() + period_s
         while not self._stop.is_set() and not self._wake.is_set():
             left = deadline - time.monotonic()
@@ -122,8 +124,15 @@ class SchedulingLoop:
             elif self.executor.wait(min(0.05, left)):
                 self.executor.wait(self.gather_s, every=True)
                 return
-        if self._wake.is_set() and self.wake_gather_s > 0:
-            self._stop.wait(self.wake_gather_s)
+        if self._wake.is_set() and not self._stop.is_set():
+            # a burst of submissions is decided together; when the last cycle left no slice
+            # free, a submission can only matter through preemption, so wait longer (a
+            # completion still ends the wait at once)
+            gather = self.wake_gather_full_s if self._full else self.wake_gather_s
+            if self.executor.attempts:
+                self.executor.wait(gather)
+            elif gather > 0:
+                self._stop.wait(gather)
 
     # -- recovery ---------------------------------------------------------------------
     def recover(self) -> dict[str, int]:
@@ -219,6 +228,8 @@ class SchedulingLoop:
         self._unsettled = []
         self.loader.note_reasons(reasons)
         report.decision, report.snapshot = decision, loaded.snapshot
+        capacity = loaded.snapshot.capacity.total_slices
+        self._full = capacity > 0 and sum(decision.allocated.get(a, 0) for a in loaded.snapshot.tree.kids(None)) >= capacity
         # 3. Ray side of reconcile: stop attempts the API cancelled, or whose node left
         for job_id in stop:
             self.executor.cancel(job_id)

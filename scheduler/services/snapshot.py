@@ -68,12 +68,17 @@ class JobRow(NamedTuple):
         return _json(self.spec_json, {})
 
 
+# Built once (the loop runs them every cycle; building a statement costs more than running it)
+_ACTIVE = sa.select(*_COLUMNS).where(_J.state.in_([JobState.PENDING, JobState.RUNNING]))
+_BY_IDS = sa.select(*_COLUMNS).where(_J.id.in_(sa.bindparam("ids", expanding=True)))
+_VERSIONS = sa.select(_J.id, _J.version).where(_J.state.in_([JobState.PENDING, JobState.RUNNING]))
+
+
 def active_jobs(session: Session, ids=None) -> list[JobRow]:
-    q = sa.select(*_COLUMNS)
-    q = q.where(_J.id.in_(list(ids))) if ids is not None else q.where(
-        _J.state.in_([JobState.PENDING, JobState.RUNNING]))
-    return [JobRow(*(JobState(r[2]) if i == 2 else v for i, v in enumerate(r)))
-            for r in session.connection().execute(q)]
+    """Active jobs as JobRows; with `ids`, those jobs whatever their state."""
+    conn = session.connection()
+    rows = conn.execute(_ACTIVE) if ids is None else conn.execute(_BY_IDS, {"ids": list(ids)})
+    return [JobRow(r[0], r[1], JobState(r[2]), *r[3:]) for r in rows]
 
 
 @dataclass(frozen=True)
@@ -137,8 +142,7 @@ class SnapshotLoader:
         if usage is None and usage_by_id is not None:
             usage = {names[i]: v for i, v in usage_by_id(settings.half_life_s).items() if i in names}
         conn = session.connection()
-        versions = dict(conn.execute(
-            sa.select(_J.id, _J.version).where(_J.state.in_([JobState.PENDING, JobState.RUNNING]))).all())
+        versions = dict(conn.execute(_VERSIONS).all())
         stale = [i for i, v in versions.items() if i not in self._rows or self._rows[i].version != v]
         rows = {i: r for i, r in self._rows.items() if i in versions}
         for chunk in range(0, len(stale), 900):

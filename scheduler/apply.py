@@ -117,22 +117,22 @@ def _admit_args(node: str, gpu_slices) -> dict:
                 message=f"on node {node[:12]}, GPU slices {list(map(list, gpu_slices))}")
 
 
-def admit_many(session: Session, admissions: list[tuple], *, at: datetime) -> set[int]:
+def admit_many(session: Session, admissions: list[tuple], *, at: datetime, fresh: bool = False) -> set[int]:
     """`admit` for many (job, node, gpu_slices) at once; returns the ids admitted (a
-    stale job is skipped, as `admit` would raise StaleJob)."""
+    stale job is skipped, as `admit` would raise StaleJob). `fresh`: see transition_many."""
     moves = []
     for job, node, gpu_slices in admissions:
         args = _admit_args(node, gpu_slices)
         message = args.pop("message")
         moves.append(Move(job, at, message, args))
-    return {m.job.id for m in transition_many(session, moves, JobState.RUNNING)}
+    return {m.job.id for m in transition_many(session, moves, JobState.RUNNING, fresh=fresh)}
 
 
-def finish_ok_many(session: Session, finished: list[tuple]) -> set[int]:
+def finish_ok_many(session: Session, finished: list[tuple], *, fresh: bool = False) -> set[int]:
     """`finish(ok=True)` for many (job, at, result) at once, with their "started" events;
-    returns the ids finished (stale jobs skipped)."""
+    returns the ids finished (stale jobs skipped). `fresh`: see transition_many."""
     moves = [Move(job, at, None, {"result": result, "error": None}) for job, at, result in finished]
-    done = transition_many(session, moves, JobState.SUCCEEDED)
+    done = transition_many(session, moves, JobState.SUCCEEDED, fresh=fresh)
     started = [{"job_id": m.job.id, "kind": "started", "at": ts(m.fields["result"]["task_started_at"]),
                 "message": f"Ray started it {m.fields['result'].get('ray_start_delay_s', 0):.3f} s "
                            "after it was handed over"}

@@ -291,7 +291,7 @@ class SchedulingLoop:
                 report.finishes.append((job.account_id, state.value))
             except StaleJob:
                 continue
-        done = apply.finish_ok_many(s, succeeded)
+        done = apply.finish_ok_many(s, succeeded, fresh=True)  # rows read above, in this transaction
         for job, _end, result in succeeded:
             if job.id in done:
                 report.finished += 1
@@ -353,17 +353,19 @@ class SchedulingLoop:
         self.executor.wait_gone(victims, timeout=10.0)
         for job_id in victims:
             self.executor.forget(job_id)
-        with session_scope(self.engine) as s:
-            started, reasons = self._admit(s, decision, loaded, now)
+        with session_scope(self.engine) as s:  # a new transaction: the API may have changed jobs since
+            started, reasons = self._admit(s, decision, loaded, now, fresh=False)
         self.loader.note_reasons(reasons)
         return started
 
-    def _admit(self, s, decision: quota.Decision, loaded, now: datetime) -> tuple[list, dict]:
+    def _admit(self, s, decision: quota.Decision, loaded, now: datetime, fresh: bool = True) -> tuple[list, dict]:
         """Mark the admitted jobs RUNNING and store every waiting job's reason (no Ray call);
-        returns the jobs to start and the reasons written."""
+        returns the jobs to start and the reasons written. `fresh`: `loaded` was read in
+        this same transaction (see transition_many)."""
         jobs = loaded.jobs
         chosen = [(jobs[adm.request_id], adm) for adm in decision.admissions if adm.request_id in jobs]
-        admitted = apply.admit_many(s, [(job, adm.node, adm.gpu_slices) for job, adm in chosen], at=now)
+        admitted = apply.admit_many(s, [(job, adm.node, adm.gpu_slices) for job, adm in chosen], at=now,
+                                    fresh=fresh)
         started = [(job, adm) for job, adm in chosen if job.id in admitted]
         waiting = {jid: (w.reason, w.message) for jid, w in decision.waiting.items()}
         current = {j.id: (j.reason, j.reason_message) for j in jobs.values() if j.state == JobState.PENDING}

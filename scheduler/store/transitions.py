@@ -21,6 +21,7 @@ Invariants:
 """
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -66,6 +67,7 @@ class StaleJob(InvalidTransition):
 
 _JOBS = Job.__table__
 _EVENTS = JobEvent.__table__
+_INSERT_EVENT = _EVENTS.insert()
 _STMTS: dict[tuple, Any] = {}
 
 
@@ -142,7 +144,7 @@ def transition(
     conn = session.connection()
     if conn.execute(stmt, params).rowcount != 1:
         raise StaleJob(f"job {job.id} changed since it was read (version {job.version}); reload and retry")
-    conn.execute(_EVENTS.insert(), {"job_id": job.id, "kind": kind, "message": message, "at": at})
+    conn.execute(_INSERT_EVENT, {"job_id": job.id, "kind": kind, "message": message, "at": at})
     if not refresh:
         return None
     return session.get(Job, job.id, populate_existing=True)
@@ -158,12 +160,23 @@ class Move:
     fields: dict[str, Any] = field(default_factory=dict)
 
 
-def transition_many(session: Session, moves: list[Move], to: JobState, *, event: str | None = None) -> list[Move]:
+class StaleBatch(StoreError):
+    """A job read under the write lock changed anyway: the whole transaction must go."""
+
+
+def transition_many(session: Session, moves: list[Move], to: JobState, *, event: str | None = None,
+                    fresh: bool = False) -> list[Move]:
     """``transition`` for many jobs at once, with the same guard and events: one
     executemany UPDATE and one executemany INSERT per shape of move (a savepoint
     around each). If any job of a batch is stale, that batch is undone and its
     moves are made one by one. Returns the moves made; stale jobs are left out
-    (where ``transition`` raises StaleJob)."""
+    (where ``transition`` raises StaleJob).
+
+    ``fresh=True`` says the caller read every job's version in this same transaction.
+    On SQLite that transaction holds the write lock from its first statement, so no
+    version can have moved: the savepoint is skipped, and a batch that still misses a
+    row raises StaleBatch (roll the transaction back). Elsewhere ``fresh`` changes
+    nothing (PostgreSQL's READ COMMITTED lets another transaction commit in between)."""
     to = JobState(to)
     kind = event or _DEFAULT_EVENT[to]
     if kind not in EVENT_KINDS:
@@ -184,12 +197,17 @@ def transition_many(session: Session, moves: list[Move], to: JobState, *, event:
             params = [{"job_id": m.job.id, "job_version": m.job.version, "from_state": current, "new_state": to,
                        "new_reason": None, "new_message": m.message, "at": m.at, "empty_slices": [],
                        **{f"f_{n}": m.fields[n] for n in names}} for m in group]
-            savepoint = session.begin_nested()
-            conn = session.connection()  # emits the SAVEPOINT
-            if conn.execute(stmt, params).rowcount == len(group):
-                conn.execute(_EVENTS.insert(), [{"job_id": m.job.id, "kind": kind, "message": m.message,
+            locked = fresh and session.get_bind().dialect.name == "sqlite"
+            savepoint = None if locked else session.begin_nested()
+            conn = session.connection()  # emits the SAVEPOINT, if any
+            matched = conn.execute(stmt, params).rowcount
+            if locked and matched != len(group):
+                raise StaleBatch(f"{len(group) - matched} of {len(group)} jobs changed under the write lock")
+            if matched == len(group):
+                conn.execute(_INSERT_EVENT, [{"job_id": m.job.id, "kind": kind, "message": m.message,
                                                  "at": m.at} for m in group])
-                savepoint.commit()
+                if savepoint is not None:
+                    savepoint.commit()
                 done.extend(group)
                 continue
             savepoint.rollback()
@@ -206,7 +224,7 @@ def add_event(session: Session, job_id: int, kind: str, message: str | None, at:
     """Append an event to a job's history (no state change)."""
     if kind not in EVENT_KINDS:
         raise ValueError(f"unknown job event kind {kind!r}")
-    session.connection().execute(_EVENTS.insert(), {"job_id": job_id, "kind": kind, "message": message, "at": at})
+    session.connection().execute(_INSERT_EVENT, {"job_id": job_id, "kind": kind, "message": message, "at": at})
 
 
 def _new_job(*, account_id: int, model: str, framework: str | None, mode: str, slices: int,
@@ -261,13 +279,24 @@ def submit_jobs(
     FIFO among them by id). Returns the ids in ascending order."""
     if count <= 0:
         raise StoreError(f"a job array needs at least one job, not {count}")
-    row = _new_job(account_id=account_id, model=model, framework=framework, mode=mode, slices=slices,
-                   spec=spec, at=at).model_dump(exclude={"id"})
+    if slices <= 0:
+        raise StoreError(f"a job needs at least one slice, not {slices}")
+    # the row a Job built by _new_job would dump to, without building one (constructing a
+    # SQLModel object costs more than the INSERT: pydantic inspects default factories)
+    row = {**_job_defaults(), "account_id": account_id, "model": model, "framework": framework, "mode": mode,
+           "slices": slices, "spec": dict(spec), "state": JobState.PENDING, "queue_seq": at.timestamp(),
+           "submitted_at": at}
     conn = session.connection()
     stmt = _JOBS.insert().returning(_JOBS.c.id, sort_by_parameter_order=True)
     ids = [r[0] for r in conn.execute(stmt, [dict(row) for _ in range(count)])]
-    conn.execute(_EVENTS.insert(), [{"job_id": i, "kind": "submitted", "message": None, "at": at} for i in ids])
+    conn.execute(_INSERT_EVENT, [{"job_id": i, "kind": "submitted", "message": None, "at": at} for i in ids])
     return sorted(ids)
+
+
+@functools.cache
+def _job_defaults() -> dict[str, Any]:
+    """Every column of a new job at its model default (submit_jobs fills in the rest)."""
+    return Job(account_id=0, model="", slices=1, submitted_at=datetime(1970, 1, 1)).model_dump(exclude={"id"})
 
 
 def head_queue_seq(session: Session, job: Job) -> float:

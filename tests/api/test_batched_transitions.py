@@ -67,3 +67,31 @@ def test_finish_ok_many_records_results_and_start_events_once(seeded):
         assert jobs.get_job(s, ids[0], None).state == JobState.FAILED
     assert _kinds(seeded, ids[1]) == ["submitted", "admitted", "started", "finished"]
     assert _kinds(seeded, ids[0]) == ["submitted", "admitted", "failed"]
+
+
+def test_fresh_batches_need_no_savepoint_and_a_miss_undoes_the_transaction(seeded):
+    """`fresh=True`: the versions were read in this transaction. On SQLite (write lock held
+    from BEGIN IMMEDIATE) a miss cannot happen, so if a caller lies the whole transaction is
+    refused; on PostgreSQL a stale job is skipped as before."""
+    import pytest
+
+    from scheduler.store.transitions import StaleBatch
+
+    ids = _submit(seeded, 3)
+    read = _rows(seeded, ids)
+    with session_scope(seeded.engine) as s:  # read and admitted in one transaction: all go in
+        fresh = {r.id: r for r in active_jobs(s, ids[:2])}
+        assert apply.admit_many(s, [(fresh[i], "n1", [(0, 1)]) for i in ids[:2]], at=T0, fresh=True) == set(ids[:2])
+    assert _kinds(seeded, ids[0]) == ["submitted", "admitted"]
+    with session_scope(seeded.engine) as s:  # ids[2] is cancelled after `read` was taken
+        jobs.cancel(s, ids[2], None, T0)
+    stale = [(read[ids[2]], "n1", [(0, 1)]), (read[ids[2]], "n1", [(0, 2)])]
+    if seeded.engine.dialect.name == "sqlite":
+        with pytest.raises(StaleBatch):
+            with session_scope(seeded.engine) as s:
+                apply.admit_many(s, stale, at=T0, fresh=True)
+    else:
+        with session_scope(seeded.engine) as s:
+            assert apply.admit_many(s, stale, at=T0, fresh=True) == set()
+    assert _rows(seeded, [ids[2]])[ids[2]].state == JobState.CANCELLED
+    assert _kinds(seeded, ids[2]) == ["submitted", "cancelled"]

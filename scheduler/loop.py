@@ -77,7 +77,7 @@ class SchedulingLoop:
         self._last_meter = 0.0
         self._last_capacity = float("-inf")
         self.capacity_period_s = 2.0
-        self.gather_s = 0.02  # after a completion, how long to wait for more before cycling
+        self.gather_s = 0.005  # after a completion, how long to wait for more before cycling
         self.wake_gather_s = 0.01  # after a submission or cancel, how long to wait for more
         self.wake_gather_full_s = 0.1  # the same when the last cycle left no slice free
         self._full = False

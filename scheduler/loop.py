@@ -367,9 +367,13 @@ class SchedulingLoop:
         admitted = apply.admit_many(s, [(job, adm.node, adm.gpu_slices) for job, adm in chosen], at=now,
                                     fresh=fresh)
         started = [(job, adm) for job, adm in chosen if job.id in admitted]
-        waiting = {jid: (w.reason, w.message) for jid, w in decision.waiting.items()}
-        current = {j.id: (j.reason, j.reason_message) for j in jobs.values() if j.state == JobState.PENDING}
-        return started, apply.set_reasons(s, waiting, current)
+        changed = {}  # only reasons that differ from the rows as loaded are written
+        pending = JobState.PENDING
+        for jid, w in decision.waiting.items():
+            row = jobs.get(jid)
+            if row is None or row.state != pending or row.reason != w.reason or row.reason_message != w.message:
+                changed[jid] = (w.reason, w.message)
+        return started, apply.set_reasons(s, changed, {})
 
     def _start(self, started: list, now: datetime, report: CycleReport) -> None:
         for job, adm in started:  # after commit: a crash here leaves RUNNING rows that recover() requeues

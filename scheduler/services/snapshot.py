@@ -71,7 +71,19 @@ class JobRow(NamedTuple):
 # Built once (the loop runs them every cycle; building a statement costs more than running it)
 _ACTIVE = sa.select(*_COLUMNS).where(_J.state.in_([JobState.PENDING, JobState.RUNNING]))
 _BY_IDS = sa.select(*_COLUMNS).where(_J.id.in_(sa.bindparam("ids", expanding=True)))
-_VERSIONS = sa.select(_J.id, _J.version).where(_J.state.in_([JobState.PENDING, JobState.RUNNING]))
+# Read on the driver's cursor: every active job's (id, version) every cycle, where building
+# SQLAlchemy rows for them cost more than the query (the states are constants, no binds).
+_VERSIONS_SQL = (f"SELECT id, version FROM {Job.__tablename__} "
+                 f"WHERE state IN ('{JobState.PENDING.name}', '{JobState.RUNNING.name}')")
+
+
+def _active_versions(session: Session) -> dict[int, int]:
+    cursor = session.connection().connection.dbapi_connection.cursor()
+    try:
+        cursor.execute(_VERSIONS_SQL)
+        return dict(cursor.fetchall())
+    finally:
+        cursor.close()
 
 
 def active_jobs(session: Session, ids=None) -> list[JobRow]:
@@ -102,15 +114,23 @@ class SnapshotLoader:
 
     Each load reads (id, version) of every active job, then full rows only for jobs that
     are new or whose version moved (every status change bumps the version, so a job the
-    API cancelled or the loop admitted is re-read). Accounts, active nodes and settings
+    API cancelled or the loop admitted is re-read); the policy's requests are kept per
+    job and rebuilt only for those, so a load costs the query plus what changed, not a
+    pass over every waiting job in Python. Accounts, active nodes and settings
     are small and their raw rows are read every time, but the tree, capacity and policy
     settings built from them are rebuilt only when those rows differ from the last load.
     The result equals a fresh load (tests check it).
     """
 
     def __init__(self) -> None:
-        self._rows: dict[int, JobRow] = {}
-        self._requests: dict[int, tuple[int, str, bool, object]] = {}  # id -> (version, account, ft, request)
+        self._rows: dict[int, JobRow] = {}  # the active jobs as last read
+        self._versions: dict[int, int] = {}  # id -> version of the row kept
+        self._pending: dict[int, PendingRequest] = {}  # id order
+        self._running: dict[int, RunningJob] = {}  # id order
+        self._unsorted: set[str] = set()
+        self._names: Mapping[int, str] | None = None  # the account names the requests were built with
+        self._finish_time = False
+        self._account_ids: dict[str, int] = {}
         self._inputs: dict[str, tuple[object, object]] = {}  # kind -> (raw rows, what was built from them)
 
     def _cached(self, kind: str, raw, build):
@@ -141,39 +161,64 @@ class SnapshotLoader:
         settings, tree, capacity, names = self.policy_inputs(session)
         if usage is None and usage_by_id is not None:
             usage = {names[i]: v for i, v in usage_by_id(settings.half_life_s).items() if i in names}
-        conn = session.connection()
-        versions = dict(conn.execute(_VERSIONS).all())
-        stale = [i for i, v in versions.items() if i not in self._rows or self._rows[i].version != v]
-        rows = {i: r for i, r in self._rows.items() if i in versions}
-        for chunk in range(0, len(stale), 900):
-            for job in active_jobs(session, stale[chunk:chunk + 900]):
-                rows[job.id] = job
-        rows = {i: r for i, r in rows.items() if r.state in (JobState.PENDING, JobState.RUNNING)}
-        self._rows = rows
         config = config or settings.config
         finish_time = config.ordering == "finish-time"
-        pending, running = [], []
-        cache = {}
-        for job in sorted(rows.values(), key=lambda j: j.id):
-            account = names.get(job.account_id, f"#{job.account_id}")
-            hit = self._requests.get(job.id)
-            if hit is not None and hit[0] == job.version and hit[1] == account and hit[2] == finish_time:
-                req = hit[3]
-            elif job.state == JobState.PENDING:
-                work = job.spec.get("seconds") if finish_time else None
-                req = PendingRequest(job.id, account, job.slices, seq=job.queue_seq,
-                                     submitted_at=job.submitted_at.timestamp(), work_s=work)
-            else:
-                req = RunningJob(job.id, account, job.node or "", tuple(tuple(x) for x in job.gpu_slices),
-                                 (job.started_at or job.submitted_at).timestamp())
-            cache[job.id] = (job.version, account, finish_time, req)
-            (pending if job.state == JobState.PENDING else running).append(req)
-        self._requests = cache
+        if names is not self._names or finish_time != self._finish_time:
+            # requests carry account names (and, for finish-time ordering, the work):
+            # build them all again
+            self._versions, self._rows, self._pending, self._running = {}, {}, {}, {}
+            self._names, self._finish_time = names, finish_time
+            self._account_ids = {v: k for k, v in names.items()}
+        versions = _active_versions(session)
+        # set operations on dict views run in C: what left, and what is new or moved
+        for job_id in self._versions.keys() - versions.keys():
+            self._forget(job_id)
+        changed = sorted(i for i, _v in versions.items() - self._versions.items())
+        for chunk in range(0, len(changed), 900):
+            for job in active_jobs(session, changed[chunk:chunk + 900]):
+                if job.state not in (JobState.PENDING, JobState.RUNNING):  # finished meanwhile (PostgreSQL)
+                    self._forget(job.id)
+                    versions.pop(job.id, None)
+                    continue
+                versions[job.id] = job.version  # the version of the row kept
+                self._keep(job, names, finish_time)
+        self._versions = versions
         if usage is None:
             usage = decayed_by_account(session, now, settings.half_life_s)
-        snap = Snapshot(tree=tree, capacity=capacity, pending=tuple(pending), running=tuple(running),
-                        usage=dict(usage), now=now.timestamp(), config=config)
-        return Loaded(snap, rows, {v: k for k, v in names.items()})
+        snap = Snapshot(tree=tree, capacity=capacity, pending=self._in_order("_pending"),
+                        running=self._in_order("_running"), usage=dict(usage), now=now.timestamp(), config=config)
+        return Loaded(snap, dict(self._rows), self._account_ids)
+
+    def _forget(self, job_id: int) -> None:
+        self._rows.pop(job_id, None)
+        self._pending.pop(job_id, None)
+        self._running.pop(job_id, None)
+
+    def _keep(self, job: JobRow, names: Mapping[int, str], finish_time: bool) -> None:
+        self._forget(job.id)
+        self._rows[job.id] = job
+        account = names.get(job.account_id, f"#{job.account_id}")
+        if job.state == JobState.PENDING:
+            work = job.spec.get("seconds") if finish_time else None
+            self._put("_pending", PendingRequest(job.id, account, job.slices, seq=job.queue_seq,
+                                                 submitted_at=job.submitted_at.timestamp(), work_s=work))
+        else:
+            self._put("_running", RunningJob(job.id, account, job.node or "", tuple(tuple(x) for x in job.gpu_slices),
+                                             (job.started_at or job.submitted_at).timestamp()))
+
+    def _put(self, which: str, request) -> None:
+        """Requests are kept in id order (a fresh load's order); new jobs have the largest
+        ids, so only a job that moves back (a requeue) makes a re-sort necessary."""
+        kept = getattr(self, which)
+        if kept and request.id < next(reversed(kept)):
+            self._unsorted.add(which)
+        kept[request.id] = request
+
+    def _in_order(self, which: str) -> tuple:
+        if which in self._unsorted:
+            setattr(self, which, dict(sorted(getattr(self, which).items())))
+            self._unsorted.discard(which)
+        return tuple(getattr(self, which).values())
 
     def note_reasons(self, reasons: Mapping[int, tuple[str | None, str | None]]) -> None:
         """Remember the pending reasons the caller has just committed (writing a reason does

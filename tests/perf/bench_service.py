@@ -6,8 +6,11 @@
             stream submitted straight to Ray (num_gpus=0.25 each), no fairgpu.
   overhead: 500 zero-length jobs through fairgpu (API, database, scheduling loop, Ray)
             against the same 500 as plain Ray tasks of the same shape; wall time from the
-            first submission to the last completion. Both run on one Ray instance (the
-            fairgpu server joins it), warmed up, in alternating rounds; medians reported.
+            first submission to the last completion. Beside them, the floor fairgpu's rule
+            sets ("nothing is given to Ray that Ray cannot start at once"): Ray alone, 8
+            tasks in flight, the next handed over as one finishes. All run on one Ray
+            instance (the fairgpu server joins it), warmed up, in alternating rounds;
+            medians reported.
             fairgpu runs twice a round: each client's jobs as one job array (`count`;
             still 500 jobs, each scheduled, started, recorded and fenced on its own), and
             each job its own POST (3 client threads).

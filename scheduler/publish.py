@@ -119,7 +119,7 @@ class Publisher:
 
     def publish(self, report) -> None:
         m = self.metrics
-        m.observe_cycle(report.duration_s)
+        m.observe_cycle(report.duration_s, report.phases)
         for account_id, wait in report.admissions:
             m.admitted(self._name(account_id), wait)
         for account_id, reason in report.preemptions:

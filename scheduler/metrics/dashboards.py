@@ -121,6 +121,10 @@ def fairness_dashboard():
                              _quantiles("fairgpu_schedule_cycle_duration_seconds", "", "")))
     d = d.with_panel(_series("Ray pending tasks (expected 0)", "none", [
         ("fairgpu_ray_pending_tasks", "pending in Ray")]))
+    d = d.with_panel(_series("Scheduling loop busy, by phase", "percentunit", [
+        (f"sum by (phase) (rate(fairgpu_schedule_cycle_phase_seconds_total[{RI}]))", "{{phase}}")],
+        "Fraction of wall time the loop spent in each phase of its cycles; stacked near 1 means the "
+        "loop never waits for work."))
     return d.build()
 
 

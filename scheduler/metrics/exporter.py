@@ -27,6 +27,7 @@ from scheduler.metrics.view import PENDING_REASONS, ClusterView
 GPU_LABELS = ("gpu", "UUID", "model_name", "hostname")
 PREEMPTION_REASONS = ("reclaim_guarantee", "reclaim_fair_share", "node_lost", "other")
 FINISHED_STATUSES = ("succeeded", "failed", "cancelled")
+CYCLE_PHASES = ("collect", "settle", "load", "decide", "admit", "start")  # scheduler.loop's phases
 CYCLE_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 QUEUE_WAIT_BUCKETS = (0.1, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600, 1800, 3600, 7200, 21600, 86400)
 
@@ -153,6 +154,11 @@ class SchedulerMetrics:
         self.cycle_duration = Histogram(
             "fairgpu_schedule_cycle_duration_seconds", "Duration of one load-decide-apply cycle.",
             buckets=CYCLE_BUCKETS, registry=registry)
+        self.cycle_phase = Counter(
+            "fairgpu_schedule_cycle_phase_seconds", "Time scheduling cycles spent in each phase.",
+            ["phase"], registry=registry)
+        for phase in CYCLE_PHASES:
+            self.cycle_phase.labels(phase)
         self.admissions = Counter("fairgpu_account_admissions", "Jobs admitted (started on Ray).",
                                   ["account"], registry=registry)
         self.preemptions = Counter("fairgpu_account_preemptions", "Jobs of the account preempted, by reason.",
@@ -175,8 +181,11 @@ class SchedulerMetrics:
         for status in FINISHED_STATUSES:
             self.finished.labels(account, status)
 
-    def observe_cycle(self, seconds: float) -> None:
+    def observe_cycle(self, seconds: float, phases: dict[str, float] | None = None) -> None:
         self.cycle_duration.observe(seconds)
+        for phase, spent in (phases or {}).items():
+            if phase in CYCLE_PHASES:  # a bounded label set
+                self.cycle_phase.labels(phase).inc(max(0.0, spent))
 
     def admitted(self, account: str, queue_wait_s: float) -> None:
         self.admissions.labels(account).inc()

@@ -80,6 +80,19 @@ def test_no_view_yet_exports_only_the_loops_metrics():
     assert value(fams, "fairgpu_schedule_cycle_duration_seconds", le="0.025") == 1
 
 
+def test_cycle_phases_add_up_per_phase_and_ignore_unknown_ones():
+    registry, m = build_registry(lambda: None)
+    fams = scrape(registry)
+    assert value(fams, "fairgpu_schedule_cycle_phase_seconds", phase="decide") == 0  # present before any cycle
+    m.observe_cycle(0.02, {"settle": 0.004, "decide": 0.001, "start": 0.003})
+    m.observe_cycle(0.01, {"settle": 0.002, "bogus": 5.0})
+    fams = scrape(registry)
+    assert value(fams, "fairgpu_schedule_cycle_phase_seconds", phase="settle") == pytest.approx(0.006)
+    assert value(fams, "fairgpu_schedule_cycle_phase_seconds", phase="start") == pytest.approx(0.003)
+    assert {lab["phase"] for lab, _v, n in fams["fairgpu_schedule_cycle_phase_seconds"] if n.endswith("_total")} == {
+        "collect", "settle", "load", "decide", "admit", "start"}
+
+
 def test_loop_metrics_count_events_with_bounded_labels():
     registry, m = build_registry(lambda: None)
     m.ensure_account("a")
@@ -126,7 +139,7 @@ def test_no_series_has_a_per_job_label(contended_run):
     fams = scrape(contended_run.registry)
     labels = {k for samples in fams.values() for lab, _, _ in samples for k in lab}
     assert labels <= {"account", "parent", "reason", "status", "le", "gpu", "UUID", "model_name", "hostname",
-                      "model", "framework", "device"}
+                      "model", "framework", "device", "phase"}
 
 
 def test_promtool_finds_nothing_to_lint_in_a_contended_scrape(promtool, contended_run):

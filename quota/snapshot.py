@@ -128,3 +128,9 @@ class Decision:
     def reason_of(self, request_id: JobId) -> str | None:
         w = self.waiting.get(request_id)
         return w.reason if w else None
+
+    def free_slices(self, snapshot: "Snapshot") -> int:
+        """Slices of `snapshot`'s capacity no job holds once this decision is applied (the
+        institutions' allocations roll up every job)."""
+        held = sum(self.allocated.get(a, 0) for a in snapshot.tree.kids(None))
+        return max(0, snapshot.capacity.total_slices - held)

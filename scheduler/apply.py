@@ -163,13 +163,13 @@ _SET_REASON = Job.__table__.update().where(
 ).values(reason=sa.bindparam("new_reason"), reason_message=sa.bindparam("new_message"))
 
 
-def set_reasons(session: Session, reasons: dict[int, tuple[str, str]], current: dict[int, tuple]) -> dict:
-    """Store why each pending job waits; only rows whose reason changed are written, one
-    UPDATE per distinct (reason, message). Returns what was written, {job id: reason}."""
+def set_reasons(session: Session, reasons: dict[int, tuple[str, str]]) -> dict:
+    """Store why pending jobs wait: `reasons` holds only those that changed (the caller
+    compares them with the rows it has), written as one UPDATE per distinct (reason,
+    message). Returns what was written, {job id: reason}."""
     groups: dict[tuple[str, str], list[int]] = {}
     for job_id, why in reasons.items():
-        if current.get(job_id) != why:
-            groups.setdefault(why, []).append(job_id)
+        groups.setdefault(why, []).append(job_id)
     conn = session.connection()
     for (reason, message), ids in groups.items():
         conn.execute(_SET_REASON, {"ids": ids, "new_reason": reason, "new_message": message})

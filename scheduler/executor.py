@@ -95,8 +95,12 @@ class RayExecutor:
         return sorted(nodes, key=lambda d: d.name)
 
     # -- tasks ------------------------------------------------------------------------
+    @staticmethod
+    def _kind(model: str) -> str:
+        return "hold" if model == "hold" else "workload"
+
     def _fn(self, model: str):
-        kind = "hold" if model == "hold" else "workload"
+        kind = self._kind(model)
         if kind not in self._remote:
             from scheduler.tasks import run_job
 
@@ -118,7 +122,7 @@ class RayExecutor:
         `options()` validates every option and builds a wrapper class each call, which
         cost more than the submission itself. Tasks are named after the function
         (`run_job`); the job id is in the payload and in the start marker's name."""
-        key = ("hold" if model == "hold" else "workload", node, num_gpus)
+        key = (self._kind(model), node, num_gpus)
         fn = self._options.get(key)
         if fn is None:
             from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy

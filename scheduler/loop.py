@@ -228,8 +228,7 @@ class SchedulingLoop:
         self._unsettled = []
         self.loader.note_reasons(reasons)
         report.decision, report.snapshot = decision, loaded.snapshot
-        capacity = loaded.snapshot.capacity.total_slices
-        self._full = capacity > 0 and sum(decision.allocated.get(a, 0) for a in loaded.snapshot.tree.kids(None)) >= capacity
+        self._full = loaded.snapshot.capacity.total_slices > 0 and decision.free_slices(loaded.snapshot) == 0
         # 3. Ray side of reconcile: stop attempts the API cancelled, or whose node left
         for job_id in stop:
             self.executor.cancel(job_id)
@@ -373,7 +372,7 @@ class SchedulingLoop:
             row = jobs.get(jid)
             if row is None or row.state != pending or row.reason != w.reason or row.reason_message != w.message:
                 changed[jid] = (w.reason, w.message)
-        return started, apply.set_reasons(s, changed, {})
+        return started, apply.set_reasons(s, changed)
 
     def _start(self, started: list, now: datetime, report: CycleReport) -> None:
         for job, adm in started:  # after commit: a crash here leaves RUNNING rows that recover() requeues

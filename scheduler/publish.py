@@ -48,8 +48,8 @@ class Publisher:
         self._ray_pending = 0
         self.refresh_s = refresh_s
         self._view: ClusterView | None = None
-        self._latest: tuple | None = None  # (report, snapshot, decision) of the last cycle that decided
-        self._view_of: tuple | None = None
+        self._latest = None  # the report of the last cycle that decided (its snapshot and decision)
+        self._view_of = None  # the report self._view was built from
         self._tree = None
         self._names: dict[int, str] = {}
         self._workloads: tuple[WorkloadView, ...] = ()
@@ -63,7 +63,7 @@ class Publisher:
         loop does not rebuild per-account views nobody reads between two scrapes."""
         latest = self._latest
         if latest is not None and (self._view is None or self._view_of is not latest):
-            self._view, self._view_of = self._build_view(*latest), latest
+            self._view, self._view_of = self._build_view(latest), latest
         return self._view
 
     def start(self) -> "Publisher":
@@ -133,9 +133,10 @@ class Publisher:
                 for name in report.snapshot.tree.order:
                     m.ensure_account(name)
                 self._tree = report.snapshot.tree
-            self._latest = (report, report.snapshot, report.decision)  # one assignment: readers see all or none
+            self._latest = report
 
-    def _build_view(self, report, snap: quota.Snapshot, decision: quota.Decision) -> ClusterView:
+    def _build_view(self, report) -> ClusterView:
+        snap, decision = report.snapshot, report.decision
         tree = snap.tree
         running = defaultdict(int)
         for job in snap.running:
@@ -164,11 +165,10 @@ class Publisher:
                 fairshare_factor=decision.factor.get(name, 1.0),
             ))
         jain, dev, gini = equity(snap, decision, usage)
-        top_alloc = sum(decision.allocated.get(a, 0) for a in tree.kids(None))
         gpus, nvml_nodes = self._gpus
         return ClusterView(
             at=report.at.timestamp(), capacity_slices=snap.capacity.total_slices,
-            free_slices=max(0, snap.capacity.total_slices - top_alloc), jain_index=jain,
+            free_slices=decision.free_slices(snap), jain_index=jain,
             max_share_deviation=dev, usage_gini=gini, ray_pending_tasks=self._ray_pending, accounts=tuple(accounts),
             gpus=tuple(gpus), nvml_nodes=dict(nvml_nodes), workloads=self._workloads,
         )

@@ -227,13 +227,17 @@ def add_event(session: Session, job_id: int, kind: str, message: str | None, at:
     session.connection().execute(_INSERT_EVENT, {"job_id": job_id, "kind": kind, "message": message, "at": at})
 
 
-def _new_job(*, account_id: int, model: str, framework: str | None, mode: str, slices: int,
-             spec: dict[str, Any], at: datetime) -> Job:
-    """A PENDING job as submitted: queue_seq is the submission time (see submit_job)."""
+def _new_job_row(*, account_id: int, model: str, framework: str | None, mode: str, slices: int,
+                 spec: dict[str, Any], at: datetime) -> dict[str, Any]:
+    """Every column of a PENDING job as submitted (queue_seq is the submission time, see
+    submit_job), the others at their model defaults. A plain dict: submit_jobs inserts it
+    as it is (constructing a SQLModel object costs more than the INSERT: pydantic
+    inspects default factories)."""
     if slices <= 0:
         raise StoreError(f"a job needs at least one slice, not {slices}")
-    return Job(account_id=account_id, model=model, framework=framework, mode=mode, slices=slices,
-               spec=dict(spec), state=JobState.PENDING, queue_seq=at.timestamp(), submitted_at=at)
+    return {**_job_defaults(), "account_id": account_id, "model": model, "framework": framework, "mode": mode,
+            "slices": slices, "spec": dict(spec), "gpu_slices": [], "state": JobState.PENDING,
+            "queue_seq": at.timestamp(), "submitted_at": at}
 
 
 def submit_job(
@@ -253,8 +257,8 @@ def submit_job(
     submission within an account, ties broken by ``id`` (order by
     ``(queue_seq, id)``). A requeued job may be given a smaller seq to go first.
     """
-    job = _new_job(account_id=account_id, model=model, framework=framework, mode=mode, slices=slices,
-                   spec=spec, at=at)
+    job = Job(**_new_job_row(account_id=account_id, model=model, framework=framework, mode=mode, slices=slices,
+                             spec=spec, at=at))
     session.add(job)
     session.flush()
     add_event(session, job.id, "submitted", None, at)
@@ -279,13 +283,8 @@ def submit_jobs(
     FIFO among them by id). Returns the ids in ascending order."""
     if count <= 0:
         raise StoreError(f"a job array needs at least one job, not {count}")
-    if slices <= 0:
-        raise StoreError(f"a job needs at least one slice, not {slices}")
-    # the row a Job built by _new_job would dump to, without building one (constructing a
-    # SQLModel object costs more than the INSERT: pydantic inspects default factories)
-    row = {**_job_defaults(), "account_id": account_id, "model": model, "framework": framework, "mode": mode,
-           "slices": slices, "spec": dict(spec), "state": JobState.PENDING, "queue_seq": at.timestamp(),
-           "submitted_at": at}
+    row = _new_job_row(account_id=account_id, model=model, framework=framework, mode=mode, slices=slices,
+                       spec=spec, at=at)
     conn = session.connection()
     stmt = _JOBS.insert().returning(_JOBS.c.id, sort_by_parameter_order=True)
     ids = [r[0] for r in conn.execute(stmt, [dict(row) for _ in range(count)])]
@@ -295,7 +294,8 @@ def submit_jobs(
 
 @functools.cache
 def _job_defaults() -> dict[str, Any]:
-    """Every column of a new job at its model default (submit_jobs fills in the rest)."""
+    """Every column of a new job at its model default (_new_job_row fills in the rest and
+    gives each row mutable values of its own)."""
     return Job(account_id=0, model="", slices=1, submitted_at=datetime(1970, 1, 1)).model_dump(exclude={"id"})
 
 

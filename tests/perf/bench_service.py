@@ -26,7 +26,6 @@ import logging
 import multiprocessing
 import sys
 import tempfile
-import threading
 import time
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
@@ -182,7 +181,7 @@ def overhead(n: int = 500, rounds: int = 5, warm: int = 500, per_post: bool = Tr
                     left -= 1
         return end - t0
 
-    per = {name: count for name, count in _split(n).items()}
+    per = _split(n)
     walls: dict[str, list[float]] = {"plain_ray": [], "ray_gated": [], "fairgpu_array": [], "fairgpu_per_post": []}
     submit: dict[str, list[float]] = {"fairgpu_array": [], "fairgpu_per_post": []}
     with tempfile.TemporaryDirectory() as tmp, contextlib.ExitStack() as stack:

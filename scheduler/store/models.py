@@ -101,6 +101,7 @@ class Node(SQLModel, table=True):
     slices_per_gpu: int
     active: bool = True
     source: str = "declared"  # "declared" | "ray"
+    reason: str | None = None  # why an inactive node is not used (e.g. Ray does not have it)
     updated_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)
 
 
@@ -129,6 +130,7 @@ class Job(SQLModel, table=True):
     gpu: int | None = None
     gpu_slices: list[list[int]] = Field(default_factory=list, sa_type=sa.JSON)
     attempts: int = 0
+    failures: int = Field(default=0, sa_column_kwargs={"server_default": "0"})  # attempts lost to the job's own fault (task error, worker or node death): these spend retries
     preemptions: int = 0
     result: dict[str, Any] | None = Field(default=None, sa_type=sa.JSON(none_as_null=True))
     error: str | None = None
@@ -168,6 +170,7 @@ class ApiToken(SQLModel, table=True):
     name: str
     token_hash: str = Field(unique=True)
     prefix: str
+    scope: str = Field(default="full", sa_column_kwargs={"server_default": "full"})  # "full": the API as its account (or admin); "scrape": only /metrics
     created_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)
     expires_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
     revoked_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
@@ -179,3 +182,23 @@ class Setting(SQLModel, table=True):
 
     key: str = Field(primary_key=True)
     value: str
+
+
+class LeaderLease(SQLModel, table=True):
+    """The one row that says which server runs the scheduling loop on this database.
+
+    A server holds the lease while ``expires_at`` is in the future and renews it by
+    heartbeat; another takes it over only after it lapsed, by bumping ``epoch``. Every
+    write the loop makes checks ``epoch`` in the same transaction (scheduler.store.lease).
+    """
+
+    __tablename__ = "leader_lease"
+
+    id: int = Field(default=1, primary_key=True)
+    holder: str  # "host:pid"
+    host: str
+    pid: int
+    epoch: int = 0
+    acquired_at: datetime = Field(sa_type=UTCDateTime)
+    renewed_at: datetime = Field(sa_type=UTCDateTime)
+    expires_at: datetime = Field(sa_type=UTCDateTime)

@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
+from enum import Enum
 
 import sqlalchemy as sa
 from sqlmodel import Session, select
@@ -20,6 +21,7 @@ from quota import decay_factor
 from scheduler.services.usage import decayed_by_account
 from scheduler.store import Job, JobEvent, JobState, StaleJob, UsageRecord, add_event, head_queue_seq, transition
 from scheduler.store.transitions import Move, transition_many
+from scheduler.tasks import settle_attempt
 
 log = logging.getLogger("fairgpu.apply")
 
@@ -71,22 +73,33 @@ _USAGE = UsageRecord.__table__
 
 @dataclass
 class UsageMeter:
-    """Up to when each running job's slice-seconds have been charged (epoch seconds)."""
+    """Up to when each running job's slice-seconds have been charged (epoch seconds).
+
+    A job is charged from its task's own start (the task's start marker or its result),
+    not from its admission: Ray's cold start is not the institution's usage. Charging an
+    attempt whose start is not known (no `started_at`, no earlier charge of the same
+    attempt on record) charges nothing."""
 
     charged_until: dict[int, float] = field(default_factory=dict)
     usage: DecayedUsage = field(default_factory=DecayedUsage)
 
-    def charge(self, session: Session, job: Job, until: datetime, rows: list | None = None) -> float:
+    def charge(self, session: Session, job: Job, until: datetime, rows: list | None = None,
+               started_at: float | None = None) -> float:
         """Charge `job` up to `until`; the usage record is inserted now, or appended to
-        `rows` for the caller to insert with `insert_usage` in the same transaction."""
+        `rows` for the caller to insert with `insert_usage` in the same transaction.
+        Where the meter does not follow the job, it starts from this attempt's last usage
+        record (after a restart), else from `started_at` (the task's own start)."""
         start = self.charged_until.get(job.id)
         if start is None:
-            start = (job.started_at or until).timestamp()
             last = session.exec(
                 select(sa.func.max(UsageRecord.at)).where(UsageRecord.job_id == job.id)
             ).one()
             if last is not None and job.started_at is not None and last >= job.started_at:
                 start = last.timestamp()
+            elif started_at is not None:
+                start = float(started_at)
+            else:
+                return 0.0  # this attempt's task is not known to have started: nothing to charge
         seconds = max(0.0, until.timestamp() - start)
         amount = seconds * job.slices
         if amount > 0:
@@ -106,10 +119,6 @@ class UsageMeter:
 def insert_usage(session: Session, rows: list[dict]) -> None:
     if rows:
         session.connection().execute(_USAGE.insert(), rows)
-
-
-def admit(session: Session, job, *, node: str, gpu_slices, at: datetime) -> None:
-    transition(session, job, JobState.RUNNING, at=at, **_admit_args(node, gpu_slices), refresh=False)
 
 
 def _admit_args(node: str, gpu_slices) -> dict:
@@ -142,19 +151,86 @@ def finish_ok_many(session: Session, finished: list[tuple], *, fresh: bool = Fal
     return {m.job.id for m in done}
 
 
-def requeue(session: Session, job, *, at: datetime, event: str, message: str, head: bool = True) -> None:
+def requeue(session: Session, job, *, at: datetime, event: str, message: str, head: bool = True,
+            failures: int | None = None, reason: str | None = None) -> None:
     fields = {"queue_seq": head_queue_seq(session, job)} if head else {}
-    transition(session, job, JobState.PENDING, at=at, event=event, message=message, refresh=False, **fields)
+    if failures is not None and failures != job.failures:
+        fields["failures"] = failures
+    transition(session, job, JobState.PENDING, at=at, event=event, message=message, refresh=False,
+               reason=reason, **fields)
 
 
-def finish(session: Session, job, *, ok: bool, at: datetime, result: dict | None, error: str | None) -> JobState:
+def finish(session: Session, job, *, ok: bool, at: datetime, result: dict | None, error: str | None,
+           failures: int | None = None) -> JobState:
     if result and result.get("task_started_at"):
         add_event(session, job.id, "started", f"Ray started it {result.get('ray_start_delay_s', 0):.3f} s "
                   "after it was handed over", ts(result["task_started_at"]))
     state = JobState.SUCCEEDED if ok else JobState.FAILED
+    extra = {"failures": failures} if failures is not None else {}
     transition(session, job, state, at=at, result=result, error=error, refresh=False,
-               message=None if ok else (error or "failed")[:500])
+               message=None if ok else (error or "failed")[:500], **extra)
     return state
+
+
+class Outcome(str, Enum):
+    FINISHED = "finished"  # its result was there: it succeeded after all
+    REQUEUED = "requeued"
+    FAILED = "failed"  # it lost its last retry
+    STALE = "stale"  # someone else settled it meanwhile
+
+
+@dataclass(frozen=True)
+class Lost:
+    """Why the server is ending an attempt whose task it no longer follows.
+
+    `event` is the job event written ("preempted" or "requeued"). `own_fault`: the job's
+    worker or node died, which spends one of its retries; a restart, a drain, a
+    preemption or Ray refusing a placement spends none (docs/service.md). `charge_until`:
+    up to when its slices were held (None: nothing more to charge, e.g. after a crash)."""
+
+    event: str
+    message: str
+    own_fault: bool = False
+    charge_until: datetime | None = None
+    started_at: float | None = None  # when the task started, if the server saw it (epoch s)
+    reason: str | None = None  # the pending reason it waits with, if not the policy's next one
+
+
+@dataclass(frozen=True)
+class Ended:
+    outcome: Outcome
+    charged: float  # slice-seconds charged now
+    state: JobState | None = None  # the final state, when it finished or failed
+
+
+def end_attempt(session: Session, job, results_dir: str, meter: UsageMeter, *, at: datetime, lost: Lost,
+                retry_limit: int, rows: list | None = None) -> Ended:
+    """The one owner of "result there? finish : requeue" for an attempt the server is
+    giving up on (recovery, a lost worker or node, preemption, drain). It settles the
+    attempt's result file once and for all (`settle_attempt` fences it if absent), charges
+    usage, and moves the job: SUCCEEDED if the task had finished, else PENDING at the head
+    of its queue, or FAILED once its own failures reach `retry_limit`. A job someone else
+    settled meanwhile is left as it is (STALE)."""
+    saved = settle_attempt(results_dir, job.id, job.attempts)
+    try:
+        if saved is not None:  # it finished before the server lost it
+            end = ts(saved["task_finished_at"]) if saved.get("task_finished_at") else at
+            charged = meter.charge(session, job, end, rows, started_at=saved.get("task_started_at"))
+            state = finish(session, job, ok=True, at=end, result=saved, error=None)
+            return Ended(Outcome.FINISHED, charged, state)
+        charged = (meter.charge(session, job, lost.charge_until, rows, started_at=lost.started_at)
+                   if lost.charge_until is not None else 0.0)
+        failures = job.failures + (1 if lost.own_fault else 0)
+        if lost.own_fault and failures >= retry_limit:
+            state = finish(session, job, ok=False, at=at, result=None, failures=failures,
+                           error=f"gave up after {failures} lost attempts: {lost.message}")
+            return Ended(Outcome.FAILED, charged, state)
+        requeue(session, job, at=at, event=lost.event, message=lost.message, failures=failures, reason=lost.reason)
+        return Ended(Outcome.REQUEUED, charged)
+    except StaleJob:
+        return Ended(Outcome.STALE, 0.0)
+    finally:
+        meter.forget(job.id)
 
 
 _J = Job.__table__.c
@@ -176,4 +252,5 @@ def set_reasons(session: Session, reasons: dict[int, tuple[str, str]]) -> dict:
     return {job_id: why for why, ids in groups.items() for job_id in ids}
 
 
-__all__ = ["UsageMeter", "admit", "requeue", "finish", "set_reasons", "StaleJob", "ts"]
+__all__ = ["Ended", "Lost", "Outcome", "UsageMeter", "end_attempt", "requeue", "finish", "set_reasons", "StaleJob",
+           "ts"]

@@ -14,13 +14,26 @@ Invariants:
 from __future__ import annotations
 
 import logging
+import os
+import sys
 import time
-from dataclasses import dataclass, field
+from contextlib import contextmanager
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 log = logging.getLogger("fairgpu.executor")
 
 GPU_TYPE_PREFIX = "accelerator_type:"
+
+
+def marker_time(results_dir: str, job_id: int, attempt: int) -> float | None:
+    """When an attempt's task created its start marker (epoch seconds), or None."""
+    from scheduler.tasks import started_path
+
+    try:
+        return os.stat(started_path(results_dir, job_id, attempt)).st_mtime
+    except OSError:
+        return None
 
 
 @dataclass
@@ -41,6 +54,13 @@ class Completion:
     error: str | None = None
     infrastructure: bool = False  # worker/node died: requeue rather than fail
     cancelled: bool = False
+    started_at: float | None = None  # when the task started (its start marker), if it did
+
+    @property
+    def refused(self) -> bool:
+        """Ray could not place it (an infrastructure failure before the task started):
+        not the job's fault, and it spends none of its retries."""
+        return self.infrastructure and self.started_at is None and not self.cancelled
 
 
 @dataclass(frozen=True)
@@ -134,6 +154,18 @@ class RayExecutor:
             self._options[key] = fn
         return fn
 
+    def is_tracking(self, job_id: int) -> bool:
+        return job_id in self.attempts
+
+    def tracked(self) -> dict[int, int]:
+        """{job id: attempt} of the attempts handed to Ray and not yet reported."""
+        return {j: a.attempt for j, a in list(self.attempts.items())}
+
+    def task_started_at(self, job_id: int) -> float | None:
+        """When the tracked attempt's task started (its start marker's time), or None."""
+        att = self.attempts.get(job_id)
+        return None if att is None else marker_time(self.results_dir, att.job_id, att.attempt)
+
     def cancel(self, job_id: int) -> None:
         att = self.attempts.get(job_id)
         if att is None or att.cancelled:
@@ -188,8 +220,9 @@ class RayExecutor:
             if results is not None:  # the task removed its own start marker as it returned
                 out.append(Completion(att.job_id, att.attempt, True, result=results[i]))
                 continue
+            started = marker_time(self.results_dir, att.job_id, att.attempt)
             self._unmark(att)
-            out.append(self._complete(att, ref))
+            out.append(replace(self._complete(att, ref), started_at=started))
         return out
 
     def _complete(self, att: Attempt, ref) -> Completion:
@@ -217,12 +250,40 @@ class RayExecutor:
 
 
 def init_ray(ray, *, address: str | None, gpus: int | None, gpu_type: str, num_cpus: int | None = None) -> None:
-    """Connect to a cluster, or start a local Ray with `gpus` logical GPUs of `gpu_type`."""
+    """Connect to a cluster, or start a local Ray with `gpus` logical GPUs of `gpu_type`.
+
+    A local Ray listens on loopback only (see `loopback_only`); a cluster's addresses
+    are the cluster's business."""
     if ray.is_initialized():
         return
     if address:
         ray.init(address=address, logging_level=logging.WARNING, log_to_driver=False)
         return
     resources = {f"{GPU_TYPE_PREFIX}{gpu_type}": float(gpus)} if gpus else None
-    ray.init(num_gpus=gpus, num_cpus=num_cpus, resources=resources, include_dashboard=False,
-             logging_level=logging.WARNING, log_to_driver=False)
+    with loopback_only(ray):
+        ray.init(num_gpus=gpus, num_cpus=num_cpus, resources=resources, include_dashboard=False,
+                 logging_level=logging.WARNING, log_to_driver=False, _node_ip_address=LOOPBACK)
+
+
+LOOPBACK = "127.0.0.1"
+
+
+@contextmanager
+def loopback_only(ray):
+    """While a local Ray starts, put Ray in its local-only mode (the one it uses on macOS
+    and Windows), so the node's address is 127.0.0.1: the GCS, the raylet, the agents
+    and every worker then listen on 127.0.0.1 only (checked with Ray 2.60; see
+    docs/deploy.md). Without it, Ray turns `_node_ip_address="127.0.0.1"` into the
+    machine's address and its gRPC servers listen on every interface. Ray reads the
+    mode only to find the node's address, which the started node then keeps."""
+    constants = sys.modules.get(f"{ray.__name__}._private.ray_constants")
+    if constants is None or not hasattr(constants, "ENABLE_RAY_CLUSTER"):
+        log.warning("this Ray has no local-only mode; its servers may listen on every interface")
+        yield
+        return
+    saved = constants.ENABLE_RAY_CLUSTER
+    constants.ENABLE_RAY_CLUSTER = False
+    try:
+        yield
+    finally:
+        constants.ENABLE_RAY_CLUSTER = saved

@@ -1,42 +1,57 @@
 """The scheduling loop: each cycle is load, decide (quota.decide), apply.
 
-Numbered phases of one cycle:
- 1. collect:   completions from Ray (no transaction open while talking to Ray);
- 2. settle:    record them: SUCCEEDED / FAILED, or requeue after a worker or node died
-               (FAILED with the reason past the retry limit); charge usage;
- 3. reconcile: stop Ray tasks of jobs the API cancelled; requeue jobs on nodes gone;
- 4. capacity:  refresh nodes from Ray (joins and departures change capacity);
- 5. decide:    load a Snapshot from the database and ask quota.decide;
- 6. apply:     preempt victims (cancel in Ray, requeue at the head of their queue),
-               wait until Ray has freed their slices, then admit: mark RUNNING and hand
-               each job to Ray; store every waiting job's reason;
- 7. meter:     charge running jobs' slice-seconds every `usage_period_s`.
+The phases of one cycle, in `PHASES` order (the exporter's phase label and
+docs/ARCHITECTURE.md quote the tuple):
+ 1. collect:  completions from Ray (no transaction open while talking to Ray);
+              capacity is refreshed from Ray here too, at most every capacity_period_s;
+ 2. settle:   record them: SUCCEEDED, FAILED, or ended through `apply.end_attempt`
+              (requeued, or FAILED once a job's own failures reach the retry limit);
+ 3. load:     a Snapshot from the database (incrementally, see SnapshotLoader);
+ 4. decide:   `decide(snapshot)` (quota.decide unless injected);
+ 5. admit:    reconcile with what the API changed, mark admitted jobs RUNNING and store
+              every waiting job's reason; 2-5 are one short write transaction;
+ 6. start:    after commit: stop cancelled attempts, preempt (cancel in Ray, end the
+              victims' attempts, wait until Ray freed their slices), hand admitted jobs
+              to Ray; every `usage_period_s`, charge running jobs' slice-seconds.
 
-Invariants: all state lives in the database, so a new loop after a crash recovers
-from it alone (`recover`); Ray is never given a task it cannot start at once (the
-policy's placements are per physical GPU, and preemptors wait for their victims).
-The clock, engine and executor are injected.
+Invariants:
+- All state lives in the database, so a new loop after a crash recovers from it alone
+  (scheduler.recovery). Ray is never given a task it cannot start at once.
+- Every write transaction the loop makes is fenced by the leader lease (`lease.fence`),
+  so a server that lost the lease writes nothing.
+- The loop never dies: a cycle that raises is rolled back (its transaction, and the
+  meter's and loader's memory), logged once per distinct error, counted in `health()`,
+  and retried with backoff. Only losing the lease to another server stops it.
+- A job Ray refuses to place is queued again without spending a retry, held back with
+  backoff, and after `max_refusals` waits with a reason until capacity changes.
+- The clock, engine, executor and policy are injected (tests pass a FakeExecutor).
 """
 from __future__ import annotations
 
 import logging
 import threading
 import time
-from dataclasses import dataclass, field
+from contextlib import contextmanager
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Callable
 
 from sqlmodel import select
 
 import quota
-from scheduler import apply
-from scheduler.executor import Completion, RayExecutor
+from scheduler import apply, recovery
+from scheduler.executor import Completion
 from scheduler.services.capacity import set_node, slices_per_gpu_for
 from scheduler.services.snapshot import SnapshotLoader, active_jobs
-from scheduler.store import Job, JobState, Node, StaleJob, session_scope
-from scheduler.tasks import settle_attempt
+from scheduler.store import Job, JobState, Node, session_scope
+from scheduler.store.lease import LeaseLost, LeaseLapsed
 
 log = logging.getLogger("fairgpu.loop")
+
+PHASES = ("collect", "settle", "load", "decide", "admit", "start")
+RAY_REFUSED = "RayRefused"
+NOT_IN_RAY = "not in Ray: declared by hand, but `fairgpu up` takes capacity from Ray"
+LEFT_RAY = "left the Ray cluster"
 
 
 @dataclass
@@ -57,13 +72,24 @@ class CycleReport:
     preemptions: list[tuple[int, str]] = field(default_factory=list)  # (account_id, reason)
     finishes: list[tuple[int, str]] = field(default_factory=list)  # (account_id, final state)
     usage: dict[int, float] = field(default_factory=dict)  # account_id -> slice-seconds charged
-    phases: dict[str, float] = field(default_factory=dict)  # seconds spent in each phase of the cycle
+    phases: dict[str, float] = field(default_factory=dict)  # seconds spent in each of PHASES
+
+
+@dataclass(frozen=True)
+class LoopHealth:
+    consecutive_failures: int = 0
+    failures_total: int = 0
+    last_error: str | None = None
+    last_success_at: datetime | None = None
+    failing_since: datetime | None = None
 
 
 class SchedulingLoop:
-    def __init__(self, engine, executor: RayExecutor, clock: Callable[[], datetime], *,
+    def __init__(self, engine, executor, clock: Callable[[], datetime], *,
                  slices_per_gpu: int | None = None, retry_limit: int = 3, usage_period_s: float = 15.0,
-                 discover: bool = True, on_cycle: Callable[[CycleReport], None] | None = None):
+                 discover: bool = True, on_cycle: Callable[[CycleReport], None] | None = None,
+                 lease=None, on_lease_lost: Callable[[LeaseLost], None] | None = None,
+                 decide: Callable[[quota.Snapshot], quota.Decision] = quota.decide, max_refusals: int = 5):
         self.engine = engine
         self.executor = executor
         self.clock = clock
@@ -72,6 +98,10 @@ class SchedulingLoop:
         self.usage_period_s = usage_period_s
         self.discover = discover
         self.on_cycle = on_cycle
+        self.lease = lease
+        self.on_lease_lost = on_lease_lost
+        self.decide = decide
+        self.max_refusals = max_refusals
         self.meter = apply.UsageMeter()
         self.loader = SnapshotLoader()
         self._last_meter = 0.0
@@ -80,10 +110,14 @@ class SchedulingLoop:
         self.gather_s = 0.005  # after a completion, how long to wait for more before cycling
         self.wake_gather_s = 0.01  # after a submission or cancel, how long to wait for more
         self.wake_gather_full_s = 0.1  # the same when the last cycle left no slice free
+        self.backoff_s = (0.5, 30.0)  # a failing cycle is retried after 0.5 s, doubling up to 30 s
         self._full = False
         self._unsettled: list[Completion] = []  # collected, but the cycle failed before recording them
+        self._refused: dict[int, tuple[int, float, str]] = {}  # job id -> (refusals, retry at (monotonic), why)
         self._wake = threading.Event()
         self._stop = threading.Event()
+        self._health = LoopHealth()
+        self._logged: dict[str, int] = {}  # distinct errors logged with their traceback (bounded)
         self.last_report: CycleReport | None = None
 
     # -- lifecycle --------------------------------------------------------------------
@@ -94,19 +128,71 @@ class SchedulingLoop:
         self._stop.set()
         self._wake.set()
 
+    def health(self) -> LoopHealth:
+        return self._health
+
     def run(self, period_s: float = 1.0) -> None:
-        """Cycle until stop(): after each cycle, wait for a completion, a wake-up or the period.
-        A wake-up that comes while a cycle runs is not lost (it is cleared before the cycle)."""
+        """Cycle until stop() or until the lease is lost: after each cycle, wait for a
+        completion, a wake-up or the period. A wake-up that comes while a cycle runs is
+        not lost (it is cleared before the cycle). A failing cycle is retried with backoff."""
         while not self._stop.is_set():
             self._wake.clear()
             try:
-                self.cycle()
-            except Exception:  # keep scheduling; the next cycle starts from the database again
-                log.exception("scheduling cycle failed")
-                time.sleep(0.5)
+                self.run_once()
+            except LeaseLapsed:  # paused or cut off, but nobody took over: renew, then go on
+                self._stop.wait(self._backoff())
+                continue
+            except LeaseLost as exc:
+                log.error("%s; scheduling stops here", exc)
+                if self.on_lease_lost is not None:
+                    self.on_lease_lost(exc)
+                return
+            except Exception:
+                self._stop.wait(self._backoff())
+                continue
             if self._stop.is_set():
                 break
             self._idle(period_s)
+
+    def run_once(self) -> CycleReport:
+        """One cycle. A failure is rolled back (the transaction, and the meter's and the
+        loader's memory), logged once per distinct error and counted in health(); then
+        re-raised for run() to back off. Losing the lease to another server is not counted."""
+        charged = dict(self.meter.charged_until)
+        try:
+            report = self.cycle()
+        except LeaseLost as exc:
+            if isinstance(exc, LeaseLapsed):
+                self._failed(exc, charged)
+            raise
+        except Exception as exc:
+            self._failed(exc, charged)
+            raise
+        h = self._health
+        if h.consecutive_failures:
+            log.warning("scheduling cycles succeed again after %d failed", h.consecutive_failures)
+        self._health = LoopHealth(0, h.failures_total, h.last_error, report.at, None)
+        return report
+
+    def _failed(self, exc: Exception, charged: dict) -> None:
+        # the transaction rolled back: forget what this cycle did in memory too
+        self.meter.charged_until = charged
+        self.meter.usage.loaded = float("-inf")
+        self.loader = SnapshotLoader()
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:300]
+        key = f"{type(exc).__name__}: {first}"
+        h = self._health
+        self._health = LoopHealth(h.consecutive_failures + 1, h.failures_total + 1, key, h.last_success_at,
+                                  h.failing_since or self.clock())
+        if key not in self._logged and len(self._logged) < 100:
+            self._logged[key] = 1
+            log.exception("scheduling cycle failed (rolled back; retried with backoff; this error is logged once)")
+        else:
+            log.debug("scheduling cycle failed again: %s", key)
+
+    def _backoff(self) -> float:
+        low, high = self.backoff_s
+        return min(high, low * 2 ** max(0, self._health.consecutive_failures - 1))
 
     def _idle(self, period_s: float) -> None:
         """Wait for a completion, a wake-up or the period. After the first completion, wait
@@ -119,92 +205,68 @@ class SchedulingLoop:
             left = deadline - time.monotonic()
             if left <= 0:
                 return
-            if not self.executor.attempts:
+            if not self.executor.tracked():
                 self._wake.wait(min(0.05, left))
             elif self.executor.wait(min(0.05, left)):
                 self.executor.wait(self.gather_s, every=True)
                 return
         if self._wake.is_set() and not self._stop.is_set():
-            # a burst of submissions is decided together; when the last cycle left no slice
-            # free, a submission can only matter through preemption, so wait longer (a
-            # completion still ends the wait at once)
             gather = self.wake_gather_full_s if self._full else self.wake_gather_s
-            if self.executor.attempts:
+            if self.executor.tracked():
                 self.executor.wait(gather)
             elif gather > 0:
                 self._stop.wait(gather)
 
-    # -- recovery ---------------------------------------------------------------------
-    def recover(self) -> dict[str, int]:
-        """After a crash or restart: every RUNNING job either finished (its result file is
-        there) or goes back to the head of its queue. Returns counts."""
-        now = self.clock()
-        counts = {"finished": 0, "requeued": 0}
+    @contextmanager
+    def _scope(self):
+        """A write transaction fenced by the lease (see scheduler.store.lease)."""
         with session_scope(self.engine) as s:
-            jobs = s.exec(select(Job).where(Job.state == JobState.RUNNING)).all()
-            for job in jobs:
-                result = settle_attempt(self.executor.results_dir, job.id, job.attempts)
-                if result is not None:
-                    end = apply.ts(result.get("task_finished_at", now.timestamp()))
-                    self.meter.charge(s, job, end)
-                    apply.finish(s, job, ok=True, at=end, result=result, error=None)
-                    counts["finished"] += 1
-                else:
-                    self.meter.charge(s, job, self._last_charge_point(s, job, now))
-                    apply.requeue(s, job, at=now, event="requeued",
-                                  message="the scheduler restarted while it ran; queued again")
-                    counts["requeued"] += 1
-                self.meter.forget(job.id)
-        return counts
+            if self.lease is not None:
+                self.lease.fence(s)
+            yield s
 
-    def _last_charge_point(self, s, job: Job, now: datetime) -> datetime:
-        # without a heartbeat we do not know when it died: charge up to the last meter point
-        from sqlalchemy import func
+    # -- recovery and drain (scheduler.recovery) ----------------------------------------
+    def recover(self) -> dict[str, int]:
+        return recovery.recover(self._scope, self.executor.results_dir, self.meter, now=self.clock(),
+                                retry_limit=self.retry_limit)
 
-        from scheduler.store import UsageRecord
-
-        last = s.exec(select(func.max(UsageRecord.at)).where(UsageRecord.job_id == job.id)).one()
-        return last or job.started_at or now
+    def drain(self) -> int:
+        return recovery.drain(self._scope, self.executor, self.meter, now=self.clock(), retry_limit=self.retry_limit)
 
     # -- capacity ---------------------------------------------------------------------
     def refresh_capacity(self, now: datetime) -> None:
+        """Nodes as Ray has them. A node Ray does not have is never placed on: a node
+        declared by hand is listed inactive with the reason, as is one that left."""
         found = self.executor.discover()
-        with session_scope(self.engine) as s:
-            rows = {n.name: n for n in s.exec(select(Node).where(Node.source == "ray")).all()}
+        with self._scope() as s:
+            rows = {n.name: n for n in s.exec(select(Node)).all()}
+            changed = False
             for d in found:
                 spg = self.slices_per_gpu or slices_per_gpu_for(d.gpu_type)
                 row = rows.pop(d.name, None)
-                if row is None or not row.active or row.gpus != d.gpus or row.slices_per_gpu != spg:
-                    set_node(s, node=d.name, gpus=d.gpus, slices_per_gpu=spg, gpu_type=d.gpu_type, at=now,
-                             source="ray")
-            for row in rows.values():
-                if row.active:
-                    row.active = False
-                    row.updated_at = now
+                if (row is None or not row.active or row.source != "ray" or row.gpus != d.gpus
+                        or row.slices_per_gpu != spg):
+                    row = set_node(s, node=d.name, gpus=d.gpus, slices_per_gpu=spg, gpu_type=d.gpu_type, at=now,
+                                   source="ray")
+                    row.reason = None
                     s.add(row)
+                    changed = True
+            for row in rows.values():
+                reason = LEFT_RAY if row.source == "ray" else NOT_IN_RAY
+                if row.active or row.reason != reason:
+                    row.active, row.reason, row.updated_at = False, reason, now
+                    s.add(row)
+                    changed = True
+        if changed:
+            self._refused.clear()  # capacity changed: jobs Ray refused may be placed now
 
     # -- one cycle ----------------------------------------------------------------------
     def cycle(self) -> CycleReport:
         t0 = time.perf_counter()
         now = self.clock()
         report = CycleReport(at=now)
-        # 1. collect (plus any a failed cycle could not record)
-        completions = self._unsettled + self.executor.poll()
-        self._unsettled = completions
-        if any(c.infrastructure for c in completions):
-            self._last_capacity = float("-inf")  # a node may have gone: look again now
-        # 4. capacity first (Ray's node list costs a round trip: at most every capacity_period_s)
-        if self.discover and time.monotonic() - self._last_capacity >= self.capacity_period_s:
-            self._last_capacity = time.monotonic()
-            self.refresh_capacity(now)
-        # 2. settle, 5. load and decide, 3. and (without preemptions) 6. admit, all in one
-        # short write transaction: no network call inside it, the policy inputs that did not
-        # change are not rebuilt, and only jobs whose version moved are re-read. Admissions
-        # are guarded by each job's version like every status change.
-        started: list = []
-        reasons: dict = {}
         phases = report.phases
-        mark = time.perf_counter()
+        mark = t0
 
         def lap(name: str) -> None:
             nonlocal mark
@@ -212,51 +274,73 @@ class SchedulingLoop:
             phases[name] = phases.get(name, 0.0) + now_ - mark
             mark = now_
 
+        # 1. collect (plus any a failed cycle could not record)
+        completions = self._unsettled + self.executor.poll()
+        self._unsettled = completions
+        if any(c.infrastructure for c in completions):
+            self._last_capacity = float("-inf")  # a node may have gone: look again now
+        if self.discover and time.monotonic() - self._last_capacity >= self.capacity_period_s:
+            self._last_capacity = time.monotonic()
+            self.refresh_capacity(now)
         lap("collect")
-        with session_scope(self.engine) as s:
+        # 2-5 in one short write transaction: no network call inside it
+        started: list = []
+        reasons: dict = {}
+        with self._scope() as s:
             if completions:
                 self._settle(s, completions, now, report)
             lap("settle")
             loaded = self.loader.load(s, now, usage_by_id=lambda h: self.meter.usage.get(s, now, h, time.monotonic()))
+            snapshot, held = self._hold_back(loaded.snapshot)
             lap("load")
-            decision = quota.decide(loaded.snapshot)
+            decision = self.decide(snapshot)
             lap("decide")
             stop, gone = self._reconcile(s, loaded, now, report)
             if not decision.preemptions:
-                started, reasons = self._admit(s, decision, loaded, now)
-        lap("admit")
+                started, reasons = self._admit(s, decision, loaded, now, held)
+            lap("admit")
         self._unsettled = []
         self.loader.note_reasons(reasons)
-        report.decision, report.snapshot = decision, loaded.snapshot
-        self._full = loaded.snapshot.capacity.total_slices > 0 and decision.free_slices(loaded.snapshot) == 0
-        # 3. Ray side of reconcile: stop attempts the API cancelled, or whose node left
+        report.decision, report.snapshot = decision, snapshot
+        self._full = snapshot.capacity.total_slices > 0 and decision.free_slices(snapshot) == 0
+        # 6. Ray side: stop attempts the API cancelled, or whose node left; preempt; start
         for job_id in stop:
             self.executor.cancel(job_id)
             self.executor.forget(job_id)
         for job_id in gone:
-            self.executor.cancel(job_id)  # Ray reports it, settle requeues
-        # 6. apply
+            self.executor.cancel(job_id)  # Ray reports it, settle ends the attempt
         if decision.preemptions:
-            started = self._preempt_then_admit(decision, loaded, now, report)
+            started = self._preempt_then_admit(decision, loaded, now, report, held)
         self._start(started, now, report)
-        lap("start")
-        # 7. meter
         if time.monotonic() - self._last_meter >= self.usage_period_s:
             self._meter(now, report)
+        lap("start")
         report.duration_s = time.perf_counter() - t0
         self.last_report = report
         if self.on_cycle:
             self.on_cycle(report)
         return report
 
-    def _charge(self, s, job: Job, until: datetime, report: CycleReport | None, rows: list | None = None) -> None:
-        amount = self.meter.charge(s, job, until, rows)
+    def _charge(self, s, job, until: datetime, report: CycleReport | None, rows: list | None = None,
+                started_at: float | None = None) -> None:
+        amount = self.meter.charge(s, job, until, rows, started_at=started_at)
+        self._count_usage(report, job, amount)
+
+    @staticmethod
+    def _count_usage(report: CycleReport | None, job, amount: float) -> None:
         if report is not None and amount > 0:
             report.usage[job.account_id] = report.usage.get(job.account_id, 0.0) + amount
 
+    def _end(self, s, job, report: CycleReport, lost: apply.Lost, rows: list | None = None) -> apply.Ended:
+        ended = apply.end_attempt(s, job, self.executor.results_dir, self.meter, at=lost.charge_until or report.at,
+                                  lost=lost, retry_limit=self.retry_limit, rows=rows)
+        self._count_usage(report, job, ended.charged)
+        if ended.state is not None:
+            report.finished += 1
+            report.finishes.append((job.account_id, ended.state.value))
+        return ended
+
     def _settle(self, s, completions: list[Completion], now: datetime, report: CycleReport) -> None:
-        if not completions:
-            return
         rows = {j.id: j for j in active_jobs(s, [c.job_id for c in completions])}
         usage: list[dict] = []
         succeeded = []  # the common case, recorded together: (job, end, result)
@@ -265,59 +349,91 @@ class SchedulingLoop:
             if job is None or job.state != JobState.RUNNING or job.attempts != c.attempt:
                 self.meter.forget(c.job_id)
                 continue  # already settled (cancelled or preempted) by someone else
-            end = apply.ts(c.result["task_finished_at"]) if c.ok and c.result else now
-            self._charge(s, job, end, report, usage)
-            self.meter.forget(job.id)
             if c.ok:
+                end = apply.ts(c.result["task_finished_at"]) if c.result else now
+                self._charge(s, job, end, report, usage, started_at=(c.result or {}).get("task_started_at"))
+                self.meter.forget(job.id)
                 succeeded.append((job, end, c.result))
-                continue
-            try:
-                if c.infrastructure or c.cancelled:
-                    saved = settle_attempt(self.executor.results_dir, job.id, job.attempts)
-                    if saved is not None:  # it finished before its worker went away
-                        state = apply.finish(s, job, ok=True, at=end, result=saved, error=None)
-                    elif job.attempts >= self.retry_limit:
-                        state = apply.finish(s, job, ok=False, at=now, result=None,
-                                             error=f"gave up after {job.attempts} attempts: {c.error}")
-                    else:
-                        apply.requeue(s, job, at=now, event="requeued",
-                                      message=f"attempt {job.attempts} lost its worker or node: {c.error}")
-                        report.requeued += 1
-                        continue
-                else:
-                    state = apply.finish(s, job, ok=False, at=now, result=None, error=c.error)
+            elif c.refused:
+                why = self._note_refusal(job.id, c.error)
+                lost = apply.Lost("requeued", why, charge_until=now, reason=RAY_REFUSED)
+                if self._end(s, job, report, lost, usage).outcome == apply.Outcome.REQUEUED:
+                    report.requeued += 1
+            elif c.infrastructure or c.cancelled:  # its worker or node died (or its node left)
+                what = "its node left the cluster" if c.cancelled else f"lost its worker or node: {c.error}"
+                lost = apply.Lost("requeued", f"attempt {job.attempts} {what}", own_fault=True, charge_until=now,
+                                  started_at=c.started_at)
+                if self._end(s, job, report, lost, usage).outcome == apply.Outcome.REQUEUED:
+                    report.requeued += 1
+            else:  # the job's own code raised: it fails now (running it again would not help)
+                self._charge(s, job, now, report, usage, started_at=c.started_at)
+                self.meter.forget(job.id)
+                try:
+                    state = apply.finish(s, job, ok=False, at=now, result=None, error=c.error,
+                                         failures=job.failures + 1)
+                except apply.StaleJob:
+                    continue
                 report.finished += 1
                 report.finishes.append((job.account_id, state.value))
-            except StaleJob:
-                continue
         done = apply.finish_ok_many(s, succeeded, fresh=True)  # rows read above, in this transaction
         for job, _end, result in succeeded:
             if job.id in done:
+                self._refused.pop(job.id, None)
                 report.finished += 1
                 report.finishes.append((job.account_id, JobState.SUCCEEDED.value))
                 report.ray_start_delays.append(result.get("ray_start_delay_s", 0.0))
         apply.insert_usage(s, usage)
 
+    # -- jobs Ray refused -----------------------------------------------------------------
+    def _note_refusal(self, job_id: int, error: str | None) -> str:
+        """Count a refusal and hold the job back: 1, 2, 4 ... s, then until capacity changes."""
+        n = self._refused.get(job_id, (0, 0.0, ""))[0] + 1
+        first = (str(error or "").strip().splitlines() or ["no reason given"])[0][:200]
+        if n >= self.max_refusals:
+            why = f"Ray refused to place it {n} times ({first}); it waits until capacity changes"
+            self._refused[job_id] = (n, float("inf"), why)
+        else:
+            delay = min(60.0, 2.0 ** (n - 1))
+            why = f"Ray refused to place it ({first}); trying again in {delay:g} s (refusal {n} of {self.max_refusals})"
+            self._refused[job_id] = (n, time.monotonic() + delay, why)
+        log.warning("job %s: %s", job_id, why)
+        return why
+
+    def _hold_back(self, snapshot: quota.Snapshot) -> tuple[quota.Snapshot, dict[int, str]]:
+        """Leave jobs Ray refused out of the snapshot until their backoff ends; returns the
+        snapshot and {job id: why} for those held back."""
+        if not self._refused:
+            return snapshot, {}
+        pending = {p.id for p in snapshot.pending}
+        tracked = self.executor.tracked()
+        for job_id in [j for j in self._refused if j not in pending and j not in tracked]:
+            del self._refused[job_id]  # finished, cancelled or running: forget it
+        clock = time.monotonic()
+        held = {j: why for j, (_n, until, why) in self._refused.items() if until > clock and j in pending}
+        if not held:
+            return snapshot, {}
+        return replace(snapshot, pending=tuple(p for p in snapshot.pending if p.id not in held)), held
+
+    # -- reconcile, admit, preempt, start -------------------------------------------------
     def _reconcile(self, s, loaded, now: datetime, report: CycleReport) -> tuple[list[int], list[int]]:
         """The database side of reconcile, on the rows just loaded: returns the attempts to
         stop in Ray (their jobs were cancelled or settled meanwhile) and those whose node left."""
-        tracked = dict(self.executor.attempts)
+        tracked = self.executor.tracked()
         if not tracked:
             return [], []
         stop, gone = [], []
         live_nodes = {n.name for n in loaded.snapshot.capacity.nodes}  # the active nodes, as loaded
         missing = [i for i in tracked if i not in loaded.jobs]  # finished or cancelled since
-        rows = list(active_jobs(s, missing)) if missing else []
-        for job in rows:
+        for job in (active_jobs(s, missing) if missing else []):
             if job.state.is_finished() and job.finished_at is not None:
-                self._charge(s, job, job.finished_at, report)
+                self._charge(s, job, job.finished_at, report, started_at=self.executor.task_started_at(job.id))
                 report.finishes.append((job.account_id, job.state.value))
         stop.extend(missing)
-        for job_id, att in tracked.items():
+        for job_id, attempt in tracked.items():
             job = loaded.jobs.get(job_id)
             if job is None:
                 continue
-            if job.state != JobState.RUNNING or job.attempts != att.attempt:
+            if job.state != JobState.RUNNING or job.attempts != attempt:
                 stop.append(job_id)  # settled by someone else (requeued): stop it in Ray
             elif self.discover and job.node not in live_nodes:
                 gone.append(job_id)
@@ -325,39 +441,32 @@ class SchedulingLoop:
             self.meter.forget(job_id)
         return stop, gone
 
-    def _preempt_then_admit(self, decision: quota.Decision, loaded, now: datetime, report: CycleReport) -> list:
+    def _preempt_then_admit(self, decision: quota.Decision, loaded, now: datetime, report: CycleReport,
+                            held: dict[int, str]) -> list:
         jobs = loaded.jobs
         victims = [p.job_id for p in decision.preemptions]
+        started_at = {j: self.executor.task_started_at(j) for j in victims}
         for job_id in victims:
             self.executor.cancel(job_id)
-        with session_scope(self.engine) as s:
+        with self._scope() as s:
             for p in decision.preemptions:
                 job = jobs.get(p.job_id)
                 if job is None or job.state != JobState.RUNNING:
                     continue
-                self._charge(s, job, now, report)
-                self.meter.forget(job.id)
-                try:
-                    done = settle_attempt(self.executor.results_dir, job.id, job.attempts)
-                    if done is not None:  # it finished just before it was stopped
-                        state = apply.finish(s, job, ok=True, at=now, result=done, error=None)
-                        report.finished += 1
-                        report.finishes.append((job.account_id, state.value))
-                        continue
-                    apply.requeue(s, job, at=now, event="preempted", message=p.reason)
+                lost = apply.Lost("preempted", p.reason, charge_until=now, started_at=started_at.get(job.id))
+                if self._end(s, job, report, lost).outcome == apply.Outcome.REQUEUED:
                     report.preempted += 1
                     report.preemptions.append((job.account_id, p.reason))
-                except StaleJob:
-                    pass
         self.executor.wait_gone(victims, timeout=10.0)
         for job_id in victims:
             self.executor.forget(job_id)
-        with session_scope(self.engine) as s:  # a new transaction: the API may have changed jobs since
-            started, reasons = self._admit(s, decision, loaded, now, fresh=False)
+        with self._scope() as s:  # a new transaction: the API may have changed jobs since
+            started, reasons = self._admit(s, decision, loaded, now, held, fresh=False)
         self.loader.note_reasons(reasons)
         return started
 
-    def _admit(self, s, decision: quota.Decision, loaded, now: datetime, fresh: bool = True) -> tuple[list, dict]:
+    def _admit(self, s, decision: quota.Decision, loaded, now: datetime, held: dict[int, str],
+               fresh: bool = True) -> tuple[list, dict]:
         """Mark the admitted jobs RUNNING and store every waiting job's reason (no Ray call);
         returns the jobs to start and the reasons written. `fresh`: `loaded` was read in
         this same transaction (see transition_many)."""
@@ -366,54 +475,38 @@ class SchedulingLoop:
         admitted = apply.admit_many(s, [(job, adm.node, adm.gpu_slices) for job, adm in chosen], at=now,
                                     fresh=fresh)
         started = [(job, adm) for job, adm in chosen if job.id in admitted]
+        waiting = {jid: (w.reason, w.message) for jid, w in decision.waiting.items()}
+        waiting.update((jid, (RAY_REFUSED, why)) for jid, why in held.items())
         changed = {}  # only reasons that differ from the rows as loaded are written
         pending = JobState.PENDING
-        for jid, w in decision.waiting.items():
+        for jid, (reason, message) in waiting.items():
             row = jobs.get(jid)
-            if row is None or row.state != pending or row.reason != w.reason or row.reason_message != w.message:
-                changed[jid] = (w.reason, w.message)
+            if row is None or row.state != pending or row.reason != reason or row.reason_message != message:
+                changed[jid] = (reason, message)
         return started, apply.set_reasons(s, changed)
 
     def _start(self, started: list, now: datetime, report: CycleReport) -> None:
-        for job, adm in started:  # after commit: a crash here leaves RUNNING rows that recover() requeues
+        for job, adm in started:  # after commit: a crash here leaves RUNNING rows that recovery requeues
             payload = {"model": job.model, "framework": job.framework, "mode": job.mode, "spec": job.spec}
             try:
                 self.executor.start(job_id=job.id, attempt=job.attempts + 1, node=adm.node,
                                     num_gpus=adm.num_gpus, payload=payload)
-                self.meter.charged_until[job.id] = now.timestamp()
                 report.admitted += 1
                 report.admissions.append((job.account_id, (now - job.submitted_at).total_seconds()))
             except Exception as exc:
-                log.exception("could not hand job %s to Ray", job.id)
-                with session_scope(self.engine) as s:
+                why = self._note_refusal(job.id, f"{type(exc).__name__}: {exc}")
+                with self._scope() as s:
                     fresh = s.get(Job, job.id)
                     if fresh is not None and fresh.state == JobState.RUNNING:
-                        apply.requeue(s, fresh, at=now, event="requeued", message=f"Ray refused it: {exc}")
+                        apply.requeue(s, fresh, at=now, event="requeued", message=why, reason=RAY_REFUSED)
 
     def _meter(self, now: datetime, report: CycleReport) -> None:
+        """Charge running jobs up to now, each from its task's own start."""
         self._last_meter = time.monotonic()
-        with session_scope(self.engine) as s:
-            running = s.exec(select(Job).where(Job.state == JobState.RUNNING)).all()
-            for job in running:
-                if job.id in self.executor.attempts:
-                    self._charge(s, job, now, report)
-
-    def drain(self) -> int:
-        """On shutdown: stop every running attempt and requeue its job (none is lost)."""
-        now = self.clock()
-        ids = list(self.executor.attempts)
-        self.executor.shutdown()
-        n = 0
-        with session_scope(self.engine) as s:
-            for job_id in ids:
-                job = s.get(Job, job_id)
-                if job is None or job.state != JobState.RUNNING:
-                    continue
-                result = settle_attempt(self.executor.results_dir, job.id, job.attempts)
-                self.meter.charge(s, job, now)
-                if result is not None:
-                    apply.finish(s, job, ok=True, at=now, result=result, error=None)
-                else:
-                    apply.requeue(s, job, at=now, event="requeued", message="the scheduler shut down; queued again")
-                    n += 1
-        return n
+        tracked = self.executor.tracked()
+        if not tracked:
+            return
+        with self._scope() as s:
+            for job in s.exec(select(Job).where(Job.state == JobState.RUNNING)).all():
+                if tracked.get(job.id) == job.attempts:
+                    self._charge(s, job, now, report, started_at=self.executor.task_started_at(job.id))

@@ -52,7 +52,7 @@ _DEFAULT_EVENT = {R: "admitted", P: "requeued", S: "finished", F: "failed", C: "
 SETTABLE_FIELDS = frozenset(
     {
         "node", "gpu", "gpu_slices", "result", "error", "ray_task_id", "queue_seq",
-        "attempts", "admitted_at", "started_at", "finished_at", "slices", "spec",
+        "attempts", "failures", "admitted_at", "started_at", "finished_at", "slices", "spec",
     }
 )
 

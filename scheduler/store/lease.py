@@ -1,0 +1,222 @@
+"""The leader lease: exactly one scheduling loop per database, on SQLite and PostgreSQL.
+
+One row (``leader_lease``, id 1) names the server that runs the loop: host, pid, a
+fencing ``epoch`` and when its lease expires. A lease row, not an advisory lock: a
+process stopped with SIGSTOP keeps its connection (and so a session lock) alive, but
+its lease lapses.
+
+Invariants:
+- ``acquire`` succeeds only if there is no row or the lease has expired; taking over
+  bumps ``epoch``. A refused acquire raises ``LeaseHeld`` naming the holder.
+- The holder renews by heartbeat (``renew``), guarded by its epoch: a renewal that
+  matches no row means another server took over (``LeaseLost``). A renewal after a
+  pause that no one used to take over succeeds: the lease is still ours.
+- ``fence(session)`` is the first statement of every write transaction the loop makes.
+  It reads the row under the transaction's write lock (SQLite: BEGIN IMMEDIATE holds
+  the database's; PostgreSQL: ``FOR UPDATE`` holds the row's until commit, so a
+  takeover waits for it) and raises ``LeaseLost`` unless the epoch is ours, and
+  ``LeaseLapsed`` if the lease has expired though nobody took it over yet. So a
+  leader paused past its lease and then resumed writes nothing, and two leaders'
+  writes never interleave.
+- Times are the wall clock of the host (``now``), not the scheduler's injected job
+  clock; servers sharing a PostgreSQL database need synchronised clocks (NTP), as
+  any lease does.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import threading
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Callable
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Engine
+
+from scheduler.store.engine import READONLY_OPTION, StoreError
+from scheduler.store.models import LeaderLease
+
+log = logging.getLogger("fairgpu.lease")
+
+_T = LeaderLease.__table__
+_C = _T.c
+DEFAULT_TTL_S = 15.0
+
+
+def wall_now() -> datetime:
+    return datetime.now(UTC)
+
+
+@dataclass(frozen=True)
+class Holder:
+    host: str
+    pid: int
+    epoch: int
+    since: datetime
+    expires_at: datetime
+
+    def describe(self) -> str:
+        return f"{self.host} pid {self.pid} since {self.since:%Y-%m-%d %H:%M:%S} UTC"
+
+
+class LeaseHeld(StoreError):
+    """Another server holds the lease; ``holder`` says which."""
+
+    def __init__(self, holder: Holder | None):
+        self.holder = holder
+        who = holder.describe() if holder else "another server"
+        super().__init__(f"the scheduler for this database is already running: {who}")
+
+
+class LeaseLost(StoreError):
+    """This server no longer holds the lease: another server took it over."""
+
+
+class LeaseLapsed(LeaseLost):
+    """This server's lease expired (it was paused, or the database was away) and nobody
+    has taken it over yet: no write until a renewal succeeds."""
+
+
+def current_holder(engine: Engine) -> Holder | None:
+    with engine.execution_options(**{READONLY_OPTION: True}).connect() as conn:  # no write lock on SQLite
+        row = conn.execute(sa.select(_T).where(_C.id == 1)).first()
+    return _holder(row)
+
+
+def _holder(row) -> Holder | None:
+    if row is None:
+        return None
+    return Holder(row.host, row.pid, row.epoch, _aware(row.acquired_at), _aware(row.expires_at))
+
+
+def _aware(value: datetime) -> datetime:
+    return value if value.tzinfo else value.replace(tzinfo=UTC)
+
+
+class Lease:
+    """This server's claim on the lease (``epoch`` is None until acquired)."""
+
+    def __init__(self, engine: Engine, *, ttl_s: float = DEFAULT_TTL_S, host: str | None = None,
+                 pid: int | None = None, now: Callable[[], datetime] = wall_now):
+        self.engine = engine
+        self.ttl = timedelta(seconds=ttl_s)
+        self.host = host or socket.gethostname()
+        self.pid = pid if pid is not None else os.getpid()
+        self.holder = f"{self.host}:{self.pid}"
+        self.now = now
+        self.epoch: int | None = None
+        self._postgres = engine.dialect.name == "postgresql"
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    # -- taking it ----------------------------------------------------------------------
+    def try_acquire(self) -> int:
+        """Take the lease if it is free or expired; returns the new epoch, or raises LeaseHeld."""
+        now = self.now()
+        values = dict(holder=self.holder, host=self.host, pid=self.pid, acquired_at=now, renewed_at=now,
+                      expires_at=now + self.ttl)
+        try:
+            with self.engine.begin() as conn:
+                if self._postgres:  # a holder inside a transaction has the row locked: don't wait long
+                    conn.execute(sa.text("SET LOCAL lock_timeout = '2s'"))
+                epoch = conn.execute(
+                    _T.update().where(_C.id == 1, _C.expires_at <= now)
+                    .values(epoch=_C.epoch + 1, **values).returning(_C.epoch)
+                ).scalar()
+                if epoch is None:
+                    row = conn.execute(sa.select(_T).where(_C.id == 1)).first()
+                    if row is not None:
+                        raise LeaseHeld(_holder(row))
+                    conn.execute(_T.insert().values(id=1, epoch=1, **values))
+                    epoch = 1
+        except LeaseHeld:
+            raise
+        except sa.exc.DBAPIError as exc:  # a racing insert, or the row locked past lock_timeout
+            log.debug("lease acquire: %s", exc)
+            raise LeaseHeld(current_holder(self.engine)) from None
+        self.epoch = int(epoch)
+        return self.epoch
+
+    def wait_acquire(self, stop: threading.Event, poll_s: float | None = None,
+                     on_wait: Callable[[Holder | None], None] | None = None) -> bool:
+        """Standby: try until the lease is ours (True) or `stop` is set (False). `on_wait`
+        is called once, with the holder, when the first try is refused."""
+        poll = poll_s if poll_s is not None else max(0.2, self.ttl.total_seconds() / 5)
+        told = False
+        while not stop.is_set():
+            try:
+                self.try_acquire()
+                return True
+            except LeaseHeld as exc:
+                if not told and on_wait is not None:
+                    on_wait(exc.holder)
+                told = True
+            stop.wait(poll)
+        return False
+
+    # -- keeping it ---------------------------------------------------------------------
+    def _mine(self):
+        if self.epoch is None:
+            raise LeaseLost("this server never held the lease")
+        return sa.and_(_C.id == 1, _C.epoch == self.epoch, _C.holder == self.holder)
+
+    def renew(self) -> None:
+        """Extend the lease by its ttl; LeaseLost if another server took it over."""
+        now = self.now()
+        with self.engine.begin() as conn:
+            n = conn.execute(_T.update().where(self._mine()).values(renewed_at=now, expires_at=now + self.ttl)).rowcount
+        if n != 1:
+            raise LeaseLost(self._lost_message())
+
+    def fence(self, session) -> None:
+        """Inside a write transaction, before its first write: LeaseLost unless the lease
+        is ours and current (see the module's invariants)."""
+        conn = session.connection()
+        query = sa.select(_C.epoch, _C.holder, _C.expires_at).where(_C.id == 1)
+        if self._postgres:
+            conn.execute(sa.text(f"SET LOCAL idle_in_transaction_session_timeout = "
+                                 f"'{int(self.ttl.total_seconds() * 1000)}ms'"))
+            query = query.with_for_update()
+        row = conn.execute(query).first()
+        if row is None or row.epoch != self.epoch or row.holder != self.holder:
+            raise LeaseLost(self._lost_message())
+        if _aware(row.expires_at) <= self.now():
+            raise LeaseLapsed("this server's lease lapsed (was it paused?); not writing until it is renewed")
+
+    def _lost_message(self) -> str:
+        holder = current_holder(self.engine)
+        who = holder.describe() if holder else "nobody"
+        return f"this server lost the scheduler lease (epoch {self.epoch}); it is now held by {who}"
+
+    def start_heartbeat(self, on_lost: Callable[[LeaseLost], None], every_s: float | None = None) -> None:
+        """Renew every `every_s` (a third of the ttl) in a thread; call `on_lost` once if
+        another server took the lease over, then stop."""
+        every = every_s if every_s is not None else self.ttl.total_seconds() / 3
+
+        def beat() -> None:
+            while not self._stop.wait(every):
+                try:
+                    self.renew()
+                except LeaseLost as exc:
+                    on_lost(exc)
+                    return
+                except Exception:  # the database is away for a moment: the lease may lapse
+                    log.warning("could not renew the scheduler lease", exc_info=True)
+
+        self._thread = threading.Thread(target=beat, name="fairgpu-lease", daemon=True)
+        self._thread.start()
+
+    def release(self) -> None:
+        """Give the lease up at once (clean shutdown), so a standby need not wait for it to lapse."""
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=5)
+        if self.epoch is None:
+            return
+        try:
+            with self.engine.begin() as conn:
+                conn.execute(_T.update().where(self._mine()).values(expires_at=self.now()))
+        except Exception:
+            log.warning("could not release the scheduler lease", exc_info=True)

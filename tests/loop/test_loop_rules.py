@@ -1,0 +1,188 @@
+"""The loop's rules, without Ray: a FakeExecutor, a clock the test moves, real SQLite."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from loop_world import make_world
+
+from scheduler.executor import DiscoveredNode
+from scheduler.loop import NOT_IN_RAY, RAY_REFUSED
+from scheduler.services.capacity import list_nodes, set_node
+from scheduler.store import JobState, session_scope
+from scheduler.tasks import started_path
+
+
+def test_a_job_outlives_more_restarts_than_its_retry_limit(tmp_path):
+    w = make_world(tmp_path, retry_limit=2)
+    job_id = w.submit()
+    for _ in range(5):  # 5 restarts while it runs: more than its 2 retries
+        w.loop.run_once()
+        assert w.job(job_id).state == JobState.RUNNING
+        w.restart(retry_limit=2)
+        assert w.loop.recover()["requeued"] == 1
+    w.loop.run_once()
+    w.executor.finish(job_id)
+    w.loop.run_once()
+    job = w.job(job_id)
+    assert (job.state, job.attempts, job.failures) == (JobState.SUCCEEDED, 6, 0)
+
+
+def test_lost_workers_spend_retries_then_the_job_fails(tmp_path):
+    w = make_world(tmp_path, retry_limit=3)
+    job_id = w.submit()
+    for attempt in (1, 2, 3):
+        w.loop.run_once()
+        w.executor.begin(job_id, w.now[0].timestamp())
+        w.executor.finish(job_id, ok=False, infrastructure=True, error="WorkerCrashedError: worker died")
+        w.loop.run_once()
+    job = w.job(job_id)
+    assert (job.state, job.failures) == (JobState.FAILED, 3)
+    assert job.error.startswith("gave up after 3 lost attempts")
+
+
+def test_a_task_error_fails_at_once_and_counts(tmp_path):
+    w = make_world(tmp_path)
+    job_id = w.submit()
+    w.loop.run_once()
+    w.executor.finish(job_id, ok=False, error="ValueError: bad input")
+    w.loop.run_once()
+    job = w.job(job_id)
+    assert (job.state, job.failures, job.error) == (JobState.FAILED, 1, "ValueError: bad input")
+
+
+def test_usage_is_charged_from_the_tasks_own_start(tmp_path):
+    w = make_world(tmp_path)
+    job_id = w.submit(slices=2)
+    w.loop.run_once()  # admitted at T0
+    w.tick(7)  # Ray's cold start: not charged
+    w.executor.begin(job_id, w.now[0].timestamp())
+    w.tick(5)
+    w.loop._last_meter = float("-inf")
+    report = w.loop.run_once()  # meters: 5 s since the task's start, 2 slices
+    assert sum(report.usage.values()) == pytest.approx(10.0)
+
+
+def test_a_task_that_never_started_is_charged_nothing(tmp_path):
+    w = make_world(tmp_path)
+    job_id = w.submit()
+    w.loop.run_once()
+    w.tick(30)
+    w.loop._last_meter = float("-inf")
+    assert w.loop.run_once().usage == {}
+    w.executor.finish(job_id, ok=False, infrastructure=True, error="lost")
+    assert w.loop.run_once().usage == {}
+
+
+def test_a_failing_cycle_is_rolled_back_counted_and_the_next_is_normal(tmp_path):
+    import quota
+
+    calls = []
+
+    def flaky(snapshot):
+        calls.append(1)
+        if len(calls) == 2:
+            raise ZeroDivisionError("injected fault")
+        return quota.decide(snapshot)
+
+    w = make_world(tmp_path, decide=flaky)
+    first = w.submit()
+    w.loop.run_once()
+    second = w.submit()
+    with pytest.raises(ZeroDivisionError):
+        w.loop.run_once()
+    health = w.loop.health()
+    assert (health.consecutive_failures, health.failures_total) == (1, 1)
+    assert health.last_error == "ZeroDivisionError: injected fault"
+    assert w.job(second).state == JobState.PENDING  # nothing of the failed cycle was written
+    w.executor.finish(first)
+    report = w.loop.run_once()
+    assert report.admitted == 1 and report.finished == 1
+    assert w.job(second).state == JobState.RUNNING
+    assert w.loop.health().consecutive_failures == 0 and w.loop.health().failures_total == 1
+
+
+def test_run_backs_off_and_keeps_going_after_failures(tmp_path):
+    import threading
+
+    import quota
+
+    failures = [3]
+
+    def flaky(snapshot):
+        if failures[0]:
+            failures[0] -= 1
+            raise RuntimeError("database away")
+        return quota.decide(snapshot)
+
+    w = make_world(tmp_path, decide=flaky)
+    w.loop.backoff_s = (0.01, 0.02)
+    job_id = w.submit()
+    t = threading.Thread(target=w.loop.run, kwargs={"period_s": 0.01})
+    t.start()
+    try:
+        for _ in range(500):
+            if w.job(job_id).state == JobState.RUNNING:
+                break
+            threading.Event().wait(0.01)
+    finally:
+        w.loop.stop()
+        t.join(5)
+    assert w.job(job_id).state == JobState.RUNNING
+    assert w.loop.health().failures_total == 3
+
+
+def test_a_job_ray_refuses_is_held_back_then_waits_with_a_reason(tmp_path):
+    w = make_world(tmp_path, max_refusals=3)
+    job_id = w.submit()
+    w.executor.refuse.add(job_id)
+    w.loop.run_once()  # refusal 1: queued again, held back 1 s
+    job = w.job(job_id)
+    assert (job.state, job.failures) == (JobState.PENDING, 0)
+    w.loop.run_once()
+    assert w.job(job_id).reason == RAY_REFUSED
+    for n in (2, 3):
+        w.loop._refused[job_id] = (w.loop._refused[job_id][0], 0.0, "")  # its backoff is over
+        w.loop.run_once()
+    job = w.job(job_id)
+    assert (job.state, job.failures, job.reason) == (JobState.PENDING, 0, RAY_REFUSED)
+    assert "refused to place it 3 times" in job.reason_message
+    assert len(w.executor.starts) == 0
+    w.loop.run_once()
+    assert w.job(job_id).attempts == 3  # it stays put: no more tries
+    w.executor.refuse.clear()
+    w.loop._refused.clear()  # as a capacity change does
+    w.loop.run_once()
+    assert w.job(job_id).state == JobState.RUNNING
+
+
+def test_a_node_declared_by_hand_is_never_placed_on_while_ray_is_the_source(tmp_path):
+    w = make_world(tmp_path, discover=True)
+    w.executor.nodes = [DiscoveredNode("ray-node-1", 1, "T4", "10.0.0.1")]
+    job_ids = [w.submit() for _ in range(6)]
+    w.loop.run_once()
+    nodes = {n["node"]: n for n in _nodes(w)}
+    assert nodes["n1"]["active"] is False and nodes["n1"]["reason"] == NOT_IN_RAY
+    assert nodes["ray-node-1"]["active"] is True
+    assert {s["node"] for s in w.executor.starts} == {"ray-node-1"}
+    assert sum(w.job(j).state == JobState.RUNNING for j in job_ids) == 4
+
+
+def test_recovery_removes_the_markers_of_lost_attempts(tmp_path):
+    w = make_world(tmp_path)
+    job_id = w.submit()
+    w.loop.run_once()
+    marker = started_path(w.executor.results_dir, job_id, 1)
+    Path(marker).parent.mkdir(parents=True, exist_ok=True)
+    Path(marker).touch()
+    w.restart()
+    assert w.loop.recover() == {"finished": 0, "requeued": 1, "markers_removed": 1}
+    assert not Path(marker).exists()
+
+
+def _nodes(w):
+    with session_scope(w.engine, readonly=True) as s:
+        from scheduler.store import Node
+        from sqlmodel import select
+
+        return [{"node": n.name, "active": n.active, "reason": n.reason} for n in s.exec(select(Node)).all()]

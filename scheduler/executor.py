@@ -50,7 +50,7 @@ class Completion:
     job_id: int
     attempt: int
     ok: bool
-    result: dict | None = None
+    result: Any = None  # a scheduler.tasks.TaskResult when ok
     error: str | None = None
     infrastructure: bool = False  # worker/node died: requeue rather than fail
     cancelled: bool = False
@@ -92,10 +92,12 @@ class RayExecutor:
         """Start `workers` GPU worker processes before jobs arrive, so a job's start is not
         a cold Python start (hold jobs reuse warm workers; Ray keeps GPU and CPU workers
         apart, so the warm-up tasks ask for a GPU fraction like the jobs will)."""
+        from scheduler.tasks import TaskPayload
+
         fn = self._fn("hold")
         refs = [fn.options(num_gpus=num_gpus_each, num_cpus=0).remote(
-            {"model": "hold", "spec": {"seconds": 0.5}, "job_id": -1, "attempt": i,
-             "results_dir": self.results_dir, "submitted_at": time.time(), "no_result_file": True})
+            TaskPayload(job_id=-1, attempt=i, model="hold", seconds=0.5, num_gpus=num_gpus_each,
+                        results_dir=self.results_dir, submitted_at=time.time(), mark_start=False, publish=False))
             for i in range(workers)]
         self.ray.wait(refs, num_returns=len(refs), timeout=timeout)
 
@@ -129,13 +131,12 @@ class RayExecutor:
             self._remote[kind] = self.ray.remote(max_calls=0 if kind == "hold" else 1)(run_job)
         return self._remote[kind]
 
-    def start(self, *, job_id: int, attempt: int, node: str, num_gpus: float, payload: dict) -> None:
+    def start(self, payload, *, node: str) -> None:
+        """Hand one attempt (a `scheduler.tasks.TaskPayload`) to Ray, pinned to `node`."""
         submitted = time.time()
-        payload = {**payload, "job_id": job_id, "attempt": attempt, "num_gpus": num_gpus,
-                   "results_dir": self.results_dir, "submitted_at": submitted,
-                   "memory_fraction": min(1.0, num_gpus), "mark_start": True}
-        self.attempts[job_id] = Attempt(job_id, attempt, self._shaped(payload["model"], node, num_gpus).remote(payload),
-                                        submitted)
+        payload = replace(payload, results_dir=self.results_dir, submitted_at=submitted)
+        ref = self._shaped(payload.model, node, payload.num_gpus).remote(payload)
+        self.attempts[payload.job_id] = Attempt(payload.job_id, payload.attempt, ref, submitted)
 
     def _shaped(self, model: str, node: str, num_gpus: float):
         """The remote function with a job's options, built once per (kind, node, share):

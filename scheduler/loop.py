@@ -45,6 +45,7 @@ from scheduler.services.capacity import set_node, slices_per_gpu_for
 from scheduler.services.snapshot import SnapshotLoader, active_jobs
 from scheduler.store import Job, JobState, Node, session_scope
 from scheduler.store.lease import LeaseLost, LeaseLapsed
+from scheduler.tasks import TaskPayload
 
 log = logging.getLogger("fairgpu.loop")
 
@@ -350,10 +351,10 @@ class SchedulingLoop:
                 self.meter.forget(c.job_id)
                 continue  # already settled (cancelled or preempted) by someone else
             if c.ok:
-                end = apply.ts(c.result["task_finished_at"]) if c.result else now
-                self._charge(s, job, end, report, usage, started_at=(c.result or {}).get("task_started_at"))
+                end = apply.ts(c.result.task_finished_at)
+                self._charge(s, job, end, report, usage, started_at=c.result.task_started_at)
                 self.meter.forget(job.id)
-                succeeded.append((job, end, c.result))
+                succeeded.append((job, end, c.result.as_record()))
             elif c.refused:
                 why = self._note_refusal(job.id, c.error)
                 lost = apply.Lost("requeued", why, charge_until=now, reason=RAY_REFUSED)
@@ -487,10 +488,11 @@ class SchedulingLoop:
 
     def _start(self, started: list, now: datetime, report: CycleReport) -> None:
         for job, adm in started:  # after commit: a crash here leaves RUNNING rows that recovery requeues
-            payload = {"model": job.model, "framework": job.framework, "mode": job.mode, "spec": job.spec}
+            payload = TaskPayload.for_job(job_id=job.id, attempt=job.attempts + 1, model=job.model,
+                                          framework=job.framework, mode=job.mode, spec=job.spec,
+                                          num_gpus=adm.num_gpus, results_dir="", submitted_at=0.0)
             try:
-                self.executor.start(job_id=job.id, attempt=job.attempts + 1, node=adm.node,
-                                    num_gpus=adm.num_gpus, payload=payload)
+                self.executor.start(payload, node=adm.node)
                 report.admitted += 1
                 report.admissions.append((job.account_id, (now - job.submitted_at).total_seconds()))
             except Exception as exc:

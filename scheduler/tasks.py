@@ -13,6 +13,10 @@ Invariants:
   it creates `results_dir/<job>-<attempt>.started` as it starts (and removes it once its
   result is published), so the server can see tasks Ray holds unstarted (a file, not an actor call: an actor every task calls
   cost more than the rest of a short task together).
+- The loop, the executor and the task share one typed contract: `TaskPayload` in,
+  `TaskResult` out (frozen dataclasses). A workload setting the user left out travels
+  as None and takes its default in one place, `workloads.runner.WorkloadSpec`.
+- Result and marker files are created 0600 (the state directory is the server's).
 - torch and TensorFlow are imported only when a workload runs.
 """
 from __future__ import annotations
@@ -22,6 +26,7 @@ import json
 import os
 import time
 from contextlib import redirect_stdout
+from dataclasses import dataclass, field
 from pathlib import Path
 
 
@@ -53,7 +58,7 @@ def settle_attempt(results_dir: str | os.PathLike, job_id: int, attempt: int) ->
     path = result_path(results_dir, job_id, attempt)
     path.parent.mkdir(parents=True, exist_ok=True)
     try:
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     except FileExistsError:
         return read_result(results_dir, job_id, attempt)
     with os.fdopen(fd, "w") as f:
@@ -65,7 +70,8 @@ def _write_result(results_dir: str, job_id: int, attempt: int, result: dict) -> 
     path = result_path(results_dir, job_id, attempt)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(f".tmp{os.getpid()}")
-    tmp.write_text(json.dumps(result, default=str))
+    with os.fdopen(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600), "w") as f:
+        f.write(json.dumps(result, default=str))
     try:
         os.link(tmp, path)  # exclusive: fails if the server fenced this attempt first
     except FileExistsError:
@@ -74,44 +80,100 @@ def _write_result(results_dir: str, job_id: int, attempt: int, result: dict) -> 
         tmp.unlink(missing_ok=True)
 
 
-def run_job(payload: dict) -> dict:
-    """Run one job attempt. `payload`: job_id, attempt, model, framework, mode, spec,
-    memory_fraction, results_dir, submitted_at (when the server handed it to Ray)."""
+@dataclass(frozen=True)
+class TaskPayload:
+    """What the loop hands a Ray task: one attempt of one job, typed at both ends.
+
+    A job's workload settings (steps, batch_size, warmup_steps, image_size) travel as
+    given at submission; None means the default, which lives in one place only:
+    `workloads.runner.WorkloadSpec` (the model's reference batch from the registry)."""
+
+    job_id: int
+    attempt: int
+    model: str
+    framework: str | None = None
+    mode: str = "train"
+    num_gpus: float = 0.0
+    results_dir: str = ""
+    submitted_at: float = 0.0  # when the server handed it to Ray (epoch s)
+    seconds: float | None = None  # a hold job's length
+    steps: int | None = None
+    batch_size: int | None = None
+    warmup_steps: int | None = None
+    image_size: int | None = None
+    mark_start: bool = True  # create the start marker as the task starts
+    publish: bool = True  # publish the result file (warm-up tasks do not)
+
+    @classmethod
+    def for_job(cls, *, job_id: int, attempt: int, model: str, framework: str | None, mode: str, spec: dict,
+                num_gpus: float, results_dir: str, submitted_at: float) -> "TaskPayload":
+        known = {k: spec[k] for k in WORKLOAD_KEYS + ("seconds",) if spec.get(k) is not None}
+        return cls(job_id=job_id, attempt=attempt, model=model, framework=framework, mode=mode, num_gpus=num_gpus,
+                   results_dir=results_dir, submitted_at=submitted_at, **known)
+
+    @property
+    def memory_fraction(self) -> float:
+        return min(1.0, self.num_gpus)
+
+    def workload_spec(self):
+        from workloads.runner import WorkloadSpec
+
+        given = {k: getattr(self, k) for k in WORKLOAD_KEYS if getattr(self, k) is not None}
+        return WorkloadSpec(model=self.model, framework=self.framework, mode=self.mode, **given)
+
+
+WORKLOAD_KEYS = ("steps", "batch_size", "warmup_steps", "image_size")
+
+
+@dataclass(frozen=True)
+class TaskResult:
+    """What a task returns and publishes. `measurement` is the workload's own record
+    (workloads.runner.RESULT_KEYS) or, for a hold job, {"held_s": seconds}. Stored
+    flat in `job.result` (`as_record`), so the API shows one level of keys."""
+
+    task_started_at: float
+    task_finished_at: float
+    ray_start_delay_s: float
+    pid: int
+    log: str = ""
+    measurement: dict = field(default_factory=dict)
+
+    def as_record(self) -> dict:
+        return {**self.measurement, "task_started_at": self.task_started_at,
+                "task_finished_at": self.task_finished_at, "ray_start_delay_s": self.ray_start_delay_s,
+                "pid": self.pid, "log": self.log}
+
+    @classmethod
+    def from_record(cls, record: dict) -> "TaskResult":
+        own = {"task_started_at", "task_finished_at", "ray_start_delay_s", "pid", "log"}
+        return cls(float(record["task_started_at"]), float(record["task_finished_at"]),
+                   float(record.get("ray_start_delay_s", 0.0)), int(record.get("pid", 0)), record.get("log", ""),
+                   {k: v for k, v in record.items() if k not in own})
+
+
+def run_job(payload: TaskPayload) -> TaskResult:
+    """Run one job attempt (see TaskPayload); publish and return its result."""
     started = time.time()
-    if payload.get("mark_start"):
-        marker = started_path(payload["results_dir"], payload["job_id"], payload["attempt"])
+    if payload.mark_start:
+        marker = started_path(payload.results_dir, payload.job_id, payload.attempt)
         marker.parent.mkdir(parents=True, exist_ok=True)
-        os.close(os.open(marker, os.O_WRONLY | os.O_CREAT, 0o644))
+        os.close(os.open(marker, os.O_WRONLY | os.O_CREAT, 0o600))
     log = io.StringIO()
-    model = payload["model"]
-    spec = dict(payload.get("spec") or {})
-    if model == "hold":
-        seconds = float(spec.get("seconds", 0.0))
+    if payload.model == "hold":
+        seconds = float(payload.seconds or 0.0)
         if seconds > 0:
             time.sleep(seconds)
-        result: dict = {"held_s": seconds}
-        print(f"held {payload.get('num_gpus')} GPU for {seconds:g} s", file=log)
+        measurement: dict = {"held_s": seconds}
+        print(f"held {payload.num_gpus} GPU for {seconds:g} s", file=log)
     else:
-        from workloads.runner import WorkloadSpec, run_workload
+        from workloads.runner import run_workload
 
-        wspec = WorkloadSpec(
-            model=model, framework=payload["framework"], mode=payload.get("mode", "train"),
-            steps=int(spec.get("steps", 20)), batch_size=int(spec.get("batch_size", 32)),
-            warmup_steps=int(spec.get("warmup_steps", 3)), image_size=spec.get("image_size"),
-        )
         with redirect_stdout(log):
-            result = run_workload(wspec, memory_fraction=payload.get("memory_fraction"))
-    finished = time.time()
-    result = {
-        **result,
-        "task_started_at": started,
-        "task_finished_at": finished,
-        "ray_start_delay_s": max(0.0, started - float(payload.get("submitted_at", started))),
-        "pid": os.getpid(),
-        "log": log.getvalue()[-20000:],
-    }
-    if not payload.get("no_result_file"):
-        _write_result(payload["results_dir"], payload["job_id"], payload["attempt"], result)
-    if payload.get("mark_start"):  # done with: the server need not remove it (it does if the task fails)
+            measurement = run_workload(payload.workload_spec(), memory_fraction=payload.memory_fraction)
+    result = TaskResult(started, time.time(), max(0.0, started - payload.submitted_at), os.getpid(),
+                        log.getvalue()[-20000:], measurement)
+    if payload.publish:
+        _write_result(payload.results_dir, payload.job_id, payload.attempt, result.as_record())
+    if payload.mark_start:  # done with: the server need not remove it (it does if the task fails)
         marker.unlink(missing_ok=True)
     return result

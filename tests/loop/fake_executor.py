@@ -9,6 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from scheduler.executor import Completion, DiscoveredNode
+from scheduler.tasks import TaskPayload, TaskResult
 
 
 @dataclass
@@ -31,7 +32,7 @@ class FakeExecutor:
         attempt = self.attempts[job_id]
         if ok and result is None:
             start = self.begun.get(job_id, 0.0)
-            result = {"task_started_at": start, "task_finished_at": start + 1.0, "ray_start_delay_s": 0.0}
+            result = TaskResult(start, start + 1.0, 0.0, 1)
         self.queued.append(Completion(job_id, attempt, ok, result=result, error=error,
                                       infrastructure=infrastructure, cancelled=cancelled,
                                       started_at=None if ok else self.begun.get(job_id)))
@@ -40,13 +41,12 @@ class FakeExecutor:
     def discover(self) -> list[DiscoveredNode]:
         return list(self.nodes)
 
-    def start(self, *, job_id: int, attempt: int, node: str, num_gpus: float, payload: dict) -> None:
-        if job_id in self.refuse:
+    def start(self, payload: TaskPayload, *, node: str) -> None:
+        if payload.job_id in self.refuse:
             raise RuntimeError(f"node {node} is not in this cluster")
-        self.attempts[job_id] = attempt
-        self.begun.pop(job_id, None)
-        self.starts.append({"job_id": job_id, "attempt": attempt, "node": node, "num_gpus": num_gpus,
-                            "payload": payload})
+        self.attempts[payload.job_id] = payload.attempt
+        self.begun.pop(payload.job_id, None)
+        self.starts.append({"job_id": payload.job_id, "node": node, "payload": payload})
 
     def tracked(self) -> dict[int, int]:
         return dict(self.attempts)

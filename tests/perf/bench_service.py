@@ -154,7 +154,7 @@ def overhead(n: int = 500, rounds: int = 5, warm: int = 500, per_post: bool = Tr
 
     from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
-    from scheduler.tasks import run_job
+    from scheduler.tasks import TaskPayload, run_job
 
     job_task = ray.remote(max_calls=0)(run_job).options(
         num_gpus=1 / SPG, num_cpus=0, max_retries=0,
@@ -166,15 +166,14 @@ def overhead(n: int = 500, rounds: int = 5, warm: int = 500, per_post: bool = Tr
         in flight, the next handed over as one finishes), fairgpu's task body (start
         marker, result file published by exclusive link); no database, API or policy."""
         def submit():
-            return job_task.remote({"model": "hold", "spec": {"seconds": 0.0}, "job_id": next(serial), "attempt": 1,
-                                    "results_dir": results_dir, "submitted_at": time.time(), "mark_start": True,
-                                    "num_gpus": 1 / SPG})
+            return job_task.remote(TaskPayload(job_id=next(serial), attempt=1, model="hold", seconds=0.0,
+                                               num_gpus=1 / SPG, results_dir=results_dir, submitted_at=time.time()))
         t0 = time.time()
         inflight = [submit() for _ in range(min(GPUS * SPG, count))]
         left, end = count - len(inflight), 0.0
         while inflight:
             ready, inflight = ray.wait(inflight, num_returns=1)
-            end = max([end] + [r["task_finished_at"] for r in ray.get(ready)])
+            end = max([end] + [r.task_finished_at for r in ray.get(ready)])
             for _ in ready:
                 if left > 0:
                     inflight.append(submit())

@@ -176,6 +176,7 @@ class Outcome(str, Enum):
     FINISHED = "finished"  # its result was there: it succeeded after all
     REQUEUED = "requeued"
     FAILED = "failed"  # it lost its last retry
+    ENDED = "ended"  # it ended in the state the caller gave (a time limit: TIMEOUT)
     STALE = "stale"  # someone else settled it meanwhile
 
 
@@ -193,7 +194,8 @@ class Lost:
     own_fault: bool = False
     charge_until: datetime | None = None
     started_at: float | None = None  # when the task started, if the server saw it (epoch s)
-    reason: str | None = None  # the pending reason it waits with, if not the policy's next one
+    reason: str | None = None  # the pending reason it waits with (or ends with), if any
+    final: JobState | None = None  # end in this state instead of queueing again (TIMEOUT)
 
 
 @dataclass(frozen=True)
@@ -221,6 +223,10 @@ def end_attempt(session: Session, job, results_dir: str, meter: UsageMeter, *, a
         charged = (meter.charge(session, job, lost.charge_until, rows, started_at=lost.started_at)
                    if lost.charge_until is not None else 0.0)
         failures = job.failures + (1 if lost.own_fault else 0)
+        if lost.final is not None:
+            transition(session, job, lost.final, at=at, event=lost.event, reason=lost.reason, message=lost.message,
+                       error=lost.message, refresh=False)
+            return Ended(Outcome.ENDED, charged, lost.final)
         if lost.own_fault and failures >= retry_limit:
             state = finish(session, job, ok=False, at=at, result=None, failures=failures,
                            error=f"gave up after {failures} lost attempts: {lost.message}")

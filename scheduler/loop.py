@@ -51,6 +51,7 @@ log = logging.getLogger("fairgpu.loop")
 
 PHASES = ("collect", "settle", "load", "decide", "admit", "start")
 RAY_REFUSED = "RayRefused"
+TIME_LIMIT = "TimeLimit"
 NOT_IN_RAY = "not in Ray: declared by hand, but `fairgpu up` takes capacity from Ray"
 LEFT_RAY = "left the Ray cluster"
 
@@ -83,6 +84,14 @@ class LoopHealth:
     last_error: str | None = None
     last_success_at: datetime | None = None
     failing_since: datetime | None = None
+
+
+def format_seconds(seconds: float) -> str:
+    """A duration as Slurm prints one: [D-]HH:MM:SS."""
+    whole = int(round(seconds))
+    days, rest = divmod(whole, 86400)
+    text = f"{rest // 3600:02d}:{rest % 3600 // 60:02d}:{rest % 60:02d}"
+    return f"{days}-{text}" if days else text
 
 
 class SchedulingLoop:
@@ -297,6 +306,7 @@ class SchedulingLoop:
             decision = self.decide(snapshot)
             lap("decide")
             stop, gone = self._reconcile(s, loaded, now, report)
+            stop += self._time_out(s, loaded, now, report)
             if not decision.preemptions:
                 started, reasons = self._admit(s, decision, loaded, now, held)
             lap("admit")
@@ -441,6 +451,29 @@ class SchedulingLoop:
         for job_id in stop:
             self.meter.forget(job_id)
         return stop, gone
+
+    def _time_out(self, s, loaded, now: datetime, report: CycleReport) -> list[int]:
+        """End the attempts that ran past their wall-time limit (counted from their task's
+        own start): TIMEOUT with reason TimeLimit, charged up to the limit; returns them,
+        to be stopped in Ray. One whose result is there already succeeded."""
+        out = []
+        clock = now.timestamp()
+        for job_id, attempt in self.executor.tracked().items():
+            job = loaded.jobs.get(job_id)
+            if job is None or job.time_limit_s is None or job.state != JobState.RUNNING or job.attempts != attempt:
+                continue
+            started = self.executor.task_started_at(job_id)
+            if started is None or clock - started < job.time_limit_s:
+                continue
+            limit = apply.ts(started + job.time_limit_s)
+            lost = apply.Lost("timeout", f"ran past its time limit of {format_seconds(job.time_limit_s)}",
+                              charge_until=min(limit, now), started_at=started, reason=TIME_LIMIT,
+                              final=JobState.TIMEOUT)
+            if self._end(s, job, report, lost).outcome != apply.Outcome.STALE:
+                out.append(job_id)
+        if out:
+            self._wake.set()  # their slices are free: decide again at once
+        return out
 
     def _preempt_then_admit(self, decision: quota.Decision, loaded, now: datetime, report: CycleReport,
                             held: dict[int, str]) -> list:

@@ -27,7 +27,8 @@ _J = Job.__table__.c
 # every cycle, and decoding specs nobody looks at was most of the cost of a cycle).
 _COLUMNS = (_J.id, _J.account_id, _J.state, _J.version, _J.slices, _J.queue_seq, _J.submitted_at, _J.started_at,
             _J.node, sa.type_coerce(_J.gpu_slices, sa.Text), _J.attempts, _J.model, _J.framework, _J.mode,
-            sa.type_coerce(_J.spec, sa.Text), _J.reason, _J.reason_message, _J.finished_at, _J.failures)
+            sa.type_coerce(_J.spec, sa.Text), _J.reason, _J.reason_message, _J.finished_at, _J.failures,
+            _J.time_limit_s)
 
 
 def _json(text, default):
@@ -59,6 +60,7 @@ class JobRow(NamedTuple):
     reason_message: str | None
     finished_at: datetime | None
     failures: int
+    time_limit_s: float | None
 
     @property
     def gpu_slices(self) -> list:

@@ -64,6 +64,7 @@ class JobState(str, Enum):
     SUCCEEDED = "SUCCEEDED"
     FAILED = "FAILED"
     CANCELLED = "CANCELLED"
+    TIMEOUT = "TIMEOUT"  # stopped at its wall-time limit
 
     def is_finished(self) -> bool:
         return self in _FINISHED
@@ -72,7 +73,7 @@ class JobState(str, Enum):
         return not self.is_finished()
 
 
-_FINISHED = frozenset({JobState.SUCCEEDED, JobState.FAILED, JobState.CANCELLED})
+_FINISHED = frozenset({JobState.SUCCEEDED, JobState.FAILED, JobState.CANCELLED, JobState.TIMEOUT})
 
 # Stored as VARCHAR (no PostgreSQL ENUM type to migrate when a state is added).
 JOB_STATE_TYPE = sa.Enum(JobState, name="jobstate", native_enum=False, length=16, validate_strings=True)
@@ -88,6 +89,10 @@ class Account(SQLModel, table=True):
     guaranteed_slices: int = 0
     max_slices: int | None = None
     max_pending: int | None = None
+    # None: inherited from the parent (the root's default is no limit / no scripts)
+    default_time_s: float | None = None  # wall-time limit of a job submitted without --time
+    max_time_s: float | None = None  # the longest --time a job may ask for
+    allow_scripts: bool | None = None  # may run its own code (fairgpu submit script)
     created_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)
 
 
@@ -102,6 +107,8 @@ class Node(SQLModel, table=True):
     active: bool = True
     source: str = "declared"  # "declared" | "ray"
     reason: str | None = None  # why an inactive node is not used (e.g. Ray does not have it)
+    ray_id: str | None = None  # Ray's node id, for a node discovered from Ray (its name is the host's)
+    frameworks: str | None = None  # comma-separated frameworks its workers can import; None: not probed
     updated_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)
 
 
@@ -134,6 +141,8 @@ class Job(SQLModel, table=True):
     preemptions: int = 0
     result: dict[str, Any] | None = Field(default=None, sa_type=sa.JSON(none_as_null=True))
     error: str | None = None
+    time_limit_s: float | None = None  # wall-time limit of each attempt's task (None: none)
+    progress: dict[str, Any] | None = Field(default=None, sa_type=sa.JSON(none_as_null=True))
     ray_task_id: str | None = None
     version: int = 0
 

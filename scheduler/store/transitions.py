@@ -33,25 +33,26 @@ from scheduler.store.engine import StoreError
 from scheduler.store.models import Job, JobEvent, JobState
 
 P, R = JobState.PENDING, JobState.RUNNING
-S, F, C = JobState.SUCCEEDED, JobState.FAILED, JobState.CANCELLED
+S, F, C, T = JobState.SUCCEEDED, JobState.FAILED, JobState.CANCELLED, JobState.TIMEOUT
 
 ALLOWED: dict[JobState, frozenset[JobState]] = {
     P: frozenset({R, C, F}),
-    R: frozenset({S, F, C, P}),
+    R: frozenset({S, F, C, P, T}),
     S: frozenset(),
     F: frozenset(),
     C: frozenset(),
+    T: frozenset(),
 }
 
 EVENT_KINDS = frozenset(
-    {"submitted", "admitted", "started", "preempted", "requeued", "finished", "failed", "cancelled"}
+    {"submitted", "admitted", "started", "preempted", "requeued", "finished", "failed", "cancelled", "timeout"}
 )
-_DEFAULT_EVENT = {R: "admitted", P: "requeued", S: "finished", F: "failed", C: "cancelled"}
+_DEFAULT_EVENT = {R: "admitted", P: "requeued", S: "finished", F: "failed", C: "cancelled", T: "timeout"}
 
 # Columns a caller may set alongside a transition.
 SETTABLE_FIELDS = frozenset(
     {
-        "node", "gpu", "gpu_slices", "result", "error", "ray_task_id", "queue_seq",
+        "node", "gpu", "gpu_slices", "result", "error", "ray_task_id", "queue_seq", "time_limit_s",
         "attempts", "failures", "admitted_at", "started_at", "finished_at", "slices", "spec",
     }
 )

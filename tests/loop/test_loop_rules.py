@@ -186,3 +186,46 @@ def _nodes(w):
         from sqlmodel import select
 
         return [{"node": n.name, "active": n.active, "reason": n.reason} for n in s.exec(select(Node)).all()]
+
+
+def _limit(w, job_id: int, seconds: float) -> None:
+    with session_scope(w.engine) as s:
+        s.connection().exec_driver_sql(f"UPDATE job SET time_limit_s = {seconds}, version = version + 1 "
+                                       f"WHERE id = {job_id}")
+
+
+def test_a_job_past_its_time_limit_ends_in_timeout_charged_up_to_the_limit(tmp_path):
+    w = make_world(tmp_path)
+    job_id = w.submit(seconds=600, slices=2)
+    _limit(w, job_id, 60)
+    other = w.submit(seconds=600, slices=3)
+    w.loop.run_once()
+    w.tick(5)
+    w.executor.begin(job_id, w.now[0].timestamp())  # Ray started it 5 s after admission
+    w.tick(59)
+    w.loop.run_once()
+    assert w.job(job_id).state == JobState.RUNNING  # 59 s of its 60
+    w.tick(30)
+    report = w.loop.run_once()
+    job = w.job(job_id)
+    assert (job.state, job.reason) == (JobState.TIMEOUT, "TimeLimit")
+    assert "time limit of 00:01:00" in job.error
+    assert report.usage == {job.account_id: pytest.approx(120.0)}  # 60 s x 2 slices, not the 30 s past it
+    assert job_id in w.executor.cancelled and job_id not in w.executor.tracked()
+    w.loop.run_once()
+    assert w.job(other).state == JobState.RUNNING  # its slices went to the next job
+
+
+def test_a_job_that_finished_in_time_is_not_timed_out(tmp_path):
+    from scheduler.tasks import _write_result
+
+    w = make_world(tmp_path)
+    job_id = w.submit()
+    _limit(w, job_id, 10)
+    w.loop.run_once()
+    start = w.now[0].timestamp()
+    w.executor.begin(job_id, start)
+    _write_result(w.executor.results_dir, job_id, 1, {"task_started_at": start, "task_finished_at": start + 9})
+    w.tick(20)
+    w.loop.run_once()
+    assert w.job(job_id).state == JobState.SUCCEEDED

@@ -21,11 +21,12 @@ from scheduler.store import (
 )
 from store_helpers import T0, later, make_account, make_job
 
-P, R, S, F, C = (JobState.PENDING, JobState.RUNNING, JobState.SUCCEEDED, JobState.FAILED, JobState.CANCELLED)
+P, R, S, F, C, T = (JobState.PENDING, JobState.RUNNING, JobState.SUCCEEDED, JobState.FAILED, JobState.CANCELLED,
+                    JobState.TIMEOUT)
 
-EXPECTED_ALLOWED = {(P, R), (P, C), (P, F), (R, S), (R, F), (R, C), (R, P)}
+EXPECTED_ALLOWED = {(P, R), (P, C), (P, F), (R, S), (R, F), (R, C), (R, P), (R, T)}
 # A path from PENDING to each state, to set up the "from" side of a pair.
-PATH_TO = {P: [], R: [R], S: [R, S], F: [F], C: [C]}
+PATH_TO = {P: [], R: [R], S: [R, S], F: [F], C: [C], T: [R, T]}
 
 
 def test_allowed_table_is_the_documented_machine():
@@ -34,7 +35,7 @@ def test_allowed_table_is_the_documented_machine():
 
 
 def test_state_predicates():
-    assert {s for s in JobState if s.is_finished()} == {S, F, C}
+    assert {s for s in JobState if s.is_finished()} == {S, F, C, T}
     assert {s for s in JobState if s.is_active()} == {P, R}
 
 

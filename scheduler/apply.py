@@ -21,7 +21,7 @@ from quota import decay_factor
 from scheduler.services.usage import decayed_by_account
 from scheduler.store import Job, JobEvent, JobState, StaleJob, UsageRecord, add_event, head_queue_seq, transition
 from scheduler.store.transitions import Move, transition_many
-from scheduler.tasks import settle_attempt
+from scheduler.jobfiles import settle_attempt
 
 log = logging.getLogger("fairgpu.apply")
 
@@ -243,6 +243,15 @@ _J = Job.__table__.c
 _SET_REASON = Job.__table__.update().where(
     _J.id.in_(sa.bindparam("ids", expanding=True)), _J.state == JobState.PENDING,
 ).values(reason=sa.bindparam("new_reason"), reason_message=sa.bindparam("new_message"))
+
+
+_SET_PROGRESS = Job.__table__.update().where(_J.id == sa.bindparam("job_id"), _J.state == JobState.RUNNING).values(
+    progress=sa.bindparam("new_progress", type_=_J.progress.type))
+
+
+def set_progress(session: Session, job_id: int, progress: dict) -> None:
+    """A running job's latest progress (no version bump: it is not a status change)."""
+    session.connection().execute(_SET_PROGRESS, {"job_id": job_id, "new_progress": progress})
 
 
 def set_reasons(session: Session, reasons: dict[int, tuple[str, str]]) -> dict:

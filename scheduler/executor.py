@@ -28,7 +28,7 @@ GPU_TYPE_PREFIX = "accelerator_type:"
 
 def marker_time(results_dir: str, job_id: int, attempt: int) -> float | None:
     """When an attempt's task created its start marker (epoch seconds), or None."""
-    from scheduler.tasks import started_path
+    from scheduler.jobfiles import started_path
 
     try:
         return os.stat(started_path(results_dir, job_id, attempt)).st_mtime
@@ -82,7 +82,7 @@ class RayExecutor:
     def pending_in_ray(self, grace_s: float = 2.0) -> int:
         """Attempts handed to Ray more than `grace_s` ago that Ray has not started (each
         task creates its start marker file as it starts; see scheduler.tasks)."""
-        from scheduler.tasks import started_path
+        from scheduler.jobfiles import started_path
 
         now = time.time()
         old = [a for a in list(self.attempts.values()) if now - a.submitted_at > grace_s]
@@ -155,8 +155,13 @@ class RayExecutor:
             self._options[key] = fn
         return fn
 
-    def is_tracking(self, job_id: int) -> bool:
-        return job_id in self.attempts
+    def is_running(self, job_id: int) -> bool:
+        """Whether the job's tracked attempt is still running in Ray."""
+        att = self.attempts.get(job_id)
+        if att is None:
+            return False
+        ready, _ = self.ray.wait([att.ref], num_returns=1, timeout=0)
+        return not ready
 
     def tracked(self) -> dict[int, int]:
         """{job id: attempt} of the attempts handed to Ray and not yet reported."""
@@ -183,7 +188,7 @@ class RayExecutor:
             self._unmark(att)
 
     def _unmark(self, att: Attempt) -> None:
-        from scheduler.tasks import started_path
+        from scheduler.jobfiles import started_path
 
         started_path(self.results_dir, att.job_id, att.attempt).unlink(missing_ok=True)
 

@@ -39,7 +39,7 @@ from typing import Callable
 from sqlmodel import select
 
 import quota
-from scheduler import apply, recovery
+from scheduler import apply, jobfiles, recovery
 from scheduler.executor import Completion
 from scheduler.services.capacity import set_node, slices_per_gpu_for
 from scheduler.services.snapshot import SnapshotLoader, active_jobs
@@ -75,6 +75,7 @@ class CycleReport:
     finishes: list[tuple[int, str]] = field(default_factory=list)  # (account_id, final state)
     usage: dict[int, float] = field(default_factory=dict)  # account_id -> slice-seconds charged
     phases: dict[str, float] = field(default_factory=dict)  # seconds spent in each of PHASES
+    ended: list[int] = field(default_factory=list)  # jobs that reached a final state (their files go)
 
 
 @dataclass(frozen=True)
@@ -99,7 +100,8 @@ class SchedulingLoop:
                  slices_per_gpu: int | None = None, retry_limit: int = 3, usage_period_s: float = 15.0,
                  discover: bool = True, on_cycle: Callable[[CycleReport], None] | None = None,
                  lease=None, on_lease_lost: Callable[[LeaseLost], None] | None = None,
-                 decide: Callable[[quota.Snapshot], quota.Decision] = quota.decide, max_refusals: int = 5):
+                 decide: Callable[[quota.Snapshot], quota.Decision] = quota.decide, max_refusals: int = 5,
+                 checkpoint_grace_s: float = 10.0):
         self.engine = engine
         self.executor = executor
         self.clock = clock
@@ -112,6 +114,10 @@ class SchedulingLoop:
         self.on_lease_lost = on_lease_lost
         self.decide = decide
         self.max_refusals = max_refusals
+        self.checkpoint_grace_s = checkpoint_grace_s  # how long a victim may take to checkpoint
+        self.progress_period_s = 1.0
+        self._last_progress = float("-inf")
+        self._progress_seen: dict[int, float] = {}  # job id -> mtime of the progress last copied
         self.meter = apply.UsageMeter()
         self.loader = SnapshotLoader()
         self._last_meter = 0.0
@@ -241,7 +247,8 @@ class SchedulingLoop:
                                 retry_limit=self.retry_limit)
 
     def drain(self) -> int:
-        return recovery.drain(self._scope, self.executor, self.meter, now=self.clock(), retry_limit=self.retry_limit)
+        return recovery.drain(self._scope, self.executor, self.meter, now=self.clock(), retry_limit=self.retry_limit,
+                              checkpoint=self.checkpoint)
 
     # -- capacity ---------------------------------------------------------------------
     def refresh_capacity(self, now: datetime) -> None:
@@ -307,6 +314,7 @@ class SchedulingLoop:
             lap("decide")
             stop, gone = self._reconcile(s, loaded, now, report)
             stop += self._time_out(s, loaded, now, report)
+            self._copy_progress(s)
             if not decision.preemptions:
                 started, reasons = self._admit(s, decision, loaded, now, held)
             lap("admit")
@@ -325,6 +333,8 @@ class SchedulingLoop:
         self._start(started, now, report)
         if time.monotonic() - self._last_meter >= self.usage_period_s:
             self._meter(now, report)
+        for job_id in report.ended:
+            jobfiles.clear(self.executor.results_dir, job_id)
         lap("start")
         report.duration_s = time.perf_counter() - t0
         self.last_report = report
@@ -347,6 +357,7 @@ class SchedulingLoop:
                                   lost=lost, retry_limit=self.retry_limit, rows=rows)
         self._count_usage(report, job, ended.charged)
         if ended.state is not None:
+            report.ended.append(job.id)
             report.finished += 1
             report.finishes.append((job.account_id, ended.state.value))
         return ended
@@ -384,12 +395,14 @@ class SchedulingLoop:
                                          failures=job.failures + 1)
                 except apply.StaleJob:
                     continue
+                report.ended.append(job.id)
                 report.finished += 1
                 report.finishes.append((job.account_id, state.value))
         done = apply.finish_ok_many(s, succeeded, fresh=True)  # rows read above, in this transaction
         for job, _end, result in succeeded:
             if job.id in done:
                 self._refused.pop(job.id, None)
+                report.ended.append(job.id)
                 report.finished += 1
                 report.finishes.append((job.account_id, JobState.SUCCEEDED.value))
                 report.ray_start_delays.append(result.get("ray_start_delay_s", 0.0))
@@ -439,6 +452,7 @@ class SchedulingLoop:
             if job.state.is_finished() and job.finished_at is not None:
                 self._charge(s, job, job.finished_at, report, started_at=self.executor.task_started_at(job.id))
                 report.finishes.append((job.account_id, job.state.value))
+                report.ended.append(job.id)
         stop.extend(missing)
         for job_id, attempt in tracked.items():
             job = loaded.jobs.get(job_id)
@@ -451,6 +465,37 @@ class SchedulingLoop:
         for job_id in stop:
             self.meter.forget(job_id)
         return stop, gone
+
+    def checkpoint(self, job_ids: list[int]) -> None:
+        """Ask running tasks to checkpoint now and wait (at most checkpoint_grace_s) until
+        they did, or ended: before a preemption or a drain cancels them."""
+        if not job_ids or self.checkpoint_grace_s <= 0:
+            return
+        root = self.executor.results_dir
+        for job_id in job_ids:
+            jobfiles.request_checkpoint(root, job_id)
+        late = jobfiles.wait_checkpoints(root, job_ids, self.checkpoint_grace_s,
+                                         done=lambda j: not self.executor.is_running(j))
+        if late:
+            log.warning("jobs %s did not checkpoint within %g s", sorted(late), self.checkpoint_grace_s)
+
+    def _copy_progress(self, s) -> None:
+        """Copy running tasks' progress files into their rows, at most every progress_period_s."""
+        if time.monotonic() - self._last_progress < self.progress_period_s:
+            return
+        self._last_progress = time.monotonic()
+        tracked = self.executor.tracked()
+        for job_id in [j for j in self._progress_seen if j not in tracked]:
+            del self._progress_seen[job_id]
+        root = self.executor.results_dir
+        for job_id in tracked:
+            mtime = jobfiles.progress_mtime(root, job_id)
+            if mtime is None or mtime <= self._progress_seen.get(job_id, 0.0):
+                continue
+            progress = jobfiles.read_progress(root, job_id)
+            if progress is not None:
+                apply.set_progress(s, job_id, progress)
+                self._progress_seen[job_id] = mtime
 
     def _time_out(self, s, loaded, now: datetime, report: CycleReport) -> list[int]:
         """End the attempts that ran past their wall-time limit (counted from their task's
@@ -480,6 +525,7 @@ class SchedulingLoop:
         jobs = loaded.jobs
         victims = [p.job_id for p in decision.preemptions]
         started_at = {j: self.executor.task_started_at(j) for j in victims}
+        self.checkpoint([j for j in victims if started_at[j] is not None])
         for job_id in victims:
             self.executor.cancel(job_id)
         with self._scope() as s:

@@ -13,12 +13,11 @@ both write only inside `scope()`, the caller's fenced write transaction.
 from __future__ import annotations
 
 from datetime import datetime
-from pathlib import Path
 from typing import Callable, ContextManager
 
 from sqlmodel import Session, select
 
-from scheduler import apply
+from scheduler import apply, jobfiles
 from scheduler.store import Job, JobState
 
 RESTARTED = "the scheduler restarted while it ran; queued again"
@@ -38,25 +37,18 @@ def recover(scope: Callable[[], ContextManager[Session]], results_dir: str, mete
                 counts["finished"] += 1
             elif ended.outcome == apply.Outcome.REQUEUED:
                 counts["requeued"] += 1
-    counts["markers_removed"] = remove_markers(results_dir)
+    # after recovery no attempt is followed: every start marker belongs to an ended attempt
+    counts["markers_removed"] = jobfiles.remove_markers(results_dir)
     return counts
 
 
-def remove_markers(results_dir: str) -> int:
-    """Remove every start marker: after recovery no attempt is followed, so each marker
-    belongs to an attempt that was ended (its result, if any, is kept)."""
-    n = 0
-    for marker in Path(results_dir).glob("*.started"):
-        marker.unlink(missing_ok=True)
-        n += 1
-    return n
-
-
 def drain(scope: Callable[[], ContextManager[Session]], executor, meter: apply.UsageMeter, *, now: datetime,
-          retry_limit: int) -> int:
-    """On shutdown: stop every running attempt and queue its job again (or record it as
-    finished if its result is there). Returns how many were queued again."""
+          retry_limit: int, checkpoint: Callable[[list[int]], None] = lambda _ids: None) -> int:
+    """On shutdown: let running tasks checkpoint (`checkpoint`), stop them and queue their
+    jobs again (or record them as finished if their result is there). Returns how many
+    were queued again."""
     started = {job_id: executor.task_started_at(job_id) for job_id in executor.tracked()}
+    checkpoint([j for j, at in started.items() if at is not None])
     executor.shutdown()
     n = 0
     with scope() as s:

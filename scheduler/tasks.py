@@ -1,83 +1,29 @@
 """What runs inside a Ray task: a `hold` job or a benchmark workload.
 
 Invariants:
-- The result is published as `results_dir/<job>-<attempt>.json` by an exclusive create
-  (a hard link of a finished temp file) before the task returns, so a server that dies
-  after the task finished but before it recorded the result finds it on recovery.
-- The server fences an attempt it gives up on (after a crash, a lost node or a shutdown)
-  by creating that same file first, marked `fenced`. Exactly one of the two creates
-  wins, so an attempt either completed (and counts) or was fenced (and is run again):
-  a job is never run to completion twice, even if an orphaned worker lives on.
-- The task reports when it really started (`task_started_at`, epoch seconds), so the
-  server can measure the delay between handing a job to Ray and Ray starting it; and
-  it creates `results_dir/<job>-<attempt>.started` as it starts (and removes it once its
-  result is published), so the server can see tasks Ray holds unstarted (a file, not an actor call: an actor every task calls
-  cost more than the rest of a short task together).
 - The loop, the executor and the task share one typed contract: `TaskPayload` in,
   `TaskResult` out (frozen dataclasses). A workload setting the user left out travels
   as None and takes its default in one place, `workloads.runner.WorkloadSpec`.
-- Result and marker files are created 0600 (the state directory is the server's).
+- The task's files live in its job's directory (scheduler.jobfiles): it marks its start
+  as it starts, writes its output to its attempt's log and its progress at most once a
+  second, checkpoints every `checkpoint_every_s` and whenever the server asks, and
+  publishes its result by an exclusive create before it returns, so a server that dies
+  after the task finished finds the result on recovery, and a fenced attempt's result
+  never counts.
+- A job resumes from its checkpoint on its next attempt: a model job from its last saved
+  step, a hold job with its remaining seconds.
 - torch and TensorFlow are imported only when a workload runs.
 """
 from __future__ import annotations
 
-import io
-import json
 import os
 import time
 from contextlib import redirect_stdout
 from dataclasses import dataclass, field
-from pathlib import Path
 
+from scheduler import jobfiles
 
-def result_path(results_dir: str | os.PathLike, job_id: int, attempt: int) -> Path:
-    return Path(results_dir) / f"{job_id}-{attempt}.json"
-
-
-def started_path(results_dir: str | os.PathLike, job_id: int, attempt: int) -> Path:
-    return Path(results_dir) / f"{job_id}-{attempt}.started"
-
-
-class Fenced(RuntimeError):
-    """The server gave up on this attempt before it finished; its result does not count."""
-
-
-def read_result(results_dir: str | os.PathLike, job_id: int, attempt: int) -> dict | None:
-    """The attempt's result, or None if it has none (or was fenced)."""
-    path = result_path(results_dir, job_id, attempt)
-    try:
-        data = json.loads(path.read_text())
-    except (OSError, ValueError):
-        return None
-    return None if data.get("fenced") else data
-
-
-def settle_attempt(results_dir: str | os.PathLike, job_id: int, attempt: int) -> dict | None:
-    """Decide an attempt the server lost track of, once and for all: its result if it
-    completed; else fence it (its result can never be published) and return None."""
-    path = result_path(results_dir, job_id, attempt)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    try:
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    except FileExistsError:
-        return read_result(results_dir, job_id, attempt)
-    with os.fdopen(fd, "w") as f:
-        json.dump({"fenced": True, "at": time.time()}, f)
-    return None
-
-
-def _write_result(results_dir: str, job_id: int, attempt: int, result: dict) -> None:
-    path = result_path(results_dir, job_id, attempt)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(f".tmp{os.getpid()}")
-    with os.fdopen(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600), "w") as f:
-        f.write(json.dumps(result, default=str))
-    try:
-        os.link(tmp, path)  # exclusive: fails if the server fenced this attempt first
-    except FileExistsError:
-        raise Fenced(f"job {job_id} attempt {attempt} was given up by the scheduler") from None
-    finally:
-        tmp.unlink(missing_ok=True)
+PROGRESS_EVERY_S = 1.0
 
 
 @dataclass(frozen=True)
@@ -103,6 +49,7 @@ class TaskPayload:
     image_size: int | None = None
     mark_start: bool = True  # create the start marker as the task starts
     publish: bool = True  # publish the result file (warm-up tasks do not)
+    checkpoint_every_s: float = 30.0
 
     @classmethod
     def for_job(cls, *, job_id: int, attempt: int, model: str, framework: str | None, mode: str, spec: dict,
@@ -154,26 +101,116 @@ class TaskResult:
 def run_job(payload: TaskPayload) -> TaskResult:
     """Run one job attempt (see TaskPayload); publish and return its result."""
     started = time.time()
-    if payload.mark_start:
-        marker = started_path(payload.results_dir, payload.job_id, payload.attempt)
-        marker.parent.mkdir(parents=True, exist_ok=True)
-        os.close(os.open(marker, os.O_WRONLY | os.O_CREAT, 0o600))
-    log = io.StringIO()
-    if payload.model == "hold":
-        seconds = float(payload.seconds or 0.0)
-        if seconds > 0:
-            time.sleep(seconds)
-        measurement: dict = {"held_s": seconds}
-        print(f"held {payload.num_gpus} GPU for {seconds:g} s", file=log)
-    else:
-        from workloads.runner import run_workload
-
+    root, job_id, attempt = payload.results_dir, payload.job_id, payload.attempt
+    marker = jobfiles.mark_started(root, job_id, attempt) if payload.mark_start else None
+    log = jobfiles.LogFile(jobfiles.log_path(root, job_id, attempt)) if payload.publish else _Tail()
+    try:
         with redirect_stdout(log):
-            measurement = run_workload(payload.workload_spec(), memory_fraction=payload.memory_fraction)
+            if payload.model == "hold":
+                measurement = _hold(payload)
+            else:
+                from workloads.runner import run_workload
+
+                measurement = run_workload(payload.workload_spec(), memory_fraction=payload.memory_fraction,
+                                           hooks=_hooks(payload))
+    finally:
+        log.close()
     result = TaskResult(started, time.time(), max(0.0, started - payload.submitted_at), os.getpid(),
-                        log.getvalue()[-20000:], measurement)
+                        log.tail(), measurement)
     if payload.publish:
-        _write_result(payload.results_dir, payload.job_id, payload.attempt, result.as_record())
-    if payload.mark_start:  # done with: the server need not remove it (it does if the task fails)
+        jobfiles.publish_result(root, job_id, attempt, result.as_record())
+    if marker is not None:  # done with: the server need not remove it (it does if the task fails)
         marker.unlink(missing_ok=True)
     return result
+
+
+class _Tail:
+    """Output kept in memory only (warm-up tasks write no files)."""
+
+    def __init__(self):
+        self._text = ""
+
+    def write(self, text: str) -> int:
+        self._text = (self._text + text)[-20000:]
+        return len(text)
+
+    def flush(self) -> None:
+        pass
+
+    def tail(self) -> str:
+        return self._text
+
+    def close(self) -> None:
+        pass
+
+
+def _hold(payload: TaskPayload) -> dict:
+    """Hold the slices for `seconds`, less what earlier attempts held (its checkpoint),
+    reporting progress and checkpointing as a model job does."""
+    seconds = float(payload.seconds or 0.0)
+    if seconds <= 0 or not payload.publish:
+        if seconds > 0:
+            time.sleep(seconds)
+        return {"held_s": seconds}
+    root, job_id = payload.results_dir, payload.job_id
+    saved = jobfiles.checkpoint_dir(root, job_id) / "hold.json"
+    done = _read_held(saved)
+    if done:
+        print(f"resumed from checkpoint: {done:g} s of {seconds:g} s already held")
+    t0, last_saved, last_progress = time.monotonic(), time.monotonic(), 0.0
+    while True:
+        held = done + time.monotonic() - t0
+        if held >= seconds:
+            break
+        now = time.monotonic()
+        if now - last_progress >= PROGRESS_EVERY_S:
+            jobfiles.write_progress(root, job_id, _progress(held, seconds, None, seconds - held))
+            last_progress = now
+        if jobfiles.checkpoint_requested(root, job_id) or now - last_saved >= payload.checkpoint_every_s:
+            _save_held(saved, held)
+            jobfiles.acknowledge_checkpoint(root, job_id)
+            last_saved = now
+        time.sleep(min(0.1, seconds - held))
+    print(f"held {payload.num_gpus} GPU for {seconds:g} s")
+    return {"held_s": seconds, "resumed_from_s": done}
+
+
+def _read_held(path) -> float:
+    import json
+
+    try:
+        return float(json.loads(path.read_text())["held_s"])
+    except (OSError, ValueError, KeyError):
+        return 0.0
+
+
+def _save_held(path, held: float) -> None:
+    import json
+
+    tmp = path.with_suffix(".tmp")
+    with jobfiles.create_private(tmp) as f:
+        json.dump({"held_s": held}, f)
+    os.replace(tmp, path)
+
+
+def _progress(step: float, steps: float, rate: float | None, eta: float | None) -> dict:
+    return {"step": step, "steps": steps, "samples_per_second": rate, "eta_s": eta, "updated_at": time.time()}
+
+
+def _hooks(payload: TaskPayload):
+    """The workload's hooks: progress at most once a second, checkpoints in the job's directory."""
+    from workloads.hooks import RunHooks
+
+    root, job_id = payload.results_dir, payload.job_id
+    last = [0.0]
+
+    def on_step(p) -> None:
+        now = time.monotonic()
+        if now - last[0] >= PROGRESS_EVERY_S or p.step >= p.steps:
+            jobfiles.write_progress(root, job_id, _progress(p.step, p.steps, p.samples_per_second, p.eta_s))
+            last[0] = now
+
+    return RunHooks(on_step=on_step, checkpoint_dir=str(jobfiles.ensure_dir(jobfiles.checkpoint_dir(root, job_id))),
+                    checkpoint_every_s=payload.checkpoint_every_s,
+                    checkpoint_requested=lambda: jobfiles.checkpoint_requested(root, job_id),
+                    on_checkpoint=lambda _step: jobfiles.acknowledge_checkpoint(root, job_id))

@@ -48,6 +48,9 @@ class FakeExecutor:
         self.begun.pop(payload.job_id, None)
         self.starts.append({"job_id": payload.job_id, "node": node, "payload": payload})
 
+    def is_running(self, job_id: int) -> bool:
+        return job_id in self.attempts and all(c.job_id != job_id for c in self.queued)
+
     def tracked(self) -> dict[int, int]:
         return dict(self.attempts)
 

@@ -10,7 +10,7 @@ from sqlmodel import select
 
 from scheduler import apply
 from scheduler.store import JobEvent, JobState, session_scope
-from scheduler.tasks import _write_result, result_path
+from scheduler.jobfiles import publish_result as _write_result, result_path
 
 PREEMPTED = apply.Lost("preempted", "reclaimed for another account")
 RESTART = apply.Lost("requeued", "the scheduler restarted")

@@ -10,7 +10,7 @@ from scheduler.executor import DiscoveredNode
 from scheduler.loop import NOT_IN_RAY, RAY_REFUSED
 from scheduler.services.capacity import list_nodes, set_node
 from scheduler.store import JobState, session_scope
-from scheduler.tasks import started_path
+from scheduler.jobfiles import started_path
 
 
 def test_a_job_outlives_more_restarts_than_its_retry_limit(tmp_path):
@@ -217,7 +217,7 @@ def test_a_job_past_its_time_limit_ends_in_timeout_charged_up_to_the_limit(tmp_p
 
 
 def test_a_job_that_finished_in_time_is_not_timed_out(tmp_path):
-    from scheduler.tasks import _write_result
+    from scheduler.jobfiles import publish_result as _write_result
 
     w = make_world(tmp_path)
     job_id = w.submit()
@@ -229,3 +229,70 @@ def test_a_job_that_finished_in_time_is_not_timed_out(tmp_path):
     w.tick(20)
     w.loop.run_once()
     assert w.job(job_id).state == JobState.SUCCEEDED
+
+
+def test_running_jobs_progress_reaches_their_rows(tmp_path):
+    from scheduler import jobfiles
+
+    w = make_world(tmp_path)
+    job_id = w.submit()
+    w.loop.run_once()
+    jobfiles.write_progress(w.executor.results_dir, job_id, {"step": 40, "steps": 200, "samples_per_second": 812.5,
+                                                             "eta_s": 12.0, "updated_at": 1.0})
+    w.loop._last_progress = float("-inf")
+    w.loop.run_once()
+    assert w.job(job_id).progress == {"step": 40, "steps": 200, "samples_per_second": 812.5, "eta_s": 12.0,
+                                      "updated_at": 1.0}
+
+
+def test_a_finished_jobs_files_go_but_its_logs_stay(tmp_path):
+    from scheduler import jobfiles
+
+    w = make_world(tmp_path)
+    job_id = w.submit()
+    w.loop.run_once()
+    root = w.executor.results_dir
+    (jobfiles.checkpoint_dir(root, job_id)).mkdir(parents=True)
+    jobfiles.write_progress(root, job_id, {"step": 1})
+    jobfiles.create_private(jobfiles.log_path(root, job_id, 1)).close()
+    w.executor.finish(job_id)
+    w.loop.run_once()
+    assert w.job(job_id).state == JobState.SUCCEEDED
+    assert sorted(p.name for p in jobfiles.job_dir(root, job_id).iterdir()) == ["attempt-1.log"]
+
+
+def test_a_victim_is_asked_to_checkpoint_before_it_is_cancelled(tmp_path):
+    import threading
+
+    from scheduler import jobfiles
+    from scheduler.services.accounts import set_account
+
+    w = make_world(tmp_path, accounts=(("big", 1.0), ("small", 1.0)), checkpoint_grace_s=5.0)
+    with session_scope(w.engine) as s:
+        set_account(s, "small", guaranteed=2)
+    victims = [w.submit(seconds=600, account="big") for _ in range(4)]
+    w.loop.run_once()
+    for j in victims:
+        w.executor.begin(j, w.now[0].timestamp())
+    root = w.executor.results_dir
+    seen = []
+
+    def task_side():  # what a running task does: save, then remove the request
+        for _ in range(400):
+            asked = [j for j in victims if jobfiles.checkpoint_requested(root, j)]
+            if asked:
+                seen.append((asked, list(w.executor.cancelled)))
+                for j in asked:
+                    jobfiles.acknowledge_checkpoint(root, j)
+                return
+            threading.Event().wait(0.01)
+
+    t = threading.Thread(target=task_side)
+    t.start()
+    w.submit(account="small")
+    report = w.loop.run_once()
+    t.join(5)
+    assert report.preempted >= 1
+    (asked, cancelled_then), = seen
+    assert asked and cancelled_then == []  # asked first, cancelled after
+    assert set(w.executor.cancelled) >= set(asked)

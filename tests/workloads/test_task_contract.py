@@ -6,7 +6,8 @@ import pytest
 
 from scheduler.services.jobs import submit
 from scheduler.store import session_scope
-from scheduler.tasks import TaskPayload, TaskResult, read_result, run_job
+from scheduler.jobfiles import read_result
+from scheduler.tasks import TaskPayload, TaskResult, run_job
 from workloads import registry
 
 

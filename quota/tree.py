@@ -16,7 +16,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Iterable, Iterator, Mapping
 
+from quota import limits
 from quota.errors import QuotaError
+from quota.limits import LimitError
 
 
 @dataclass(frozen=True)
@@ -29,20 +31,22 @@ class AccountSpec:
     max_pending: int | None = None
 
     def check(self) -> None:
-        if not self.name or not self.name.strip():
+        """Each number within its range in quota.limits (LimitError), and cap >= guarantee."""
+        if not self.name:
             raise QuotaError("account name must not be empty")
-        if not (self.weight > 0):
-            raise QuotaError(f"account {self.name}: weight must be > 0 (got {self.weight})")
-        if self.guaranteed < 0:
-            raise QuotaError(f"account {self.name}: guaranteed slices must be >= 0 (got {self.guaranteed})")
-        if self.cap is not None and self.cap < 0:
-            raise QuotaError(f"account {self.name}: max slices must be >= 0 (got {self.cap})")
+        try:
+            limits.WEIGHT.check(self.weight)
+            limits.GUARANTEED.check(self.guaranteed)
+            if self.cap is not None:
+                limits.MAX_SLICES.check(self.cap)
+            if self.max_pending is not None:
+                limits.MAX_PENDING.check(self.max_pending)
+        except LimitError as exc:
+            raise LimitError(f"account {self.name}: {exc}") from None
         if self.cap is not None and self.cap < self.guaranteed:
             raise QuotaError(
                 f"account {self.name}: max slices {self.cap} is below its guarantee {self.guaranteed}"
             )
-        if self.max_pending is not None and self.max_pending < 0:
-            raise QuotaError(f"account {self.name}: max pending must be >= 0 (got {self.max_pending})")
 
 
 @dataclass(frozen=True)

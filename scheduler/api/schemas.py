@@ -1,14 +1,23 @@
 """Request bodies of the API. Every model forbids unknown fields (HTTP 422).
 
-Only shapes and types are checked here; the rules (known model, slices that fit a
-node, limits) live in the services, so the CLI and the API refuse alike.
+Only shapes and types are checked here; the rules (names, ranges, known model, slices
+that fit a node, limits) live in the services (``scheduler.services.validate``), so the
+CLI and the API refuse alike. The ranges are declared in the schema (``minimum`` and
+``maximum``, quoted in each description) from ``quota.limits`` and checked there.
 """
 from __future__ import annotations
 
-
 from pydantic import BaseModel, ConfigDict, Field
 
-Name = Field(min_length=1, max_length=200)
+from scheduler.services.validate import DURATION_MAX_LEN, NAME_MAX_LEN, JOB_NUMBERS, limits
+
+Name = Field(min_length=1, max_length=NAME_MAX_LEN)
+
+
+def ranged(rng: limits.Range, description: str, **kw):
+    """A field whose range (from quota.limits) is declared, described and left to the services."""
+    return Field(description=f"{description} ({rng.describe()})",
+                 json_schema_extra={"minimum": rng.low, "maximum": rng.high}, **kw)
 
 
 class Body(BaseModel):
@@ -19,15 +28,14 @@ class SubmitRequest(Body):
     model: str = Field(min_length=1, max_length=64, description="conv6, vgg16, resnet18, cyclegan or hold")
     framework: str | None = Field(default=None, max_length=32, description="pytorch or tensorflow (not for hold)")
     mode: str = Field(default="train", max_length=16, description="train or infer")
-    slices: int = Field(strict=True, description="GPU slices wanted (> 0)")
-    account: str | None = Field(default=None, max_length=200, description="default: the token's own account")
-    steps: int | None = Field(default=None, strict=True)
-    batch_size: int | None = Field(default=None, strict=True)
-    image_size: int | None = Field(default=None, strict=True)
-    seconds: float | None = Field(default=None, description="hold jobs: how long to hold the slices")
-    count: int | None = Field(default=None, strict=True,
-                              description="a job array: this many identical jobs, all or none; "
-                                          "the answer is {\"ids\": [...]}")
+    slices: int = ranged(JOB_NUMBERS["slices"], "GPU slices wanted", strict=True)
+    account: str | None = Field(default=None, max_length=NAME_MAX_LEN, description="default: the token's own account")
+    steps: int | None = ranged(JOB_NUMBERS["steps"], "training or inference steps", default=None, strict=True)
+    batch_size: int | None = ranged(JOB_NUMBERS["batch_size"], "samples per batch", default=None, strict=True)
+    image_size: int | None = ranged(JOB_NUMBERS["image_size"], "input size (CycleGAN)", default=None, strict=True)
+    seconds: float | None = ranged(JOB_NUMBERS["seconds"], "hold jobs: how long to hold the slices", default=None)
+    count: int | None = ranged(JOB_NUMBERS["count"], "a job array: this many identical jobs, all or none; "
+                               "the answer is {\"ids\": [...]}", default=None, strict=True)
 
     def spec(self) -> dict:
         keys = ("seconds",) if self.model == "hold" else ("steps", "batch_size", "image_size")
@@ -40,37 +48,41 @@ class SubmitRequest(Body):
 
 
 class AccountCreate(Body):
-    name: str = Name
-    weight: float = Field(description="fair-share weight (> 0)")
-    guaranteed: int = Field(default=0, strict=True)
-    max_slices: int | None = Field(default=None, strict=True)
-    max_pending: int | None = Field(default=None, strict=True)
-    parent: str | None = Field(default=None, max_length=200)
+    name: str = Field(min_length=1, max_length=NAME_MAX_LEN,
+                      description="'/'-separated parts of lowercase letters, digits, '.', '_', '-'; "
+                                  "a sub-account's name is its parent's name, '/', one part (or one part)")
+    weight: float = ranged(limits.WEIGHT, "fair-share weight, relative to its siblings")
+    guaranteed: int = ranged(limits.GUARANTEED, "slices it gets first", default=0, strict=True)
+    max_slices: int | None = ranged(limits.MAX_SLICES, "cap on slices held at once", default=None, strict=True)
+    max_pending: int | None = ranged(limits.MAX_PENDING, "limit on waiting jobs", default=None, strict=True)
+    parent: str | None = Field(default=None, max_length=NAME_MAX_LEN)
 
 
 class AccountUpdate(Body):
     """Only the fields sent change; null clears max_slices, max_pending or parent."""
 
-    weight: float | None = None
-    guaranteed: int | None = Field(default=None, strict=True)
-    max_slices: int | None = Field(default=None, strict=True)
-    max_pending: int | None = Field(default=None, strict=True)
-    parent: str | None = Field(default=None, max_length=200)
+    weight: float | None = ranged(limits.WEIGHT, "fair-share weight, relative to its siblings", default=None)
+    guaranteed: int | None = ranged(limits.GUARANTEED, "slices it gets first", default=None, strict=True)
+    max_slices: int | None = ranged(limits.MAX_SLICES, "cap on slices held at once", default=None, strict=True)
+    max_pending: int | None = ranged(limits.MAX_PENDING, "limit on waiting jobs", default=None, strict=True)
+    parent: str | None = Field(default=None, max_length=NAME_MAX_LEN)
 
 
 class NodeCapacityBody(Body):
-    gpus: int = Field(strict=True)
-    slices_per_gpu: int | None = Field(default=None, strict=True)
-    gpu_type: str = Field(default="T4", min_length=1, max_length=32)
+    gpus: int = ranged(limits.GPUS_PER_NODE, "GPUs on the node", strict=True)
+    slices_per_gpu: int | None = ranged(limits.SLICES_PER_GPU, "slices per GPU (default: the GPU type's)",
+                                        default=None, strict=True)
+    gpu_type: str = Field(default="T4", min_length=1, max_length=NAME_MAX_LEN)
 
 
 class TokenCreate(Body):
-    account: str | None = Field(default=None, max_length=200, description="null: an admin token")
-    name: str | None = Field(default=None, max_length=200)
-    expires: str | None = Field(default=None, max_length=32, description="e.g. 30d, 12h; null: never")
+    account: str | None = Field(default=None, max_length=NAME_MAX_LEN, description="null: an admin token")
+    name: str | None = Field(default=None, max_length=NAME_MAX_LEN)
+    expires: str | None = Field(default=None, max_length=DURATION_MAX_LEN,
+                                description="e.g. 30d, 12h; null: never")
 
 
 class SettingValue(Body):
-    value: str = Field(min_length=1, max_length=200)
+    value: str = Field(min_length=1, max_length=NAME_MAX_LEN)
 
 

@@ -33,7 +33,7 @@ def _quota_options(required_weight: bool):
         f = click.option("--max", "cap", type=int, default=None, metavar="N", help="Cap on slices in use.")(f)
         f = click.option("--guaranteed", type=int, default=None, metavar="N", help="Guaranteed slices.")(f)
         f = click.option("--weight", type=float, required=required_weight, metavar="W",
-                         help="Fair-share weight (> 0).")(f)
+                         help="Fair-share weight, relative to its siblings.")(f)
         return f
     return deco
 

@@ -10,9 +10,15 @@ from __future__ import annotations
 import click
 
 
-def _positive(name: str, value):
-    if value is not None and value <= 0:
-        raise click.ClickException(f"{name} must be positive, got {value}")
+def _in_range(option: str, value, rng) -> None:
+    """The range is quota.limits', as for a submitted job; `option` names it in the message."""
+    from quota.limits import LimitError
+
+    try:
+        if value is not None:
+            rng.check(value, option)
+    except LimitError as exc:
+        raise click.ClickException(str(exc)) from None
 
 
 @click.command()
@@ -46,10 +52,12 @@ def bench(models, frameworks, devices, quick, steps, warmup, batch_size, image_s
     err = Console(stderr=True)
     if as_json and as_csv:
         raise click.ClickException("choose one of --json and --csv")
-    for name, value in (("--steps", steps), ("--batch-size", batch_size), ("--image-size", image_size)):
-        _positive(name, value)
-    if warmup is not None and warmup < 0:
-        raise click.ClickException(f"--warmup must be zero or more, got {warmup}")
+    from quota import limits
+
+    for option, value, rng in (("--steps", steps, limits.STEPS), ("--warmup", warmup, limits.WARMUP_STEPS),
+                               ("--batch-size", batch_size, limits.BATCH_SIZE),
+                               ("--image-size", image_size, limits.IMAGE_SIZE)):
+        _in_range(option, value, rng)
     try:
         model_list = wb.parse_list(models, registry.MODELS, "model")
         fw_list = wb.parse_list(frameworks, registry.FRAMEWORKS, "framework")

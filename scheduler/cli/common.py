@@ -1,5 +1,6 @@
-"""Shared CLI pieces: the --db and --json options, output, and the one place that maps
-domain errors to exit codes (1 for domain errors; click itself exits 2 on usage errors).
+"""Shared CLI pieces: the --db and --json options, output, and the one place that turns
+domain errors into exit codes, read from ``services.errors.ERRORS`` (the API reads the
+same table): 1 for every domain error; click itself exits 2 on usage errors.
 
 Messages go to stderr; results (tables, JSON) to stdout.
 """
@@ -20,18 +21,19 @@ json_option = click.option("--json", "as_json", is_flag=True, help="Print JSON i
 
 
 def domain_errors(func: Callable) -> Callable:
-    """Turn the errors a user can act on into one line on stderr and exit status 1."""
+    """Turn the errors a user can act on (``services.errors.ERRORS``) into one line on
+    stderr and their exit status (1); anything else is a bug and keeps its traceback."""
 
     @functools.wraps(func)
     def wrapper(*args, **kwargs):
-        from quota import QuotaError
-        from scheduler.services.errors import DomainError
-        from scheduler.store import StoreError
+        from scheduler.services.errors import classify, domain_classes, one_line
 
         try:
             return func(*args, **kwargs)
-        except (DomainError, QuotaError, StoreError) as exc:
-            raise click.ClickException(str(exc).splitlines()[0] if str(exc) else type(exc).__name__) from None
+        except domain_classes() as exc:
+            error = click.ClickException(one_line(exc))
+            error.exit_code = classify(exc).exit_code
+            raise error from None
 
     return wrapper
 

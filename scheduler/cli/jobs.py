@@ -10,7 +10,7 @@ import json
 import click
 
 from scheduler.cli.client import Api, url_option
-from scheduler.cli.common import emit, info, json_option
+from scheduler.cli.common import domain_errors, emit, info, json_option
 
 JOB_KEYS = ("id", "account", "model", "framework", "slices", "state", "reason", "submitted_at", "started_at",
             "finished_at", "node", "gpu")
@@ -43,14 +43,18 @@ def login(url, token):
 @click.option("--batch-size", type=int, default=None, metavar="B")
 @click.option("--image-size", type=int, default=None, metavar="N", help="Input size (CycleGAN).")
 @click.option("--seconds", type=float, default=None, metavar="S", help="hold: how long to hold the slices.")
-@click.option("--count", type=click.IntRange(min=1), default=None, metavar="N",
+@click.option("--count", type=int, default=None, metavar="N",
               help="A job array: N identical jobs, all or none (prints one id a line).")
 @json_option
 @url_option
+@domain_errors
 def submit(model, framework, slices, account, mode, steps, batch_size, image_size, seconds, count, as_json, url):
     """Submit a job: MODEL is conv6, vgg16, resnet18, cyclegan, or hold (with --seconds)."""
+    from scheduler.services.validate import job_numbers
+
     body = {"model": model, "framework": framework, "slices": slices, "mode": mode, "account": account,
             "steps": steps, "batch_size": batch_size, "image_size": image_size, "seconds": seconds, "count": count}
+    job_numbers(body)  # the server checks them too; here they must be finite to be sent as JSON
     created = Api.from_settings(url).call("POST", "/v1/jobs", body={k: v for k, v in body.items() if v is not None})
     if count is not None:
         click.echo(json.dumps({"ids": created["ids"]}) if as_json else "\n".join(map(str, created["ids"])))

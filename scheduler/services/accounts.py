@@ -1,8 +1,14 @@
 """The account tree in the database, validated by quota's rules before anything is written.
 
-Invariants: every write goes through `_validated_tree`, which rebuilds the whole tree
-with the change applied and raises QuotaError (nothing written) if any rule breaks:
-weight > 0, guarantees within the parent's and the capacity, cap >= guarantee.
+Invariants (nothing is written when one would break):
+- names follow `validate.account_name` and `validate.account_place` (a name with '/'
+  is its parent's name, '/', one part); a looked-up name passes `validate.lookup_name`;
+- every number lies in its `quota.limits` range (`AccountSpec.check`: LimitError);
+- every write goes through `_validated_tree`, which rebuilds the whole tree with the
+  change applied (guarantees within the parent's and the capacity, cap >= guarantee,
+  no cycle) and raises QuotaError;
+- jobs run on leaves: an account with jobs on record never gains a child, whether
+  by `add --parent` or by `set --parent`.
 """
 from __future__ import annotations
 
@@ -13,6 +19,7 @@ import sqlalchemy as sa
 from sqlmodel import Session, select
 
 from quota import AccountSpec, AccountTree, QuotaError
+from scheduler.services import validate
 from scheduler.services.capacity import total_slices
 from scheduler.services.errors import DomainError, NotFound
 from scheduler.store import Account, Job
@@ -42,36 +49,34 @@ def _validated_tree(session: Session, specs: Iterable[AccountSpec]) -> AccountTr
     return tree
 
 
-def get_account(session: Session, name: str) -> Account:
+def get_account(session: Session, name: str, field: str = "account") -> Account:
+    validate.lookup_name(name, field)
     acct = session.exec(select(Account).where(Account.name == name)).first()
     if acct is None:
         raise NotFound(f"unknown account {name}")
     return acct
 
 
-def _check_numbers(weight, guaranteed, cap, max_pending) -> None:
-    if weight is not None and not (weight > 0):
-        raise DomainError(f"weight must be > 0 (got {weight})")
-    for label, value in (("guaranteed slices", guaranteed), ("max slices", cap), ("max pending", max_pending)):
-        if value is not None and value is not UNSET and value < 0:
-            raise DomainError(f"{label} must be >= 0 (got {value})")
+def _refuse_inner_jobs(session: Session, parent: Account | None) -> None:
+    """Jobs run on leaves: an account with jobs on record cannot become a parent."""
+    if parent is not None and session.exec(select(Job.id).where(Job.account_id == parent.id)).first():
+        raise DomainError(f"account {parent.name} has jobs of its own; jobs run on leaf accounts only")
 
 
 def add_account(
     session: Session, name: str, *, weight: float, guaranteed: int = 0, cap: int | None = None,
     max_pending: int | None = None, parent: str | None = None,
 ) -> Account:
-    _check_numbers(weight, guaranteed, cap, max_pending)
-    name = name.strip()
-    if not name:
-        raise DomainError("account name must not be empty")
+    validate.account_name(name, "name")
+    parent = parent or None
+    validate.account_place(name, parent)
+    spec = AccountSpec(name, weight, parent, guaranteed, cap, max_pending)
+    spec.check()
     specs = account_specs(session)
     if any(s.name == name for s in specs):
         raise DomainError(f"account {name} already exists")
-    parent_row = get_account(session, parent) if parent else None
-    if parent_row is not None and session.exec(select(Job.id).where(Job.account_id == parent_row.id)).first():
-        raise DomainError(f"account {parent} has jobs of its own; jobs run on leaf accounts only")
-    spec = AccountSpec(name, weight, parent, guaranteed, cap, max_pending)
+    parent_row = get_account(session, parent, "parent") if parent else None
+    _refuse_inner_jobs(session, parent_row)
     _validated_tree(session, [*specs, spec])
     row = Account(name=name, parent_id=parent_row.id if parent_row else None, weight=weight,
                   guaranteed_slices=guaranteed, max_slices=cap, max_pending=max_pending)
@@ -84,7 +89,6 @@ def set_account(
     session: Session, name: str, *, weight=None, guaranteed=None, cap=UNSET, max_pending=UNSET, parent=UNSET,
 ) -> Account:
     """Change some of an account's settings; cap/max_pending accept None to clear them."""
-    _check_numbers(weight, guaranteed, cap, max_pending)
     row = get_account(session, name)
     specs = {s.name: s for s in account_specs(session)}
     spec = specs[name]
@@ -97,11 +101,16 @@ def set_account(
         changes["cap"] = cap
     if max_pending is not UNSET:
         changes["max_pending"] = max_pending
-    new_parent_row = None
     if parent is not UNSET:
-        new_parent_row = get_account(session, parent) if parent else None
         changes["parent"] = parent or None
+        validate.account_place(name, changes["parent"])
     specs[name] = replace(spec, **changes)
+    specs[name].check()
+    new_parent_row = None
+    if parent is not UNSET and parent:
+        new_parent_row = get_account(session, parent, "parent")
+        if new_parent_row.id != row.parent_id:
+            _refuse_inner_jobs(session, new_parent_row)
     _validated_tree(session, specs.values())
     row.weight = specs[name].weight
     row.guaranteed_slices = specs[name].guaranteed

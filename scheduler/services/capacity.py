@@ -1,7 +1,9 @@
 """Declared and discovered capacity: nodes with GPUs of a type split into slices.
 
-Invariants: a node's capacity is replaced whole; shrinking capacity below the top-level
-guarantees is refused; only active nodes count.
+Invariants: a node's capacity is replaced whole; its GPUs, slices per GPU and the
+number of nodes lie in their `quota.limits` ranges, and its name and GPU type are
+printable text (`validate.text`); shrinking capacity below the top-level guarantees is
+refused; only active nodes count.
 """
 from __future__ import annotations
 
@@ -10,7 +12,8 @@ from datetime import datetime
 import sqlalchemy as sa
 from sqlmodel import Session, select
 
-from quota import DEFAULT_SLICES_PER_GPU, Capacity, NodeCapacity
+from quota import DEFAULT_SLICES_PER_GPU, Capacity, NodeCapacity, limits
+from scheduler.services import validate
 from scheduler.services.errors import DomainError
 from scheduler.store import Account, Node
 
@@ -32,14 +35,15 @@ def set_node(
     session: Session, *, node: str, gpus: int, slices_per_gpu: int | None, gpu_type: str, at: datetime,
     source: str = "declared",
 ) -> Node:
-    if gpus < 0:
-        raise DomainError(f"GPU count must be >= 0 (got {gpus})")
-    spg = slices_per_gpu if slices_per_gpu is not None else slices_per_gpu_for(gpu_type)
-    if spg < 1:
-        raise DomainError(f"slices per GPU must be >= 1 (got {spg})")
-    if not node.strip():
-        raise DomainError("node name must not be empty")
+    validate.text(node, "node")
+    validate.text(gpu_type, "gpu_type")
+    validate.number(limits.GPUS_PER_NODE, gpus)
+    spg = validate.number(limits.SLICES_PER_GPU, slices_per_gpu if slices_per_gpu is not None
+                          else slices_per_gpu_for(gpu_type))
     row = session.exec(select(Node).where(Node.name == node)).first()
+    if row is None:
+        count = session.exec(select(sa.func.count()).select_from(Node)).one()
+        validate.number(limits.NODES, count + 1, "number of nodes")
     others = sum(n.slices for n in load_capacity(session).nodes if n.name != node)
     new_total = others + gpus * spg
     guaranteed = session.exec(

@@ -1,7 +1,9 @@
 """Job services: submit, list, show, cancel and history, for the API and the CLI.
 
 Invariants:
-- ``submit`` checks everything before it writes: the request's own fields, that
+- ``submit`` checks everything before it writes: the request's own fields (each
+  number within its ``quota.limits`` range: slices, count, seconds, steps,
+  batch_size, image_size), that
   the shape fits some node, that the account exists, is visible to the caller and
   is a leaf, and the pending limit of the account and of every ancestor. A refusal
   raises ``InvalidJob`` (the request itself is wrong: HTTP 422), ``NotFound``
@@ -17,15 +19,16 @@ Invariants:
 """
 from __future__ import annotations
 
-import math
 from datetime import datetime
-from typing import Any, Iterable
+from typing import Iterable
 
 import sqlalchemy as sa
 from sqlmodel import Session, select
 
+from quota import limits
+from scheduler.services import validate
 from scheduler.services.directory import capacity, directory
-from scheduler.services.errors import DomainError, NotFound
+from scheduler.services.errors import DomainError, Invalid, NotFound
 from scheduler.store import Account, Job, JobEvent, JobState, submit_job, transition
 from scheduler.store.transitions import submit_jobs
 
@@ -48,7 +51,7 @@ _LOCK_ACCOUNTS = (select(Account.id).where(Account.id.in_(sa.bindparam("ids", ex
                   .order_by(Account.id).with_for_update())
 
 
-class InvalidJob(DomainError):
+class InvalidJob(Invalid):
     """The request itself is malformed or can never run (unknown model, impossible shape...)."""
 
 
@@ -68,14 +71,10 @@ def known_frameworks() -> tuple[str, ...]:
     return tuple(FRAMEWORKS)
 
 
-def _is_number(v: Any) -> bool:
-    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
-
-
 def check_request(model: str, framework: str | None, mode: str, slices: int, spec: dict) -> dict:
-    """Validate what needs no database; return the spec to store. Raises InvalidJob."""
-    if not isinstance(slices, int) or isinstance(slices, bool) or slices <= 0:
-        raise InvalidJob(f"slices must be a whole number > 0 (got {slices})")
+    """Validate what needs no database; return the spec to store. Raises InvalidJob, or
+    LimitError for a number outside its ``quota.limits`` range (both HTTP 422)."""
+    validate.number(limits.JOB_SLICES, slices)
     if mode not in MODES:
         raise InvalidJob(f"mode must be train or infer (got {mode!r})")
     spec = dict(spec or {})
@@ -83,11 +82,9 @@ def check_request(model: str, framework: str | None, mode: str, slices: int, spe
         if framework is not None:
             raise InvalidJob("a hold job takes no framework")
         _only(spec, HOLD_SPEC_KEYS, model)
-        seconds = spec.get("seconds")
-        if seconds is None:
+        if spec.get("seconds") is None:
             raise InvalidJob("a hold job needs seconds (how long to hold its slices)")
-        if not _is_number(seconds) or seconds < 0:
-            raise InvalidJob(f"seconds must be a number >= 0 (got {seconds})")
+        validate.number(validate.JOB_NUMBERS["seconds"], spec["seconds"])
         return spec
     models = known_models()
     if model not in models:
@@ -97,9 +94,7 @@ def check_request(model: str, framework: str | None, mode: str, slices: int, spe
         raise InvalidJob(f"model {model} needs a framework: {' or '.join(frameworks)} (got {framework!r})")
     _only(spec, MODEL_SPEC_KEYS, model)
     for key in MODEL_SPEC_KEYS:
-        value = spec.get(key)
-        if value is not None and (not isinstance(value, int) or isinstance(value, bool) or value <= 0):
-            raise InvalidJob(f"{key} must be a whole number > 0 (got {value})")
+        validate.optional(validate.JOB_NUMBERS[key], spec.get(key))
     if spec.get("image_size") is not None:
         _check_image_size(model, spec["image_size"])
     return spec
@@ -122,15 +117,13 @@ def _check_image_size(model: str, size: int) -> None:
         raise InvalidJob(str(exc)) from None
 
 
-MAX_ARRAY = 1000  # jobs in one array submission (Slurm's default MaxArraySize is 1001)
-
-
 def _check_submission(
     session: Session, *, account: str, model: str, framework: str | None, mode: str, slices: int,
     spec: dict, accounts: frozenset[str] | set[str] | None, count: int,
 ):
     """Everything ``submit`` and ``submit_array`` check before writing; returns (entry, spec)."""
     spec = check_request(model, framework, mode, slices, spec)
+    validate.lookup_name(account)
     why = capacity(session).shape_error(slices)
     if why is not None:
         raise InvalidJob(f"cannot place {slices} slices: {why}")
@@ -162,8 +155,7 @@ def submit_array(
     """A job array: ``count`` identical jobs, all or none. Everything is checked once,
     before anything is written (the pending limits count all ``count`` jobs); then the
     jobs are inserted together. Returns their ids, ascending (their queue order)."""
-    if not isinstance(count, int) or isinstance(count, bool) or not 1 <= count <= MAX_ARRAY:
-        raise InvalidJob(f"count must be a whole number from 1 to {MAX_ARRAY} (got {count})")
+    validate.number(limits.JOB_COUNT, count)
     entry, spec = _check_submission(session, account=account, model=model, framework=framework, mode=mode,
                                     slices=slices, spec=spec, accounts=accounts, count=count)
     return submit_jobs(session, count=count, account_id=entry.id, model=model, framework=framework, mode=mode,
@@ -202,6 +194,7 @@ def list_jobs(
     tree = directory(session)
     stmt = select(Job)
     if account is not None:
+        validate.lookup_name(account)
         if accounts is not None and account not in accounts:
             raise NotFound(f"unknown account {account}")
         stmt = stmt.where(Job.account_id.in_(tree.subtree_ids(tree.get(account))))
@@ -214,6 +207,7 @@ def list_jobs(
 
 def get_job(session: Session, job_id: int, accounts: frozenset[str] | set[str] | None) -> Job:
     """The job, or NotFound if it is missing or not the caller's (the same error either way)."""
+    validate.number(limits.ID, job_id, "job_id")
     job = session.get(Job, job_id)
     if job is None or (accounts is not None and directory(session).name_of(job.account_id) not in accounts):
         raise NotFound(f"no job {job_id}")

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 
+from quota import limits
 from scheduler.api import MAX_BODY_BYTES
 
 from api_helpers import bearer
@@ -13,8 +14,8 @@ JSON = {"content-type": "application/json"}
 # (what, body (dict, or raw bytes), status, a phrase the detail must contain)
 SUBMISSIONS = [
     ("unknown model", {**OK, "model": "alexnet"}, 422, "unknown model 'alexnet'"),
-    ("zero slices", {**OK, "slices": 0}, 422, "slices must be a whole number > 0"),
-    ("negative slices", {**OK, "slices": -1}, 422, "slices must be a whole number > 0"),
+    ("zero slices", {**OK, "slices": 0}, 422, f"slices must be {limits.JOB_SLICES.describe()} (got 0)"),
+    ("negative slices", {**OK, "slices": -1}, 422, f"slices must be {limits.JOB_SLICES.describe()} (got -1)"),
     ("more than any node", {**OK, "slices": 9}, 422, "more than any node holds (largest: 8)"),
     ("slices as text", {**OK, "slices": "2"}, 422, "slices: Input should be a valid integer"),
     ("missing slices", {"model": "hold", "seconds": 5, "account": "uni-a/nlp"}, 422, "slices is required"),
@@ -74,20 +75,22 @@ def test_admin_refusals_are_409_or_422_and_write_nothing(seeded, client):
     h = bearer(seeded.tokens["admin"])
     before = seeded.counts()
     cases = [
-        ("POST", "/v1/admin/accounts", {"name": "x", "weight": 0}, 409, "weight must be > 0"),
+        ("POST", "/v1/admin/accounts", {"name": "x", "weight": 0}, 422, f"weight must be {limits.WEIGHT.describe()}"),
         ("POST", "/v1/admin/accounts", {"name": "uni-b", "weight": 1}, 409, "already exists"),
         ("POST", "/v1/admin/accounts", {"name": "x", "weight": 1, "parent": "nope"}, 404, "unknown account nope"),
         ("POST", "/v1/admin/accounts", {"name": "x", "weight": 1, "guaranteed": 99}, 409, "over the capacity"),
-        ("PATCH", "/v1/admin/accounts/uni-b", {"weight": None}, 409, "cannot be null"),
+        ("PATCH", "/v1/admin/accounts/uni-b", {"weight": None}, 422, "cannot be null"),
         ("DELETE", "/v1/admin/accounts/uni-a", None, 409, "has sub-accounts"),
-        ("PUT", "/v1/admin/capacity/n1", {"gpus": -1}, 409, "GPU count must be >= 0"),
+        ("PUT", "/v1/admin/capacity/n1", {"gpus": -1}, 422, f"gpus must be {limits.GPUS_PER_NODE.describe()}"),
         ("POST", "/v1/admin/tokens", {"account": "nope"}, 404, "unknown account nope"),
-        ("POST", "/v1/admin/tokens", {"account": "uni-b", "expires": "soon"}, 409, "cannot read duration"),
+        ("POST", "/v1/admin/tokens", {"account": "uni-b", "expires": "soon"}, 422, "expires must be a duration"),
         ("DELETE", "/v1/admin/tokens/999", None, 404, "no token with id 999"),
-        ("PUT", "/v1/admin/settings/algorithm", {"value": "lottery"}, 409, "algorithm must be one of"),
+        ("PUT", "/v1/admin/settings/algorithm", {"value": "lottery"}, 422, "algorithm must be one of"),
+        ("PUT", "/v1/admin/settings/colour", {"value": "blue"}, 404, "unknown setting"),
         ("GET", "/v1/admin/settings/colour", None, 404, "unknown setting"),
         ("GET", "/v1/nowhere", None, 404, "Not Found"),
-        ("GET", f"/v1/jobs/{2**70}", None, 422, "job_id: Input should be less than or equal to"),
+        ("GET", f"/v1/jobs/{2**70}", None, 422, f"job_id must be {limits.ID.describe()}"),
+        ("POST", f"/v1/jobs/{2**31}/cancel", None, 422, f"job_id must be {limits.ID.describe()}"),
         ("POST", "/v1/jobs/abc/cancel", None, 422, "job_id: Input should be a valid integer"),
     ]
     for method, path, body, status, phrase in cases:

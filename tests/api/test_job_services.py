@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import pytest
 
+from quota.limits import LimitError
 from scheduler.services import accounts, jobs
 from scheduler.services.errors import DomainError, NotFound
 from scheduler.store import JobState, session_scope, transition
@@ -37,11 +38,11 @@ BAD = {
     "bad framework": (dict(model="vgg16", framework="jax", spec={}), jobs.InvalidJob, "needs a framework"),
     "hold with framework": (dict(framework="pytorch"), jobs.InvalidJob, "no framework"),
     "hold without seconds": (dict(spec={}), jobs.InvalidJob, "needs seconds"),
-    "negative seconds": (dict(spec={"seconds": -1}), jobs.InvalidJob, "seconds must be"),
-    "zero slices": (dict(slices=0), jobs.InvalidJob, "slices must be"),
-    "negative slices": (dict(slices=-2), jobs.InvalidJob, "slices must be"),
+    "negative seconds": (dict(spec={"seconds": -1}), LimitError, "seconds must be"),
+    "zero slices": (dict(slices=0), LimitError, "slices must be"),
+    "negative slices": (dict(slices=-2), LimitError, "slices must be"),
     "bad mode": (dict(mode="serve"), jobs.InvalidJob, "mode must be"),
-    "zero steps": (dict(model="conv6", framework="pytorch", spec={"steps": 0}), jobs.InvalidJob, "steps must be"),
+    "zero steps": (dict(model="conv6", framework="pytorch", spec={"steps": 0}), LimitError, "steps must be"),
     "stray spec key": (dict(spec={"seconds": 1, "steps": 3}), jobs.InvalidJob, "take no steps"),
     "more than a node": (dict(slices=9), jobs.InvalidJob, "more than any node holds"),
     "spans GPUs unevenly": (dict(slices=6), jobs.InvalidJob, "whole number of GPUs"),

@@ -8,8 +8,10 @@ import pytest
 import sqlalchemy as sa
 from click.testing import CliRunner
 
+from quota import limits
 from scheduler.cli import main
 from scheduler.services.share import SHARE_KEYS
+from scheduler.services.validate import describe_duration
 
 
 @pytest.fixture
@@ -50,10 +52,13 @@ def seeded(cli, tmp_path):
 
 BAD = {
     "unknown parent": (["admin", "account", "add", "c", "--weight", "1", "--parent", "zz"], "unknown account zz"),
-    "zero weight": (["admin", "account", "add", "c", "--weight", "0"], "weight must be > 0"),
-    "negative weight": (["admin", "account", "set", "a", "--weight", "-2"], "weight must be > 0"),
-    "negative guarantee": (["admin", "account", "add", "c", "--weight", "1", "--guaranteed", "-1"], ">= 0"),
-    "negative cap": (["admin", "account", "set", "b", "--max", "-3"], ">= 0"),
+    "zero weight": (["admin", "account", "add", "c", "--weight", "0"],
+                    f"account c: weight must be {limits.WEIGHT.describe()} (got 0.0)"),
+    "negative weight": (["admin", "account", "set", "a", "--weight", "-2"],
+                        f"weight must be {limits.WEIGHT.describe()} (got -2.0)"),
+    "negative guarantee": (["admin", "account", "add", "c", "--weight", "1", "--guaranteed", "-1"],
+                           f"guaranteed must be {limits.GUARANTEED.describe()} (got -1)"),
+    "negative cap": (["admin", "account", "set", "b", "--max", "-3"], f"max must be {limits.MAX_SLICES.describe()}"),
     "guarantee over capacity": (["admin", "account", "add", "c", "--weight", "1", "--guaranteed", "7"],
                                 "over the capacity of 8"),
     "guarantee over parent": (["admin", "account", "add", "a/y", "--weight", "1", "--parent", "a",
@@ -64,10 +69,11 @@ BAD = {
     "unknown account remove": (["admin", "account", "remove", "nope"], "unknown account nope"),
     "remove with children": (["admin", "account", "remove", "a"], "has sub-accounts"),
     "capacity below guarantees": (["admin", "capacity", "set", "--gpus", "0"], "below the 2 slices guaranteed"),
-    "negative gpus": (["admin", "capacity", "set", "--gpus", "-1"], "GPU count must be >= 0"),
+    "negative gpus": (["admin", "capacity", "set", "--gpus", "-1"], f"gpus must be {limits.GPUS_PER_NODE.describe()}"),
     "zero slices per gpu": (["admin", "capacity", "set", "--gpus", "1", "--slices-per-gpu", "0"],
-                            "slices per GPU must be >= 1"),
-    "bad setting": (["admin", "settings", "set", "half_life", "0d"], "duration must be > 0"),
+                            f"slices_per_gpu must be {limits.SLICES_PER_GPU.describe()}"),
+    "bad setting": (["admin", "settings", "set", "half_life", "0d"],
+                    f"half_life must be {describe_duration(limits.HALF_LIFE)} (got 0d)"),
     "unknown setting": (["admin", "settings", "set", "colour", "blue"], "unknown setting"),
 }
 

@@ -65,7 +65,9 @@ def test_errors_are_one_line_exit_1_and_usage_errors_exit_2(env_for):
     env = env_for("a_vision")
     cases = [
         (("submit", "alexnet", "--framework", "pytorch", "--slices", "1"), 1, "unknown model 'alexnet'"),
-        (("submit", "hold", "--seconds", "1", "--slices", "0"), 1, "slices must be a whole number > 0"),
+        (("submit", "hold", "--seconds", "1", "--slices", "0"), 1, "slices must be an integer 1 to"),
+        (("submit", "hold", "--seconds", "inf", "--slices", "1"), 1, "seconds must be 0 to"),
+        (("submit", "hold", "--seconds", "1", "--slices", "1", "--count", "0"), 1, "count must be an integer 1 to"),
         (("submit", "hold", "--seconds", "1", "--slices", "99"), 1, "more than any node holds"),
         (("submit", "hold", "--seconds", "1", "--slices", "1", "--account", "uni-b"), 1, "unknown account uni-b"),
         (("job", "show", "123456"), 1, "no job 123456"),

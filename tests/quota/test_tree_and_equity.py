@@ -1,14 +1,25 @@
 """Account-tree validation and the equity measures."""
+import re
+
 import pytest
 
 import quota as q
 from builders import tree
+from quota import limits
+
+WEIGHT = re.escape(f"account a: weight must be {limits.WEIGHT.describe()}")
 
 
 @pytest.mark.parametrize("specs, capacity, message", [
-    ([q.AccountSpec("a", 0)], None, "weight must be > 0"),
-    ([q.AccountSpec("a", -1)], None, "weight must be > 0"),
-    ([q.AccountSpec("a", 1, guaranteed=-1)], None, "guaranteed slices must be >= 0"),
+    ([q.AccountSpec("a", 0)], None, WEIGHT),
+    ([q.AccountSpec("a", -1)], None, WEIGHT),
+    ([q.AccountSpec("a", float("nan"))], None, WEIGHT),
+    ([q.AccountSpec("a", float("inf"))], None, WEIGHT),
+    ([q.AccountSpec("a", 1e300)], None, WEIGHT),
+    ([q.AccountSpec("a", 1e-300)], None, WEIGHT),
+    ([q.AccountSpec("a", 1, guaranteed=-1)], None, "guaranteed must be an integer 0 to"),
+    ([q.AccountSpec("a", 1, cap=2**31)], None, "max must be an integer 0 to"),
+    ([q.AccountSpec("a", 1, max_pending=-1)], None, "max_pending must be an integer 0 to"),
     ([q.AccountSpec("a", 1, guaranteed=3, cap=2)], None, "below its guarantee"),
     ([q.AccountSpec("a", 1), q.AccountSpec("a", 2)], None, "already exists"),
     ([q.AccountSpec("a", 1, parent="ghost")], None, "unknown parent ghost"),

@@ -5,7 +5,8 @@ from datetime import datetime, timedelta, timezone
 
 import pytest
 
-from quota import QuotaError
+from quota import QuotaError, limits
+from quota.limits import LimitError
 from scheduler.services import accounts, capacity, settings, share
 from scheduler.services.errors import DomainError
 from scheduler.store import JobState, session_scope, submit_job, transition
@@ -37,6 +38,8 @@ def test_refusals_write_nothing(tree):
         (lambda s: accounts.set_account(s, "a/x", guaranteed=3), QuotaError),
         (lambda s: accounts.remove_account(s, "a"), DomainError),
         (lambda s: capacity.set_node(s, node="n1", gpus=0, slices_per_gpu=4, gpu_type="T4", at=NOW), DomainError),
+        (lambda s: capacity.set_node(s, node="n1", gpus=2**31, slices_per_gpu=4, gpu_type="T4", at=NOW), LimitError),
+        (lambda s: accounts.set_account(s, "b", weight=float("inf")), LimitError),
     ]:
         with pytest.raises(err):
             with session_scope(tree) as s:
@@ -88,7 +91,10 @@ def test_settings_validate_and_feed_the_policy(tree):
         settings.set_setting(s, "reclaim", "entitlement")
         with pytest.raises(DomainError):
             settings.set_setting(s, "algorithm", "random")
+        with pytest.raises(DomainError, match="half_life must be"):
+            settings.set_setting(s, "half_life", "1e9")
     with session_scope(tree) as s:
         ps = settings.policy_settings(s)
     assert ps.half_life_s == 36 * 3600 and ps.config.reclaim == "entitlement"
-    assert settings.parse_duration("90m") == 5400 and settings.parse_duration("7d") == 604800
+    assert settings.parse_duration("90m", limits.HALF_LIFE) == 5400
+    assert settings.parse_duration("7d", limits.HALF_LIFE) == 604800

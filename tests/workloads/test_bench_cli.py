@@ -8,6 +8,7 @@ import json
 import pytest
 from click.testing import CliRunner
 
+from quota import limits
 from scheduler.cli import main
 from workloads import bench as wb
 from workloads import report
@@ -17,11 +18,12 @@ BAD_INPUT = {
     "unknown framework": (["--frameworks", "jax"], "unknown framework 'jax'"),
     "unknown device": (["--devices", "tpu"], "unknown device 'tpu'"),
     "empty model list": (["--models", ","], "empty model list"),
-    "zero steps": (["--steps", "0"], "--steps must be positive"),
-    "negative batch": (["--batch-size", "-4"], "--batch-size must be positive"),
-    "zero image size": (["--image-size", "0"], "--image-size must be positive"),
-    "image size too small": (["--image-size", "8"], "at least 32"),
-    "negative warm-up": (["--warmup", "-1"], "--warmup must be zero or more"),
+    "zero steps": (["--steps", "0"], f"--steps must be {limits.STEPS.describe()} (got 0)"),
+    "negative batch": (["--batch-size", "-4"], f"--batch-size must be {limits.BATCH_SIZE.describe()} (got -4)"),
+    "zero image size": (["--image-size", "0"], f"--image-size must be {limits.IMAGE_SIZE.describe()} (got 0)"),
+    "huge image size": (["--image-size", "300000000"], f"--image-size must be {limits.IMAGE_SIZE.describe()}"),
+    "image size too small": (["--image-size", "20"], "at least 32"),
+    "negative warm-up": (["--warmup", "-1"], f"--warmup must be {limits.WARMUP_STEPS.describe()} (got -1)"),
     "json and csv": (["--json", "--csv"], "choose one of --json and --csv"),
 }
 

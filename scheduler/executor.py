@@ -21,9 +21,9 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-log = logging.getLogger("fairgpu.executor")
+from scheduler.discovery import GPU_TYPE_PREFIX, DiscoveredNode
 
-GPU_TYPE_PREFIX = "accelerator_type:"
+log = logging.getLogger("fairgpu.executor")
 
 
 def marker_time(results_dir: str, job_id: int, attempt: int) -> float | None:
@@ -63,14 +63,6 @@ class Completion:
         return self.infrastructure and self.started_at is None and not self.cancelled
 
 
-@dataclass(frozen=True)
-class DiscoveredNode:
-    name: str  # Ray node id (hex)
-    gpus: int
-    gpu_type: str
-    address: str
-
-
 @dataclass
 class RayExecutor:
     ray: Any  # the `ray` module, already initialised
@@ -78,6 +70,8 @@ class RayExecutor:
     attempts: dict[int, Attempt] = field(default_factory=dict)
     _remote: dict[str, Any] = field(default_factory=dict)
     _options: dict[tuple, Any] = field(default_factory=dict)
+    _ray_ids: dict[str, str] = field(default_factory=dict)  # node name -> Ray node id
+    _frameworks: dict[str, tuple[str, ...] | None] = field(default_factory=dict)  # Ray node id -> probed
 
     def pending_in_ray(self, grace_s: float = 2.0) -> int:
         """Attempts handed to Ray more than `grace_s` ago that Ray has not started (each
@@ -103,18 +97,16 @@ class RayExecutor:
 
     # -- capacity ---------------------------------------------------------------------
     def discover(self, default_gpu_type: str = "T4") -> list[DiscoveredNode]:
-        nodes = []
-        for n in self.ray.nodes():
-            if not n.get("Alive"):
-                continue
-            res = n.get("Resources", {})
-            gpus = int(res.get("GPU", 0))
-            if gpus <= 0:
-                continue
-            types = [k[len(GPU_TYPE_PREFIX):] for k in res if k.startswith(GPU_TYPE_PREFIX)]
-            nodes.append(DiscoveredNode(n["NodeID"], gpus, types[0] if types else default_gpu_type,
-                                        n.get("NodeManagerAddress", "")))
-        return sorted(nodes, key=lambda d: d.name)
+        """The GPU nodes Ray has now, named by host, with their frameworks (probed once
+        per Ray node; see scheduler.discovery). Placement maps names to Ray ids from here."""
+        from scheduler.discovery import gpu_nodes, probe_frameworks
+
+        nodes = gpu_nodes(self.ray.nodes(), default_gpu_type)
+        new = [d.ray_id for d in nodes if d.ray_id not in self._frameworks]
+        self._frameworks.update(probe_frameworks(self.ray, new))
+        self._frameworks = {d.ray_id: self._frameworks.get(d.ray_id) for d in nodes}  # forget nodes that left
+        self._ray_ids = {d.name: d.ray_id for d in nodes}
+        return [replace(d, frameworks=self._frameworks[d.ray_id]) for d in nodes]
 
     # -- tasks ------------------------------------------------------------------------
     @staticmethod
@@ -148,9 +140,12 @@ class RayExecutor:
         if fn is None:
             from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
+            ray_id = self._ray_ids.get(node)
+            if ray_id is None:
+                raise LookupError(f"Ray has no node {node}")
             fn = self._fn(model).options(
                 num_gpus=num_gpus, num_cpus=0, max_retries=0,
-                scheduling_strategy=NodeAffinitySchedulingStrategy(node_id=node, soft=False),
+                scheduling_strategy=NodeAffinitySchedulingStrategy(node_id=ray_id, soft=False),
             )
             self._options[key] = fn
         return fn

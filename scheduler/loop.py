@@ -42,6 +42,7 @@ import quota
 from scheduler import apply, jobfiles, recovery
 from scheduler.executor import Completion
 from scheduler.services.capacity import set_node, slices_per_gpu_for
+from scheduler.services.errors import DomainError
 from scheduler.services.snapshot import SnapshotLoader, active_jobs
 from scheduler.store import Job, JobState, Node, session_scope
 from scheduler.store.lease import LeaseLost, LeaseLapsed
@@ -253,7 +254,8 @@ class SchedulingLoop:
     # -- capacity ---------------------------------------------------------------------
     def refresh_capacity(self, now: datetime) -> None:
         """Nodes as Ray has them. A node Ray does not have is never placed on: a node
-        declared by hand is listed inactive with the reason, as is one that left."""
+        declared by hand is listed inactive with the reason, as is one that left, and one
+        whose size fairgpu cannot take (the reason names the limit)."""
         found = self.executor.discover()
         with self._scope() as s:
             rows = {n.name: n for n in s.exec(select(Node)).all()}
@@ -261,13 +263,20 @@ class SchedulingLoop:
             for d in found:
                 spg = self.slices_per_gpu or slices_per_gpu_for(d.gpu_type)
                 row = rows.pop(d.name, None)
-                if (row is None or not row.active or row.source != "ray" or row.gpus != d.gpus
-                        or row.slices_per_gpu != spg):
+                frameworks = ",".join(d.frameworks) if d.frameworks is not None else None
+                if (row is not None and row.active and row.source == "ray" and row.gpus == d.gpus
+                        and row.slices_per_gpu == spg and row.ray_id == d.ray_id and row.frameworks == frameworks):
+                    continue
+                changed = True
+                try:
                     row = set_node(s, node=d.name, gpus=d.gpus, slices_per_gpu=spg, gpu_type=d.gpu_type, at=now,
-                                   source="ray")
+                                   source="ray", check_guarantees=False)
                     row.reason = None
-                    s.add(row)
-                    changed = True
+                except (DomainError, quota.QuotaError) as exc:  # e.g. more GPUs than a node may have
+                    row = row or Node(name=d.name, gpu_type=d.gpu_type, gpus=0, slices_per_gpu=1, source="ray")
+                    row.active, row.reason, row.updated_at = False, f"not used: {exc}", now
+                row.ray_id, row.frameworks = d.ray_id, frameworks
+                s.add(row)
             for row in rows.values():
                 reason = LEFT_RAY if row.source == "ray" else NOT_IN_RAY
                 if row.active or row.reason != reason:

@@ -33,8 +33,11 @@ def slices_per_gpu_for(gpu_type: str) -> int:
 
 def set_node(
     session: Session, *, node: str, gpus: int, slices_per_gpu: int | None, gpu_type: str, at: datetime,
-    source: str = "declared",
+    source: str = "declared", check_guarantees: bool = True,
 ) -> Node:
+    """Declare (or, from Ray, record) a node's GPUs. A declaration that would leave less
+    capacity than the institutions' guarantees is refused; what Ray has is a fact, so
+    discovery passes check_guarantees=False."""
     validate.text(node, "node")
     validate.text(gpu_type, "gpu_type")
     validate.number(limits.GPUS_PER_NODE, gpus)
@@ -49,7 +52,7 @@ def set_node(
     guaranteed = session.exec(
         select(sa.func.coalesce(sa.func.sum(Account.guaranteed_slices), 0)).where(Account.parent_id.is_(None))
     ).one()
-    if guaranteed > new_total:
+    if check_guarantees and guaranteed > new_total:
         raise DomainError(
             f"capacity of {new_total} slices would be below the {guaranteed} slices guaranteed to institutions"
         )
@@ -67,6 +70,7 @@ def list_nodes(session: Session) -> list[dict]:
     rows = session.exec(select(Node).order_by(Node.name)).all()
     return [
         {"node": r.name, "gpu_type": r.gpu_type, "gpus": r.gpus, "slices_per_gpu": r.slices_per_gpu,
-         "slices": r.gpus * r.slices_per_gpu, "active": r.active, "source": r.source}
+         "slices": r.gpus * r.slices_per_gpu, "active": r.active, "source": r.source,
+         "frameworks": r.frameworks, "reason": r.reason, "ray_id": r.ray_id}
         for r in rows
     ]

@@ -8,7 +8,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from scheduler.executor import Completion, DiscoveredNode
+from scheduler.discovery import DiscoveredNode
+from scheduler.executor import Completion
 from scheduler.tasks import TaskPayload, TaskResult
 
 

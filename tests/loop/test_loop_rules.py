@@ -6,7 +6,7 @@ from pathlib import Path
 import pytest
 from loop_world import make_world
 
-from scheduler.executor import DiscoveredNode
+from scheduler.discovery import DiscoveredNode
 from scheduler.loop import NOT_IN_RAY, RAY_REFUSED
 from scheduler.services.capacity import list_nodes, set_node
 from scheduler.store import JobState, session_scope
@@ -296,3 +296,22 @@ def test_a_victim_is_asked_to_checkpoint_before_it_is_cancelled(tmp_path):
     (asked, cancelled_then), = seen
     assert asked and cancelled_then == []  # asked first, cancelled after
     assert set(w.executor.cancelled) >= set(asked)
+
+
+def test_nodes_are_named_by_host_and_a_node_too_big_is_listed_with_the_reason(tmp_path):
+    w = make_world(tmp_path, discover=True)
+    w.executor.nodes = [DiscoveredNode("gpu-box-1", 2, "T4", "10.0.0.1", ray_id="a" * 56, frameworks=("pytorch",)),
+                        DiscoveredNode("huge-box", 128, "H200", "10.0.0.2", ray_id="b" * 56)]
+    w.loop.run_once()
+    nodes = {n["node"]: n for n in _list(w)}
+    assert nodes["gpu-box-1"]["active"] and nodes["gpu-box-1"]["ray_id"] == "a" * 56
+    assert nodes["gpu-box-1"]["frameworks"] == "pytorch"
+    assert not nodes["huge-box"]["active"] and "gpus must be" in nodes["huge-box"]["reason"]
+    w.restart(discover=True)
+    w.loop.run_once()  # a restart adds no row
+    assert sorted(n["node"] for n in _list(w)) == ["gpu-box-1", "huge-box", "n1"]
+
+
+def _list(w):
+    with session_scope(w.engine, readonly=True) as s:
+        return list_nodes(s)

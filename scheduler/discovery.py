@@ -1,0 +1,77 @@
+"""GPU capacity as Ray has it: which nodes, how many GPUs of which type, what they can run.
+
+Invariants:
+- A node is named by its host (Ray's `NodeManagerHostname`, else its node name or
+  address), so people can read the tables; two Ray nodes on one host (test clusters) get
+  the host plus the start of their Ray id. The Ray id stays an attribute: placement
+  uses it, and the names map to it (`DiscoveredNode.ray_id`).
+- Each node's frameworks are probed once per Ray node id, by a zero-resource task pinned
+  to it that asks which framework modules its workers can find (`importlib.util.find_spec`,
+  nothing imported); a node whose probe fails or times out has `frameworks=None` (unknown).
+- Ray is passed in; nothing here touches the database.
+"""
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+log = logging.getLogger("fairgpu.discovery")
+
+GPU_TYPE_PREFIX = "accelerator_type:"
+FRAMEWORK_MODULES = (("pytorch", "torch"), ("tensorflow", "tensorflow"))
+
+
+@dataclass(frozen=True)
+class DiscoveredNode:
+    name: str  # the host's name (see the module docstring)
+    gpus: int
+    gpu_type: str
+    address: str
+    ray_id: str = ""
+    frameworks: tuple[str, ...] | None = None  # None: not known
+
+
+def importable_frameworks() -> list[str]:
+    """What runs on the probed worker: the frameworks whose module it can find."""
+    import importlib.util
+
+    return [name for name, module in FRAMEWORK_MODULES if importlib.util.find_spec(module) is not None]
+
+
+def _host(n: dict) -> str:
+    return n.get("NodeManagerHostname") or n.get("NodeName") or n.get("NodeManagerAddress") or n["NodeID"][:12]
+
+
+def gpu_nodes(ray_nodes: list[dict], default_gpu_type: str = "T4") -> list[DiscoveredNode]:
+    """The alive nodes with GPUs, named by host (frameworks not probed yet)."""
+    alive = [n for n in ray_nodes if n.get("Alive") and int(n.get("Resources", {}).get("GPU", 0)) > 0]
+    hosts = [_host(n) for n in alive]
+    out = []
+    for n, host in zip(alive, hosts):
+        res = n.get("Resources", {})
+        types = [k[len(GPU_TYPE_PREFIX):] for k in res if k.startswith(GPU_TYPE_PREFIX)]
+        name = host if hosts.count(host) == 1 else f"{host}-{n['NodeID'][:8]}"
+        out.append(DiscoveredNode(name, int(res["GPU"]), types[0] if types else default_gpu_type,
+                                  n.get("NodeManagerAddress", ""), n["NodeID"]))
+    return sorted(out, key=lambda d: d.name)
+
+
+def probe_frameworks(ray, ray_ids: list[str], timeout: float = 60.0) -> dict[str, tuple[str, ...] | None]:
+    """{ray id: frameworks its workers can import} (None where the probe failed)."""
+    if not ray_ids:
+        return {}
+    from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+    fn = ray.remote(num_cpus=0, num_gpus=0, max_retries=0)(importable_frameworks)
+    refs = {rid: fn.options(scheduling_strategy=NodeAffinitySchedulingStrategy(node_id=rid, soft=False)).remote()
+            for rid in ray_ids}
+    ready, _ = ray.wait(list(refs.values()), num_returns=len(refs), timeout=timeout)
+    ready = set(ready)
+    out: dict[str, tuple[str, ...] | None] = {}
+    for rid, ref in refs.items():
+        try:
+            out[rid] = tuple(ray.get(ref, timeout=1)) if ref in ready else None
+        except Exception as exc:  # the node went, or its worker could not start
+            log.warning("could not probe the frameworks of node %s: %s", rid[:12], exc)
+            out[rid] = None
+    return out

@@ -4,6 +4,11 @@ Invariants:
 - Every error body is ``{"detail": "<one line>"}``: 400 malformed JSON, 401 no or
   bad token, 403 not an admin, 404 missing or not yours (the same), 409 refused
   in the current state, 413 body over ``MAX_BODY_BYTES``, 422 invalid request.
+- The OpenAPI document says so: every route declares its error statuses with the
+  one ``openapi.ErrorBody`` schema (FastAPI's validation-error list never appears),
+  and a 405 carries ``Allow`` with every method the path takes.
+- ``/healthz`` needs no token; with the loop's ``health`` it answers 503 once
+  ``FAILING_AFTER`` cycles in a row have failed.
 - Request bodies are capped twice: by Content-Length before anything is read, and
   by counting the streamed bytes (chunked uploads), before any handler runs.
 - The app holds no global state: engine, clock and the change hook are arguments.
@@ -14,8 +19,9 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from datetime import datetime
+from typing import Protocol
 
-from fastapi import FastAPI, HTTPException, Request
+from fastapi import APIRouter, FastAPI, HTTPException, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from sqlalchemy.engine import Engine
@@ -29,27 +35,76 @@ MAX_BODY_BYTES = 64 * 1024
 def create_app(
     engine: Engine, *, clock: Callable[[], datetime], on_change: Callable[[], None] | None = None,
     extra_routes: Sequence[BaseRoute] | None = None, max_body_bytes: int = MAX_BODY_BYTES,
+    health: Callable[[], LoopHealthLike] | None = None,
 ) -> FastAPI:
     """The API over ``engine``. ``on_change`` runs after a committed submit or cancel;
-    ``extra_routes`` (e.g. ``/metrics``) are added as given, without authentication."""
+    ``extra_routes`` (e.g. ``metrics_route(registry)``) are added as given, outside the
+    OpenAPI document; ``health`` (the loop's ``health``) feeds ``/healthz``."""
     from scheduler.api import routes_admin, routes_jobs
+    from scheduler.api.openapi import error_schema_only
 
     app = FastAPI(title="fairgpu", version="1", summary="Fair-share GPU slices for institutions.")
     app.state.engine = engine
     app.state.clock = clock
     app.state.on_change = on_change
+    app.state.health = health
 
-    @app.get("/healthz", tags=["health"])
-    async def healthz() -> dict:
-        return {"status": "ok"}
-
+    app.include_router(health_router())
     app.include_router(routes_jobs.router, prefix=API_PREFIX)
     app.include_router(routes_admin.router, prefix=API_PREFIX)
     for route in extra_routes or ():
         app.router.routes.append(route)
     _install_error_handlers(app)
     app.add_middleware(BodyLimit, max_bytes=max_body_bytes)
+
+    def openapi() -> dict:
+        if app.openapi_schema is None:
+            app.openapi_schema = error_schema_only(FastAPI.openapi(app))
+        return app.openapi_schema
+
+    app.openapi = openapi
     return app
+
+
+# /healthz answers 503 once the loop has failed this many cycles in a row.
+FAILING_AFTER = 3
+
+
+class LoopHealthLike(Protocol):
+    """What ``SchedulingLoop.health()`` returns (the api package never imports the loop)."""
+
+    consecutive_failures: int
+    failures_total: int
+    last_error: str | None
+    last_success_at: datetime | None
+    failing_since: datetime | None
+
+
+def health_router() -> APIRouter:
+    from scheduler.api.openapi import HealthBody
+
+    router = APIRouter(tags=["health"])
+
+    @router.get("/healthz", summary="Liveness of the API and of the scheduling loop (no token needed)",
+                response_model=HealthBody, response_model_exclude_none=True,
+                responses={503: {"model": HealthBody, "description": "The scheduling loop keeps failing: "
+                                 f"{FAILING_AFTER} or more cycles in a row"}})
+    async def healthz(request: Request):
+        source = request.app.state.health
+        if source is None:
+            return HealthBody(status="ok")
+        h = source()
+        iso = lambda v: v.isoformat() if v is not None else None  # noqa: E731
+        failing = h.consecutive_failures >= FAILING_AFTER
+        body = HealthBody(status="failing" if failing else "ok", consecutive_failures=h.consecutive_failures,
+                          failures_total=h.failures_total, last_success_at=iso(h.last_success_at),
+                          failing_since=iso(h.failing_since),
+                          last_error=_one_line(h.last_error)[:300] if h.last_error else None)
+        if failing:
+            return JSONResponse(body.model_dump(exclude_none=True), status_code=503)
+        return body
+
+    return router
 
 
 def _one_line(text: object) -> str:
@@ -58,25 +113,20 @@ def _one_line(text: object) -> str:
 
 
 def _status_for(exc: Exception) -> int:
-    from scheduler.services.errors import NotFound
-    from scheduler.services.jobs import InvalidJob
+    """The HTTP status of a domain error, from the one table in ``services.errors``."""
+    from scheduler.services.errors import classify
 
-    if isinstance(exc, NotFound):
-        return 404
-    if isinstance(exc, InvalidJob):
-        return 422
-    return 409
+    outcome = classify(exc)
+    return outcome.http_status if outcome is not None else 500
 
 
 def _install_error_handlers(app: FastAPI) -> None:
-    from quota import QuotaError
-    from scheduler.services.errors import DomainError
-    from scheduler.store import InvalidTransition
+    from scheduler.services.errors import domain_classes
 
     async def domain(_request: Request, exc: Exception) -> JSONResponse:
         return JSONResponse({"detail": _one_line(exc)}, status_code=_status_for(exc))
 
-    for cls in (DomainError, QuotaError, InvalidTransition):
+    for cls in domain_classes():
         app.add_exception_handler(cls, domain)
 
     @app.exception_handler(RequestValidationError)
@@ -97,9 +147,24 @@ def _install_error_handlers(app: FastAPI) -> None:
         return JSONResponse({"detail": _one_line(message) + more}, status_code=422)
 
     @app.exception_handler(StarletteHTTPException)
-    async def http_error(_request: Request, exc: StarletteHTTPException) -> JSONResponse:
-        return JSONResponse({"detail": _one_line(exc.detail)}, status_code=exc.status_code,
-                            headers=getattr(exc, "headers", None))
+    async def http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        headers = dict(getattr(exc, "headers", None) or {})
+        if exc.status_code == 405:  # Starlette names the first matching route's methods only
+            headers["Allow"] = ", ".join(allowed_methods(request.app, request.scope))
+        return JSONResponse({"detail": _one_line(exc.detail)}, status_code=exc.status_code, headers=headers or None)
+
+
+HTTP_METHODS = ("DELETE", "GET", "HEAD", "OPTIONS", "PATCH", "POST", "PUT")
+
+
+def allowed_methods(app: FastAPI, scope) -> list[str]:
+    """Every method some route takes on this request's path. FastAPI has one route per
+    method (and nests included routers), so each method is tried through the public
+    ``matches`` of the top-level routes."""
+    from starlette.routing import Match
+
+    return [m for m in HTTP_METHODS
+            if any(route.matches({**scope, "method": m})[0] is Match.FULL for route in app.router.routes)]
 
 
 class BodyLimit:

@@ -12,8 +12,9 @@ Invariants:
   (measured: about 1.4 ms of server CPU per submission with three hops). The
   price: a request waiting on the database lock (a writer in another process)
   holds up the others for as long.
-- Every route but ``/healthz`` and the OpenAPI pages depends on ``principal``:
-  a missing, unknown, revoked or expired token is 401; ``admin`` adds 403.
+- Every route but ``/healthz``, ``/metrics`` and the OpenAPI pages depends on
+  ``principal``: a missing, unknown, revoked or expired token is 401, a scrape token
+  (``/metrics`` only) is 403; ``admin`` adds 403 for institution tokens.
 """
 from __future__ import annotations
 
@@ -25,7 +26,7 @@ from fastapi import Depends, HTTPException, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from sqlmodel import Session
 
-from scheduler.services.auth import Principal, authenticate
+from scheduler.services.auth import FULL, Principal, authenticate
 from scheduler.store import session_scope
 
 _AFTER_COMMIT = "fairgpu.after_commit"
@@ -62,6 +63,8 @@ async def principal(
     who = authenticate(session, creds.credentials, now(request))
     if who is None:
         raise HTTPException(401, "invalid, expired or revoked token", headers={"WWW-Authenticate": "Bearer"})
+    if who.scope != FULL:
+        raise HTTPException(403, "a scrape token can read /metrics only")
     return who
 
 

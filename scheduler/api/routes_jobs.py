@@ -10,20 +10,26 @@ from typing import Annotated
 from fastapi import APIRouter, Path, Query, Request
 
 from scheduler.api.deps import PrincipalDep, SessionDep, after_commit, now
+from scheduler.api.openapi import AUTH, BODY, AccountQuery, errors
 from scheduler.api.schemas import SubmitRequest
 from scheduler.services import jobs
+from scheduler.services.validate import ID
 
 router = APIRouter(tags=["jobs"])
-JobId = Annotated[int, Path(ge=1, le=2**63 - 1, description="The job's id")]  # fits a BIGINT: no 500s
+# The range is checked by the service (one message naming it); the schema only declares it.
+JobId = Annotated[int, Path(description=f"The job's id ({ID.describe()})",
+                            json_schema_extra={"minimum": ID.low, "maximum": ID.high})]
 
 
-@router.get("/whoami", tags=["auth"], summary="The caller's account and the accounts it may act for")
+@router.get("/whoami", tags=["auth"], summary="The caller's account and the accounts it may act for",
+            responses=errors(*AUTH))
 async def whoami(who: PrincipalDep) -> dict:
     return {"admin": who.is_admin, "account": who.account,
             "accounts": sorted(who.accounts) if who.accounts is not None else None}
 
 
-@router.post("/jobs", status_code=201, summary="Submit a job (or, with count, a job array)")
+@router.post("/jobs", status_code=201, summary="Submit a job (or, with count, a job array)",
+             responses=errors(*AUTH, *BODY, 404, 409))
 async def submit(body: SubmitRequest, request: Request, session: SessionDep, who: PrincipalDep) -> dict:
     account = body.account or who.account
     if account is None:
@@ -41,29 +47,31 @@ async def submit(body: SubmitRequest, request: Request, session: SessionDep, who
     return {"id": job_id}
 
 
-@router.get("/jobs", summary="List jobs (active ones unless all=true)")
+@router.get("/jobs", summary="List jobs (active ones unless all=true)", responses=errors(*AUTH, 404, 422))
 async def list_jobs(
     session: SessionDep, who: PrincipalDep,
     include_finished: Annotated[bool, Query(alias="all")] = False,
-    account: Annotated[str | None, Query(max_length=200)] = None,
+    account: AccountQuery = None,
 ) -> list[dict]:
     rows = jobs.list_jobs(session, accounts=who.accounts, include_finished=include_finished, account=account)
     return [jobs.public(session, j) for j in rows]
 
 
-@router.get("/jobs/{job_id}", summary="Everything known about a job")
+@router.get("/jobs/{job_id}", summary="Everything known about a job", responses=errors(*AUTH, 404, 422))
 async def show(job_id: JobId, session: SessionDep, who: PrincipalDep) -> dict:
     return jobs.public(session, jobs.get_job(session, job_id, who.accounts))
 
 
-@router.post("/jobs/{job_id}/cancel", summary="Cancel a pending or running job")
+@router.post("/jobs/{job_id}/cancel", summary="Cancel a pending or running job",
+             responses=errors(*AUTH, 404, 409, 422))
 async def cancel(job_id: JobId, request: Request, session: SessionDep, who: PrincipalDep) -> dict:
     job = jobs.cancel(session, job_id, who.accounts, now(request))
     after_commit(session, request.app.state.on_change)
     return jobs.public(session, job)
 
 
-@router.get("/jobs/{job_id}/logs", summary="A job's event history and its output log")
+@router.get("/jobs/{job_id}/logs", summary="A job's event history and its output log",
+            responses=errors(*AUTH, 404, 422))
 async def logs(job_id: JobId, session: SessionDep, who: PrincipalDep) -> dict:
     job = jobs.get_job(session, job_id, who.accounts)
     events = [{"at": e.at.isoformat(), "kind": e.kind, "message": e.message} for e in jobs.job_events(session, job.id)]
@@ -71,10 +79,11 @@ async def logs(job_id: JobId, session: SessionDep, who: PrincipalDep) -> dict:
     return {"id": job.id, "state": jobs.public(session, job)["state"], "events": events, "log": log}
 
 
-@router.get("/share", tags=["share"], summary="Fair shares (an institution sees its own subtree)")
+@router.get("/share", tags=["share"], summary="Fair shares (an institution sees its own subtree)",
+            responses=errors(*AUTH, 404, 409, 422))
 async def share(
     request: Request, session: SessionDep, who: PrincipalDep,
-    account: Annotated[str | None, Query(max_length=200)] = None,
+    account: AccountQuery = None,
 ) -> list[dict]:
     from scheduler.services.errors import NotFound
     from scheduler.services.share import share_rows

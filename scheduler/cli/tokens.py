@@ -1,6 +1,8 @@
 """`fairgpu admin token`: issue, revoke and list API tokens, straight on the database (--db).
 
 The raw token is printed once, to stdout, when it is issued; only its hash is kept.
+``--scrape`` issues a token that reads every series of /metrics and nothing else (for
+Prometheus: ``fairgpu admin token issue --scrape > scrape.token``, docs/metrics.md).
 """
 from __future__ import annotations
 
@@ -22,26 +24,30 @@ def token() -> None:
 
 @token.command("issue")
 @click.argument("account", required=False)
-@click.option("--expires", default=None, metavar="DURATION", help="e.g. 30d, 12h (default: never).")
+@click.option("--expires", default=None, metavar="DURATION",
+              help="e.g. 30d, 12h, 90m (1m to 3650d; default: never).")
 @click.option("--name", default=None, metavar="NAME", help="A label for listings (default: the account).")
 @click.option("--admin", "as_admin", is_flag=True, help="Issue an admin token instead (no ACCOUNT).")
+@click.option("--scrape", "as_scrape", is_flag=True,
+              help="Issue a token for /metrics only, with every account's series (no ACCOUNT).")
 @db_option
 @domain_errors
-def issue(account, expires, name, as_admin, db_url):
-    """Issue a token for ACCOUNT (or --admin) and print it (it is shown only this once)."""
-    if bool(account) == bool(as_admin):
-        raise click.UsageError("give either ACCOUNT or --admin")
-    from scheduler.services.auth import issue_token, token_row
-    from scheduler.services.settings import parse_duration
+def issue(account, expires, name, as_admin, as_scrape, db_url):
+    """Issue a token for ACCOUNT (or --admin, or --scrape) and print it (it is shown only this once)."""
+    if (account is not None) + as_admin + as_scrape != 1:
+        raise click.UsageError("give exactly one of ACCOUNT, --admin or --scrape")
+    from quota.limits import TOKEN_LIFETIME
+    from scheduler.services.auth import FULL, SCRAPE, issue_token, token_row
+    from scheduler.services.validate import parse_duration
     from scheduler.store import session_scope
 
-    expires_s = parse_duration(expires) if expires else None
+    expires_s = parse_duration(expires, TOKEN_LIFETIME) if expires is not None else None
     with session_scope(open_engine(db_url)) as session:
-        raw = issue_token(session, account=None if as_admin else account, name=name or "", expires_s=expires_s,
-                          at=_now())
+        raw = issue_token(session, account=account, name=name or "", expires_s=expires_s, at=_now(),
+                          scope=SCRAPE if as_scrape else FULL)
         row = token_row(session, raw)
     click.echo(raw)
-    who = "admin" if as_admin else f"account {account}"
+    who = "admin" if as_admin else "scraping /metrics" if as_scrape else f"account {account}"
     until = f", expires {row.expires_at.isoformat()}" if row.expires_at else ""
     info(f"token {row.id} ({row.prefix}...) for {who}{until}; it is shown only now, keep it secret")
 
@@ -71,4 +77,5 @@ def list_(as_json, db_url):
 
     with session_scope(open_engine(db_url)) as session:
         rows = list_tokens(session, _now())
-    emit(rows, as_json, ["id", "prefix", "name", "account", "state", "created_at", "expires_at", "last_used_at"])
+    emit(rows, as_json, ["id", "prefix", "name", "account", "scope", "state", "created_at", "expires_at",
+                         "last_used_at"])

@@ -10,13 +10,19 @@ Invariants:
 - No per-job labels. Label values come from bounded sets (accounts, GPUs, nodes,
   workload kinds, PENDING_REASONS, PREEMPTION_REASONS, FINISHED_STATUSES); free text
   is mapped onto them, never exported.
+- Every series with an `account` label is named `fairgpu_account_*`; `render(...,
+  per_account=False)` leaves them all out (what /metrics serves without an admin or
+  scrape token, see scheduler.api.metrics).
+- The loop's health (failures, last success) is read at scrape time from the loop's
+  `health()`; its series exist from the start (0 failures).
 - Per-GPU series carry DCGM exporter's labels `gpu`, `UUID`, `hostname`, and
   `model_name` for DCGM's `modelName` (promtool rejects camelCase label names; the
   shipped Prometheus configs copy it back to `modelName`, see docs/metrics.md).
 """
 from __future__ import annotations
 
-from typing import Callable, Iterable
+import logging
+from typing import Callable, Iterable, Protocol
 
 from prometheus_client import CollectorRegistry, Counter, Histogram
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
@@ -24,6 +30,8 @@ from prometheus_client.registry import Collector
 
 from scheduler.metrics.view import PENDING_REASONS, ClusterView
 
+log = logging.getLogger("fairgpu.metrics")
+ACCOUNT_PREFIX = "fairgpu_account_"  # every per-account family, and only those
 GPU_LABELS = ("gpu", "UUID", "model_name", "hostname")
 PREEMPTION_REASONS = ("reclaim_guarantee", "reclaim_fair_share", "node_lost", "other")
 FINISHED_STATUSES = ("succeeded", "failed", "cancelled")
@@ -147,6 +155,47 @@ def _families(v: ClusterView | None) -> list:
     return fams
 
 
+class LoopHealthLike(Protocol):
+    """What ``SchedulingLoop.health()`` returns (duck-typed: metrics never import the loop)."""
+
+    consecutive_failures: int
+    failures_total: int
+    last_success_at: object  # datetime | None
+
+
+class LoopHealthCollector(Collector):
+    """The loop's failures, read at scrape time from ``health()`` (zeros without a loop)."""
+
+    def __init__(self, health: Callable[[], LoopHealthLike] | None = None) -> None:
+        self._health = health
+
+    def describe(self) -> Iterable:
+        return self._families(None)
+
+    def collect(self) -> Iterable:
+        h = None
+        if self._health is not None:
+            try:
+                h = self._health()
+            except Exception:  # a scrape must not fail because of it
+                log.exception("reading the loop's health failed")
+        return self._families(h)
+
+    @staticmethod
+    def _families(h: LoopHealthLike | None) -> list:
+        failures = CounterMetricFamily(
+            "fairgpu_schedule_cycle_failures", "Scheduling cycles that raised (rolled back, then retried).",
+            value=float(h.failures_total) if h is not None else 0.0)
+        in_a_row = GaugeMetricFamily(
+            "fairgpu_schedule_consecutive_failures", "Scheduling cycles failed in a row (0 after a success).",
+            value=float(h.consecutive_failures) if h is not None else 0.0)
+        last = _gauge("fairgpu_schedule_last_success_timestamp_seconds",
+                      "When a scheduling cycle last succeeded (epoch s); absent before the first.")
+        if h is not None and h.last_success_at is not None:
+            last.add_metric([], h.last_success_at.timestamp())
+        return [failures, in_a_row, last]
+
+
 class SchedulerMetrics:
     """What the scheduling loop moves. Every method is cheap and thread-safe."""
 
@@ -207,15 +256,35 @@ class SchedulerMetrics:
             self.usage.labels(account).inc(slice_seconds)
 
 
-def build_registry(view_provider: Callable[[], ClusterView | None]) -> tuple[CollectorRegistry, SchedulerMetrics]:
-    """The one registry /metrics serves: the scrape-time collector plus the loop's metrics."""
+def build_registry(
+    view_provider: Callable[[], ClusterView | None], health: Callable[[], LoopHealthLike] | None = None,
+) -> tuple[CollectorRegistry, SchedulerMetrics]:
+    """The one registry /metrics serves: the scrape-time collectors (the latest view, the
+    loop's ``health``) plus the loop's metrics."""
     registry = CollectorRegistry()
     registry.register(FairgpuCollector(view_provider))
+    registry.register(LoopHealthCollector(health))
     return registry, SchedulerMetrics(registry)
 
 
-def render(registry: CollectorRegistry) -> tuple[bytes, str]:
-    """(body, content type) of a scrape, for a plain FastAPI route at /metrics."""
+class ClusterOnly:
+    """A registry's families without the per-account ones (duck-types a registry)."""
+
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self._registry = registry
+
+    def collect(self) -> Iterable:
+        for family in self._registry.collect():
+            if not is_per_account(family):
+                yield family
+
+
+def is_per_account(family) -> bool:
+    return family.name.startswith(ACCOUNT_PREFIX) or any("account" in s.labels for s in family.samples)
+
+
+def render(registry: CollectorRegistry, per_account: bool = True) -> tuple[bytes, str]:
+    """(body, content type) of a scrape; ``per_account=False``: cluster-wide series only."""
     from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-    return generate_latest(registry), CONTENT_TYPE_LATEST
+    return generate_latest(registry if per_account else ClusterOnly(registry)), CONTENT_TYPE_LATEST

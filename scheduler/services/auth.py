@@ -10,6 +10,9 @@ Invariants:
 - A token with no account is an admin token (sees everything); an account's
   token acts for that account and its whole subtree (an institution's token
   covers its departments and users).
+- A token's ``scope`` is "full" (the API, as above) or "scrape": a scrape token has
+  no account, may read every series of /metrics and nothing else (its principal
+  sees no account, and the API refuses it with 403).
 - The clock is an argument everywhere.
 """
 from __future__ import annotations
@@ -22,13 +25,17 @@ from pathlib import Path
 import sqlalchemy as sa
 from sqlmodel import Session, select
 
+from quota import limits
+from scheduler.services import validate
 from scheduler.services.directory import directory
-from scheduler.services.errors import DomainError, NotFound
+from scheduler.services.errors import DomainError, Invalid, NotFound
 from scheduler.store import ApiToken, display_prefix, hash_token, new_token, verify
 
 LAST_USED_EVERY_S = 60.0
+FULL, SCRAPE = "full", "scrape"
+SCOPES = (FULL, SCRAPE)
 _LOOKUP = select(ApiToken.id, ApiToken.account_id, ApiToken.token_hash, ApiToken.expires_at, ApiToken.revoked_at,
-                 ApiToken.last_used_at).where(ApiToken.token_hash == sa.bindparam("digest"))
+                 ApiToken.last_used_at, ApiToken.scope).where(ApiToken.token_hash == sa.bindparam("digest"))
 _TOUCH = (sa.update(ApiToken).where(ApiToken.id == sa.bindparam("token_id"))
           .values(last_used_at=sa.bindparam("at", type_=ApiToken.__table__.c.last_used_at.type)))
 
@@ -38,20 +45,34 @@ class Principal:
     is_admin: bool
     account: str | None
     accounts: frozenset[str] | None  # None: every account (admin)
+    scope: str = FULL
 
     def may_see(self, account: str) -> bool:
         return self.accounts is None or account in self.accounts
 
+    @property
+    def may_scrape(self) -> bool:
+        """May read every account's series on /metrics: the admin and scrape tokens."""
+        return self.is_admin or self.scope == SCRAPE
 
-def issue_token(session: Session, *, account: str | None, name: str, expires_s: float | None, at: datetime) -> str:
-    """A new token for ``account`` (None: an admin token); returns the raw token, shown once."""
+
+def issue_token(session: Session, *, account: str | None, name: str, expires_s: float | None, at: datetime,
+                scope: str = FULL) -> str:
+    """A new token for ``account`` (None: an admin token, or with ``scope="scrape"`` a
+    token for /metrics only); returns the raw token, shown once."""
+    if scope not in SCOPES:
+        raise Invalid(f"scope must be one of {', '.join(SCOPES)} (got {scope!r})")
+    if scope == SCRAPE and account is not None:
+        raise Invalid("a scrape token belongs to no account (it reads every account's metrics)")
     account_id = directory(session).get(account).id if account is not None else None
-    if expires_s is not None and not expires_s > 0:
-        raise DomainError(f"expiry must be in the future (got {expires_s} s)")
-    name = (name or "").strip() or (account or "admin")
+    if expires_s is not None:
+        limits.TOKEN_LIFETIME.check(expires_s)
+    name = validate.text(name or "", "token name", validate.NAME_MAX_LEN, empty=True)
+    name = name or account or ("scrape" if scope == SCRAPE else "admin")
     raw = new_token()
     session.add(ApiToken(
-        account_id=account_id, name=name, token_hash=hash_token(raw), prefix=display_prefix(raw), created_at=at,
+        account_id=account_id, name=name, token_hash=hash_token(raw), prefix=display_prefix(raw), scope=scope,
+        created_at=at,
         expires_at=at + timedelta(seconds=expires_s) if expires_s is not None else None,
     ))
     session.flush()
@@ -63,9 +84,9 @@ def token_row(session: Session, raw: str) -> ApiToken | None:
 
 
 def _find(session: Session, token_id_or_prefix: str) -> ApiToken:
-    key = str(token_id_or_prefix).strip()
-    if key.isdigit():
-        row = session.get(ApiToken, int(key))
+    key = validate.lookup_name(token_id_or_prefix, "token")
+    if key.isascii() and key.isdigit():
+        row = session.get(ApiToken, validate.number(limits.ID, int(key), "token id"))  # 422 past the column
         if row is None:
             raise NotFound(f"no token with id {key}")
         return row
@@ -104,7 +125,8 @@ def token_to_public(row: ApiToken, account_name: str | None, at: datetime | None
         state = "expired"
     iso = lambda v: v.isoformat() if v is not None else None  # noqa: E731
     return {"id": row.id, "prefix": row.prefix, "name": row.name, "account": account_name,
-            "admin": row.account_id is None, "state": state, "created_at": iso(row.created_at),
+            "admin": row.account_id is None and row.scope != SCRAPE, "scope": row.scope or FULL, "state": state,
+            "created_at": iso(row.created_at),
             "expires_at": iso(row.expires_at), "revoked_at": iso(row.revoked_at),
             "last_used_at": iso(row.last_used_at)}
 
@@ -128,6 +150,8 @@ def authenticate(session: Session, raw_token: str | None, at: datetime) -> Princ
         return None
     if row.last_used_at is None or (at - row.last_used_at).total_seconds() >= LAST_USED_EVERY_S:
         conn.execute(_TOUCH, {"token_id": row.id, "at": at})
+    if row.scope == SCRAPE:
+        return Principal(is_admin=False, account=None, accounts=frozenset(), scope=SCRAPE)
     if row.account_id is None:
         return Principal(is_admin=True, account=None, accounts=None)
     tree = directory(session)
@@ -145,7 +169,7 @@ def ensure_admin_token(session: Session, path: Path, at: datetime) -> str | None
     """
     usable = session.exec(
         select(ApiToken.id).where(
-            ApiToken.account_id.is_(None), ApiToken.revoked_at.is_(None),
+            ApiToken.account_id.is_(None), ApiToken.scope == FULL, ApiToken.revoked_at.is_(None),
             sa.or_(ApiToken.expires_at.is_(None), ApiToken.expires_at > at),
         )
     ).first()

@@ -81,11 +81,15 @@ def test_revoke_by_id_prefix_or_raw_token(seeded):
 
 def test_issue_refuses_unknown_accounts_and_past_expiry(seeded):
     before = seeded.counts()
-    for kwargs, error in [(dict(account="nope", expires_s=None), NotFound), (dict(account="uni-b", expires_s=0),
-                                                                             DomainError)]:
+    from quota.limits import LimitError
+
+    for kwargs, error in [(dict(account="nope", expires_s=None), NotFound),
+                          (dict(account="uni-b", expires_s=0), LimitError),  # quota.limits.TOKEN_LIFETIME
+                          (dict(account="uni-b", expires_s=float("inf")), LimitError),
+                          (dict(account="uni-b", expires_s=None, name="bad\x00name"), DomainError)]:
         with pytest.raises(error):
             with session_scope(seeded.engine) as s:
-                auth.issue_token(s, name="x", at=T0, **kwargs)
+                auth.issue_token(s, **{"name": "x", "at": T0, **kwargs})
     assert seeded.counts() == before
 
 

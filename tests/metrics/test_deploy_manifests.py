@@ -39,7 +39,7 @@ def docs(name: str) -> list[dict]:
 
 def by_kind(kind: str) -> dict:
     (obj,) = [d for f in K8S.glob("*.yaml") if f.name != "kustomization.yaml" for d in docs(f.name)
-              if d["kind"] == kind and d["metadata"]["name"] != "fairgpu-ray-auth"]
+              if d["kind"] == kind and d["metadata"]["name"] not in ("fairgpu-ray-auth", "fairgpu-scrape-token")]
     return obj
 
 
@@ -88,7 +88,8 @@ def test_builtin_kinds_validate_against_kubernetes_schemas(kv):
                 continue
             kv.validate(d, K8S_VERSION, strict=True)
             seen.append(d["kind"])
-    assert sorted(seen) == ["Deployment", "Namespace", "PersistentVolumeClaim", "Secret", "Secret", "Service"]
+    assert sorted(seen) == ["Deployment", "Namespace", "PersistentVolumeClaim", "Secret", "Secret", "Secret",
+                            "Service"]
 
 
 def test_raycluster_validates_against_the_crd_schema(kv):

@@ -163,3 +163,48 @@ def test_view_and_metrics_package_import_without_prometheus_client_ray_or_pynvml
             "bad = [m for m in ('ray', 'pynvml', 'grafana_foundation_sdk') if m in sys.modules]\n"
             "assert not bad, bad\n")
     subprocess.run([sys.executable, "-c", code], check=True, timeout=60)
+
+
+def test_loop_failures_are_read_from_the_loops_health_at_scrape_time(promtool):
+    from datetime import datetime, timezone
+
+    from scheduler.loop import LoopHealth
+
+    state = [LoopHealth()]
+    registry, _ = build_registry(lambda: None, health=lambda: state[-1])
+    fams = scrape(registry)
+    assert value(fams, "fairgpu_schedule_cycle_failures") == 0  # present from the start
+    assert value(fams, "fairgpu_schedule_consecutive_failures") == 0
+    assert fams["fairgpu_schedule_last_success_timestamp_seconds"] == []  # before the first success
+    ok = datetime(2026, 11, 27, 12, tzinfo=timezone.utc)
+    state.append(LoopHealth(consecutive_failures=4, failures_total=9, last_error="boom", last_success_at=ok,
+                            failing_since=ok))
+    fams = scrape(registry)
+    assert value(fams, "fairgpu_schedule_cycle_failures") == 9
+    assert value(fams, "fairgpu_schedule_consecutive_failures") == 4
+    assert value(fams, "fairgpu_schedule_last_success_timestamp_seconds") == ok.timestamp()
+    body, _ = render(registry)
+    assert b"fairgpu_schedule_cycle_failures_total 9.0" in body and b"boom" not in body
+    out = subprocess.run([promtool, "check", "metrics"], input=body, capture_output=True, timeout=30)
+    assert (out.returncode, out.stdout + out.stderr) == (0, b"")
+
+
+def test_a_failing_health_source_does_not_fail_the_scrape():
+    def broken():
+        raise RuntimeError("no loop yet")
+
+    fams = scrape(build_registry(lambda: None, health=broken)[0])
+    assert value(fams, "fairgpu_schedule_cycle_failures") == 0
+
+
+def test_cluster_only_render_leaves_out_every_account_series_and_nothing_else(contended_run, promtool):
+    full = scrape(contended_run.registry)
+    public = {f.name: f for f in text_string_to_metric_families(render(contended_run.registry, per_account=False)[0]
+                                                                   .decode())}
+    with_account = {n for n, samples in full.items() if any("account" in lab for lab, _, _ in samples)}
+    assert with_account and all(n.startswith("fairgpu_account_") for n in with_account)  # the naming rule holds
+    assert set(public) == {n for n in full if not n.startswith("fairgpu_account_")}
+    assert "fairgpu_capacity_slices" in public and "fairgpu_gpu_memory_used_bytes" in public
+    body, _ = render(contended_run.registry, per_account=False)
+    out = subprocess.run([promtool, "check", "metrics"], input=body, capture_output=True, timeout=30)
+    assert (out.returncode, out.stdout + out.stderr) == (0, b"")

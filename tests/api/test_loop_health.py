@@ -1,0 +1,61 @@
+"""A real scheduling loop with an injected fault: /healthz turns 503 after FAILING_AFTER
+failed cycles and /metrics counts them; one good cycle makes both healthy again."""
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import pytest
+from fastapi.testclient import TestClient
+from prometheus_client.parser import text_string_to_metric_families
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "loop"))
+
+from loop_world import make_world  # noqa: E402
+
+from scheduler.api import create_app, metrics_route  # noqa: E402
+from scheduler.api.app import FAILING_AFTER  # noqa: E402
+from scheduler.metrics.exporter import build_registry  # noqa: E402
+
+
+def loop_series(client) -> dict[str, float]:
+    text = client.get("/metrics").text
+    return {s.name: s.value for f in text_string_to_metric_families(text) for s in f.samples
+            if s.name.startswith("fairgpu_schedule_") and "cycle_duration" not in s.name}
+
+
+def test_a_loop_that_keeps_failing_shows_on_healthz_and_metrics(tmp_path):
+    import quota
+
+    broken = [True]
+
+    def decide(snapshot):
+        if broken[0]:
+            raise ValueError("weight of uni-x is not finite")
+        return quota.decide(snapshot)
+
+    w = make_world(tmp_path, decide=decide)
+    registry, _ = build_registry(lambda: None, health=w.loop.health)
+    app = create_app(w.engine, clock=lambda: w.now[0], health=w.loop.health, extra_routes=[metrics_route(registry)])
+    w.submit()
+    with TestClient(app) as client:
+        for n in range(1, FAILING_AFTER + 1):
+            with pytest.raises(ValueError):
+                w.loop.run_once()
+            r = client.get("/healthz")
+            assert r.status_code == (503 if n >= FAILING_AFTER else 200), (n, r.json())
+        body = r.json()
+        assert body["status"] == "failing" and body["consecutive_failures"] == FAILING_AFTER
+        assert body["last_error"] == "ValueError: weight of uni-x is not finite" and body["failing_since"]
+        series = loop_series(client)
+        assert series["fairgpu_schedule_cycle_failures_total"] == FAILING_AFTER
+        assert series["fairgpu_schedule_consecutive_failures"] == FAILING_AFTER
+
+        broken[0] = False
+        w.loop.run_once()
+        r = client.get("/healthz")
+        assert r.status_code == 200 and r.json()["status"] == "ok" and r.json()["consecutive_failures"] == 0
+        series = loop_series(client)
+        assert series["fairgpu_schedule_cycle_failures_total"] == FAILING_AFTER  # a counter never goes back
+        assert series["fairgpu_schedule_consecutive_failures"] == 0
+        assert series["fairgpu_schedule_last_success_timestamp_seconds"] == w.now[0].timestamp()

@@ -99,7 +99,8 @@ def health_router() -> APIRouter:
         body = HealthBody(status="failing" if failing else "ok", consecutive_failures=h.consecutive_failures,
                           failures_total=h.failures_total, last_success_at=iso(h.last_success_at),
                           failing_since=iso(h.failing_since),
-                          last_error=_one_line(h.last_error)[:300] if h.last_error else None)
+                          # the error's kind only: this route needs no token, and a message can name accounts
+                          last_error=h.last_error.split(":", 1)[0] if h.last_error else None)
         if failing:
             return JSONResponse(body.model_dump(exclude_none=True), status_code=503)
         return body

@@ -46,7 +46,7 @@ def test_a_loop_that_keeps_failing_shows_on_healthz_and_metrics(tmp_path):
             assert r.status_code == (503 if n >= FAILING_AFTER else 200), (n, r.json())
         body = r.json()
         assert body["status"] == "failing" and body["consecutive_failures"] == FAILING_AFTER
-        assert body["last_error"] == "ValueError: weight of uni-x is not finite" and body["failing_since"]
+        assert body["last_error"] == "ValueError" and body["failing_since"]  # the kind only: no account names
         series = loop_series(client)
         assert series["fairgpu_schedule_cycle_failures_total"] == FAILING_AFTER
         assert series["fairgpu_schedule_consecutive_failures"] == FAILING_AFTER

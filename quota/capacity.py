@@ -21,12 +21,16 @@ slices_per_gpu, then name.
 quota.state.PolicyState). Lookups are O(slices_per_gpu + GPUs per node): GPUs are
 bucketed by free count and nodes by whole free GPUs, each bucket sorted, so ties
 always go to the lowest (node, index) whatever the history of takes and gives.
-Updates cost a bisect and a list insert, which keeps `decide()` near O(n log n).
+Updates cost a bisect and an insert into a block of a few hundred entries (`_SortedInts`),
+never a move of a whole bucket, which keeps `decide()` near O(n log n) even on the
+largest accepted cluster (quota.limits: 10,000 nodes x 64 GPUs x 64 slices). Memory is
+O(nodes x GPUs), never O(slices).
 """
 from __future__ import annotations
 
 from bisect import bisect_left, insort
 from dataclasses import dataclass
+from functools import cached_property
 from typing import Iterable
 
 from quota.errors import QuotaError
@@ -82,23 +86,32 @@ class Capacity:
         """Why `slices` can never be placed on any node, or None if some node could hold it."""
         if slices <= 0:
             return "a request needs at least one slice"
-        if not any(n.gpus for n in self.nodes):
+        most = self._most_gpus
+        if not most:
             return "there is no GPU capacity"
-        for n in self.nodes:
-            if n.gpus == 0:
-                continue
-            if slices < n.slices_per_gpu:
+        for spg, gpus in most.items():
+            if slices < spg:
                 return None
-            if slices % n.slices_per_gpu == 0 and slices // n.slices_per_gpu <= n.gpus:
+            if slices % spg == 0 and slices // spg <= gpus:
                 return None
-        largest = max(n.slices for n in self.nodes)
+        largest = max(spg * gpus for spg, gpus in most.items())
         if slices > largest:
             return f"{slices} slices is more than any node holds (largest: {largest})"
-        spgs = sorted({n.slices_per_gpu for n in self.nodes if n.gpus})
+        spgs = sorted(most)
         return (
             f"{slices} slices spans GPUs without being a whole number of GPUs "
             f"(slices per GPU: {', '.join(map(str, spgs))})"
         )
+
+    @cached_property
+    def _most_gpus(self) -> dict[int, int]:
+        """The most GPUs of any node, per slices_per_gpu (nodes with GPUs only): all that decides
+        a request's shape, so `shape_error` costs O(distinct slices_per_gpu), not O(nodes)."""
+        most: dict[int, int] = {}
+        for n in self.nodes:
+            if n.gpus:
+                most[n.slices_per_gpu] = max(most.get(n.slices_per_gpu, 0), n.gpus)
+        return most
 
 
 @dataclass(frozen=True)
@@ -117,16 +130,80 @@ class Placement:
         return self.slices / self.slices_per_gpu
 
 
+class _SortedInts:
+    """A sorted set of ints kept in blocks of at most 2 * LOAD, with the blocks' maxima.
+
+    A plain sorted list costs a move of the whole list per insert or delete near its head,
+    which on the largest accepted cluster (640,000 GPUs in one bucket) made one decision take
+    seconds; here each costs two bisects and a move inside one block. The first entry is
+    always the smallest, as in a sorted list, so placements are the same."""
+
+    __slots__ = ("_blocks", "_maxes")
+    LOAD = 256
+
+    def __init__(self, ordered: Iterable[int] = ()):
+        values = list(ordered)  # ascending, no duplicates
+        load = self.LOAD
+        self._blocks = [values[i:i + load] for i in range(0, len(values), load)]
+        self._maxes = [b[-1] for b in self._blocks]
+
+    def __bool__(self) -> bool:
+        return bool(self._maxes)
+
+    def first(self) -> int:
+        return self._blocks[0][0]
+
+    def add(self, x: int) -> None:
+        maxes = self._maxes
+        if not maxes:
+            self._blocks.append([x])
+            maxes.append(x)
+            return
+        i = bisect_left(maxes, x)
+        if i == len(maxes):
+            i -= 1
+            block = self._blocks[i]
+            block.append(x)
+            maxes[i] = x
+        else:
+            block = self._blocks[i]
+            insort(block, x)
+        if len(block) > 2 * self.LOAD:
+            half = block[self.LOAD:]
+            del block[self.LOAD:]
+            self._blocks.insert(i + 1, half)
+            maxes[i] = block[-1]
+            maxes.insert(i + 1, half[-1])
+
+    def remove(self, x: int) -> None:
+        """Remove x, which must be present."""
+        maxes = self._maxes
+        i = bisect_left(maxes, x)
+        block = self._blocks[i]
+        j = bisect_left(block, x)
+        del block[j]
+        if not block:
+            del self._blocks[i], maxes[i]
+        elif j == len(block):
+            maxes[i] = block[-1]
+
+
 class _Pool:
     """Nodes sharing one slices_per_gpu: GPUs bucketed by free slices, nodes by whole free GPUs.
 
-    Each bucket is a sorted list (of GPU numbers rank * width + index, or of node ranks,
+    Each bucket is a sorted set (`_SortedInts`, of GPU numbers rank * width + index, or of node ranks,
     ranks by node name), so the first entry is always the lowest (node, index): a
     placement depends on the free slices alone, never on the order of earlier takes and
     gives. That keeps `decide(snapshot)` independent of the order of the running jobs and
-    lets quota.state.PolicyState keep one tracker across cycles and still decide the same."""
+    lets quota.state.PolicyState keep one tracker across cycles and still decide the same.
 
-    def __init__(self, spg: int, nodes: list[NodeCapacity]):
+    Jobs that already run are booked with `hold` (or in bulk, `held` at construction), which
+    never refuses: a node re-declared smaller under its jobs leaves GPUs holding more than
+    they have. Those GPUs have 0 free and the slices beyond in `excess`; GPUs the node no
+    longer has are not tracked. `give` returns the excess first, so holding and giving the
+    same jobs, in any order, always ends in the same state."""
+
+    def __init__(self, spg: int, nodes: list[NodeCapacity], held: dict[str, dict[int, int]] | None = None):
         self.spg = spg
         ordered = sorted(nodes, key=lambda n: n.name)
         self.nodes = {n.name: n for n in ordered}
@@ -134,35 +211,50 @@ class _Pool:
         self.rank = {n.name: r for r, n in enumerate(ordered)}
         self.width = width = max((n.gpus for n in nodes), default=0) or 1
         self.free: list[int] = [0] * (len(ordered) * width)
-        self.gpu_bucket: list[list[int]] = [[] for _ in range(spg + 1)]
+        self.excess: dict[int, int] = {}  # GPU -> slices held beyond its room (always 0 free then)
         self.whole: list[int] = []
-        self.node_bucket: list[list[int]] = [[] for _ in range(width + 1)]
+        by_free: list[list[int]] = [[] for _ in range(spg + 1)]  # GPUs in (node, index) order
+        by_whole: list[list[int]] = [[] for _ in range(width + 1)]
         self.total_free = 0
         for r, n in enumerate(ordered):
-            for i in range(n.gpus):
-                self.free[r * width + i] = spg
-                self.gpu_bucket[spg].append(r * width + i)
-            self.whole.append(n.gpus)
-            self.node_bucket[n.gpus].append(r)
-            self.total_free += n.slices
+            base = r * width
+            used = held.get(n.name) if held else None
+            if not used:  # the common case: every GPU of the node is free
+                self.free[base:base + n.gpus] = [spg] * n.gpus
+                by_free[spg].extend(range(base, base + n.gpus))
+                whole = n.gpus
+                self.total_free += n.slices
+            else:
+                whole = 0
+                for i in range(n.gpus):
+                    f = spg - used.get(i, 0)
+                    if f < 0:
+                        self.excess[base + i] = -f
+                        f = 0
+                    self.free[base + i] = f
+                    by_free[f].append(base + i)
+                    whole += f == spg
+                    self.total_free += f
+            self.whole.append(whole)
+            by_whole[whole].append(r)
+        self.gpu_bucket: list[_SortedInts] = [_SortedInts(b) for b in by_free]
+        self.node_bucket: list[_SortedInts] = [_SortedInts(b) for b in by_whole]
 
     def _set_free(self, g: int, new: int) -> None:
         old = self.free[g]
         if old == new:
             return
-        b = self.gpu_bucket[old]
-        del b[bisect_left(b, g)]
-        insort(self.gpu_bucket[new], g)
+        self.gpu_bucket[old].remove(g)
+        self.gpu_bucket[new].add(g)
         self.free[g] = new
         self.total_free += new - old
         delta = (new == self.spg) - (old == self.spg)
         if delta:
             r = g // self.width
             w = self.whole[r]
-            nb = self.node_bucket[w]
-            del nb[bisect_left(nb, r)]
+            self.node_bucket[w].remove(r)
             self.whole[r] = w + delta
-            insort(self.node_bucket[w + delta], r)
+            self.node_bucket[w + delta].add(r)
 
     def find(self, k: int) -> Placement | None:
         spg = self.spg
@@ -170,7 +262,7 @@ class _Pool:
             for f in range(k, spg + 1):
                 bucket = self.gpu_bucket[f]
                 if bucket:
-                    r, idx = divmod(bucket[0], self.width)
+                    r, idx = divmod(bucket.first(), self.width)
                     return Placement(self.names[r], ((idx, k),), spg)
             return None
         if k % spg:
@@ -179,7 +271,7 @@ class _Pool:
         for c in range(m, len(self.node_bucket)):
             bucket = self.node_bucket[c]
             if bucket:
-                r = bucket[0]
+                r = bucket.first()
                 base = r * self.width
                 node = self.names[r]
                 gpus = [i for i in range(self.nodes[node].gpus) if self.free[base + i] == spg][:m]
@@ -199,20 +291,52 @@ class _Pool:
                 raise QuotaError(f"GPU {idx} of node {node} has no room for {n} more slices")
             self._set_free(g, self.free[g] - n)
 
-    def give(self, node: str, gpu_slices: GpuSlices) -> None:
+    def hold(self, node: str, gpu_slices: GpuSlices) -> None:
+        """Book slices a job already holds, past a GPU's room if the node shrank under it."""
         for idx, n in gpu_slices:
             g = self._gpu(node, idx)
+            if g is None:
+                continue  # a GPU the node no longer has
+            f = self.free[g]
+            if n <= f:
+                self._set_free(g, f - n)
+            else:
+                self._set_free(g, 0)
+                self.excess[g] = self.excess.get(g, 0) + n - f
+
+    def give(self, node: str, gpu_slices: GpuSlices) -> None:
+        excess = self.excess
+        for idx, n in gpu_slices:
+            g = self._gpu(node, idx)
+            if g is None:
+                continue
+            if excess and g in excess:  # what was held beyond the room goes first
+                back = min(excess[g], n)
+                excess[g] -= back
+                if not excess[g]:
+                    del excess[g]
+                n -= back
             self._set_free(g, min(self.spg, self.free[g] + n))
 
 
 class FreeSlices:
-    """Free slices per physical GPU across all nodes, for one decision."""
+    """Free slices per physical GPU across all nodes, for one decision.
 
-    def __init__(self, capacity: Capacity):
+    `held`: the placements (node, gpu_slices) of jobs already running, booked in one pass
+    as `hold` would book them one by one (placements on unknown nodes are skipped)."""
+
+    def __init__(self, capacity: Capacity, held: Iterable[tuple[str, GpuSlices]] = ()):
         by_spg: dict[int, list[NodeCapacity]] = {}
         for n in capacity.nodes:
             by_spg.setdefault(n.slices_per_gpu, []).append(n)
-        self.pools = [_Pool(spg, by_spg[spg]) for spg in sorted(by_spg)]
+        used: dict[str, dict[int, int]] = {}
+        for node, gpu_slices in held:
+            per_gpu = used.get(node)
+            if per_gpu is None:
+                used[node] = per_gpu = {}
+            for idx, n in gpu_slices:
+                per_gpu[idx] = per_gpu.get(idx, 0) + n
+        self.pools = [_Pool(spg, by_spg[spg], used) for spg in sorted(by_spg)]
         self._pool_of = {n.name: p for p in self.pools for n in p.nodes.values()}
 
     @property
@@ -234,10 +358,17 @@ class FreeSlices:
         return node in self._pool_of
 
     def take(self, node: str, gpu_slices: GpuSlices) -> None:
+        """Book a new placement; QuotaError if it does not fit (a placement `find` gave always does)."""
         pool = self._pool_of.get(node)
         if pool is None:
             raise QuotaError(f"unknown node {node}")
         pool.take(node, gpu_slices)
+
+    def hold(self, node: str, gpu_slices: GpuSlices) -> None:
+        """Book what a running job holds; never refuses (see _Pool). Unknown nodes are skipped."""
+        pool = self._pool_of.get(node)
+        if pool is not None:
+            pool.hold(node, gpu_slices)
 
     def give(self, node: str, gpu_slices: GpuSlices) -> None:
         self._pool_of[node].give(node, gpu_slices)
@@ -251,4 +382,4 @@ class FreeSlices:
             return self.find(k)
         finally:
             for node, gs in released:
-                self.take(node, gs)
+                self.hold(node, gs)

@@ -6,9 +6,16 @@
 - Share deviation: actual share - entitled share, both as fractions of capacity.
 - Gini coefficient of normalised usage per unit of normalised shares (U/S), so a
   tree whose usage follows its weights exactly scores 0 whatever the weights.
+
+Both indices are scale-free, so when the values are so far apart that a sum or a square
+leaves the float range (a tiny entitlement or share beside a large one, which extreme
+but valid weights give), they are computed on the values divided by the largest (an
+infinite value counting as 1 and every finite one as 0). The results stay finite:
+J in [1/n, 1], Gini in [0, 1).
 """
 from __future__ import annotations
 
+import math
 from typing import Mapping
 
 
@@ -17,9 +24,21 @@ def jain_index(values: list[float]) -> float:
         return 1.0
     s = sum(values)
     sq = sum(v * v for v in values)
-    if sq == 0:
+    if sq == 0 and not any(values):
         return 1.0
-    return s * s / (len(values) * sq)
+    j = s * s / (len(values) * sq) if sq > 0 else math.inf
+    if math.isfinite(j):
+        return j
+    xs = _scaled(values)  # a square overflowed or underflowed: J is the same for the values scaled
+    return sum(xs) ** 2 / (len(xs) * sum(x * x for x in xs))
+
+
+def _scaled(values: list[float]) -> list[float]:
+    """The values divided by the largest magnitude (an infinite one counts 1, the rest 0)."""
+    top = max(abs(v) for v in values)
+    if math.isinf(top):
+        return [1.0 if math.isinf(v) else 0.0 for v in values]
+    return [v / top for v in values]
 
 
 def share_ratios(actual: Mapping[str, float], entitled: Mapping[str, float]) -> dict[str, float]:
@@ -43,6 +62,10 @@ def gini(values: list[float]) -> float:
     if n == 0 or total == 0:
         return 0.0
     weighted = sum((i + 1) * x for i, x in enumerate(xs))
+    if not math.isfinite(weighted):  # a sum overflowed: the Gini is the same for the values scaled
+        xs = _scaled(xs)
+        total = sum(xs)
+        weighted = sum((i + 1) * x for i, x in enumerate(xs))
     return (2 * weighted) / (n * total) - (n + 1) / n
 
 

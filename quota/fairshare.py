@@ -5,7 +5,14 @@ Classic (SchedMD, doc/html/classic_fair_share.shtml), for every account:
 - U, the normalised usage: decayed usage of the account's subtree / decayed usage of the tree.
 - U_E, the effective usage: U for the tier under the root; below it
   U_E = U + (U_E,parent - U) * (w / sum of sibling weights).
-- F = 2^(-U_E / S), in (0, 1]; F = 1 with no usage at all.
+- F = 2^(-U_E / S), in [0, 1]; F = 1 with no usage at all.
+
+Extreme but valid weights (quota.limits: 0.001 beside 1000 at every level of a deep tree)
+make S smaller than the smallest normal float, or 0 once it underflows. Such an S is
+never divided by: its F comes from log2 S, the sum of log2(w / sum sibling weights) down
+the path, as F = 2^(-2^(log2 U_E - log2 S)). And F itself underflows to 0.0 once
+U_E / S passes about 1075; accounts at F = 0 then tie, and the order of admission breaks
+the tie by share of entitlement (quota.ordering). Every factor is finite, in [0, 1].
 
 Fair Tree (SchedMD, doc/html/fair_tree.shtml): at every level siblings are sorted by
 Level FS = S_level / U_level (S_level = w / sum sibling weights, U_level = usage /
@@ -19,7 +26,8 @@ Both are pure functions of the tree and the decayed usage; neither reads a clock
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+import sys
+from dataclasses import dataclass, field
 from typing import Mapping
 
 from quota.tree import AccountTree
@@ -28,6 +36,8 @@ from quota.usage import normalise, rollup
 CLASSIC = "classic"
 FAIR_TREE = "fair-tree"
 ALGORITHMS = (CLASSIC, FAIR_TREE)
+
+MIN_NORMAL = sys.float_info.min  # below it a float loses precision, then underflows to 0
 
 
 @dataclass(frozen=True)
@@ -64,12 +74,23 @@ class TreeShares:
 
     norm_shares: dict[str, float]
     sibling_ratio: dict[str, float]  # w / sum of sibling weights
+    # log2 S of the accounts whose S is below MIN_NORMAL (usually none): their F is taken from it
+    tiny_log2: dict[str, float] = field(default_factory=dict)
 
     @classmethod
     def of(cls, tree: AccountTree) -> "TreeShares":
         sw = _sibling_weights(tree)
         ratio = {n: tree.accounts[n].weight / sw[tree.accounts[n].parent] for n in tree.order}
-        return cls(norm_shares(tree), ratio)
+        norm = norm_shares(tree)
+        tiny: dict[str, float] = {}
+        if any(s < MIN_NORMAL for s in norm.values()):
+            log2s: dict[str, float] = {}
+            for n in tree.order:
+                parent = tree.accounts[n].parent
+                r = ratio[n]
+                log2s[n] = (math.log2(r) if r > 0 else -math.inf) + (0.0 if parent is None else log2s[parent])
+            tiny = {n: log2s[n] for n in tree.order if norm[n] < MIN_NORMAL}
+        return cls(norm, ratio, tiny)
 
 
 def compute(tree: AccountTree, own_usage: Mapping[str, float], algorithm: str = CLASSIC,
@@ -94,10 +115,25 @@ def compute(tree: AccountTree, own_usage: Mapping[str, float], algorithm: str = 
     level = _level_fs(tree, raw)
     if algorithm == CLASSIC:
         pow_ = math.pow
-        factor = {n: pow_(2.0, -effective[n] / norm_s[n]) for n in tree.order}
+        tiny = shares.tiny_log2
+        if not tiny:
+            factor = {n: pow_(2.0, -effective[n] / norm_s[n]) for n in tree.order}
+        else:
+            factor = {n: _factor_of_log2(effective[n], tiny[n]) if n in tiny
+                      else pow_(2.0, -effective[n] / norm_s[n]) for n in tree.order}
     else:
         factor = _fair_tree_factor(tree, level)
     return ShareFactors(dict(norm_s), raw, norm, effective, level, factor)
+
+
+def _factor_of_log2(u_e: float, log2_s: float) -> float:
+    """F = 2^(-U_E / S) for an S below MIN_NORMAL, from log2 S (no division by S)."""
+    if u_e <= 0:
+        return 1.0
+    exponent = math.log2(u_e) - log2_s  # log2(U_E / S)
+    if exponent > 11:  # U_E / S > 2048: F is below the smallest float
+        return 0.0
+    return math.pow(2.0, -math.pow(2.0, exponent))
 
 
 def _level_fs(tree: AccountTree, raw: Mapping[str, float]) -> dict[str, float]:

@@ -118,14 +118,13 @@ def decide(snap: Snapshot) -> Decision:
     cfg = snap.config
     tree = snap.tree
     cache = TreeCache(tree, snap.capacity, cfg)
-    free = FreeSlices(snap.capacity)
 
-    # 1. account for what runs
+    # 1. account for what runs (on a node re-declared smaller under its jobs, a GPU may hold
+    #    more than it has: it is full, never refused; jobs on unknown nodes hold no GPU here)
+    free = FreeSlices(snap.capacity, ((job.node, job.gpu_slices) for job in snap.running))
     ledger_running = []
     running_slices: dict[str, int] = {}
     for job in snap.running:
-        if free.has_node(job.node):
-            free.take(job.node, job.gpu_slices)
         if job.account in tree:
             ledger_running.append(job)
             running_slices[job.account] = running_slices.get(job.account, 0) + job.slices

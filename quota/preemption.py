@@ -169,13 +169,13 @@ def _choose_victims(k, preemptor, by_age, gone, free, ledger, entitled, level, m
         if not relief:
             for j in chosen:
                 if j.node != placement.node:
-                    free.take(j.node, j.gpu_slices)
+                    free.hold(j.node, j.gpu_slices)
             chosen = [j for j in chosen if j.node == placement.node]
             inside = sum(counts(j) for j in chosen)
         for job in sorted(chosen, key=lambda j: (j.started_at, str(j.id))):  # spare the oldest first
             if inside - counts(job) < relief:
                 continue
-            free.take(job.node, job.gpu_slices)
+            free.hold(job.node, job.gpu_slices)
             if free.find(k) is not None:
                 chosen = [j for j in chosen if j is not job]
                 inside -= counts(job)
@@ -184,4 +184,4 @@ def _choose_victims(k, preemptor, by_age, gone, free, ledger, entitled, level, m
         return chosen
     finally:
         for j in chosen:
-            free.take(j.node, j.gpu_slices)
+            free.hold(j.node, j.gpu_slices)

@@ -112,8 +112,7 @@ class PolicyState:
 
     def add_running(self, job: RunningJob, request: PendingRequest | None = None) -> None:
         """A job already running when the state is built (its request is what a preemption requeues)."""
-        if self.free.has_node(job.node):
-            self.free.take(job.node, job.gpu_slices)
+        self.free.hold(job.node, job.gpu_slices)  # never refused, as in decide (quota.capacity._Pool)
         self._track(job, request or PendingRequest(job.id, job.account, job.slices, seq=job.started_at,
                                                    submitted_at=job.started_at))
 

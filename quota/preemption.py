@@ -9,7 +9,9 @@ Rules (PolicyConfig.reclaim picks the protected level L):
 - A victim job's account V must be above its entitlement (alloc_V > entitled_V), and
   stays at or above its own protected level after the preemption: alloc_V - s >= L_V.
   (In guarantee mode this is "a victim is never taken below its own guarantee".)
-- Victims are the youngest running jobs first; once a set frees a placement, victims on
+- Victims come from the account furthest above its entitlement first (the highest
+  alloc / entitled, recomputed as victims are taken), the youngest job first within it,
+  as Kueue's fair-sharing preemption does; once a set frees a placement, victims on
   other nodes are dropped and then each remaining one, oldest first, is spared if the
   request still fits without it.
 
@@ -26,6 +28,7 @@ decisions cycle after cycle and checks that preemption stops.
 """
 from __future__ import annotations
 
+import heapq
 from collections import defaultdict
 from typing import Mapping, Sequence
 
@@ -70,6 +73,9 @@ def reclaim(
     preemptors.sort(key=lambda a: (ledger.alloc[a] / max(entitled.get(a, 0.0), EPS), -factors[a], a))
     if by_age is None:
         by_age = sorted(running, key=age_key)  # youngest first
+    per_account: dict[str, list[RunningJob]] = defaultdict(list)  # youngest first within each
+    for job in by_age:
+        per_account[job.account].append(job)
     gone: set = set()
     admissions: list[Admission] = []
     preemptions: list[Preemption] = []
@@ -86,7 +92,7 @@ def reclaim(
             relief, within = _cap_relief(tree, ledger, p, k)
             if relief is None:
                 continue
-            victims = _choose_victims(k, p, by_age, gone, free, ledger, entitled, level, cfg.max_victim_scan,
+            victims = _choose_victims(k, p, per_account, gone, free, ledger, entitled, level, cfg.max_victim_scan,
                                       relief, within)
             if victims is None:
                 no_victims.add((p, k))
@@ -130,7 +136,28 @@ def _cap_relief(tree: AccountTree, ledger, p: str, k: int) -> tuple[int | None, 
     return relief, set(tree.subtree(blockers[0]))  # the deepest blocker: nested in all others
 
 
-def _choose_victims(k, preemptor, by_age, gone, free, ledger, entitled, level, max_scan, relief=0, within=None):
+def _victim_order(per_account, preemptor, gone, ledger, entitled, removed):
+    """Running jobs in the order victims are considered: the account furthest above its
+    entitlement first, by its share after the victims already chosen (so taking from it
+    may hand the lead to another), the youngest job first within it; ties by name."""
+    def over(a: str) -> float:
+        return (ledger.alloc[a] - removed[a]) / max(entitled.get(a, 0.0), EPS)
+
+    heap = [(-over(a), a, 0) for a in per_account if a != preemptor]
+    heapq.heapify(heap)
+    while heap:
+        _, a, i = heapq.heappop(heap)
+        jobs = per_account[a]
+        while i < len(jobs) and jobs[i].id in gone:
+            i += 1
+        if i >= len(jobs):
+            continue
+        yield jobs[i]
+        heapq.heappush(heap, (-over(a), a, i + 1))
+
+
+def _choose_victims(k, preemptor, per_account, gone, free, ledger, entitled, level, max_scan, relief=0,
+                    within=None):
     """Victims for a request of k slices, or None. The chosen jobs are released on `free`
     while the choice is made (one give per candidate and one find, instead of releasing
     the whole set again for every candidate) and taken back before returning, so `free`
@@ -145,8 +172,8 @@ def _choose_victims(k, preemptor, by_age, gone, free, ledger, entitled, level, m
         return job.slices if within is None or job.account in within else 0
 
     try:
-        for job in by_age:
-            if job.id in gone or job.account == preemptor or not free.has_node(job.node):
+        for job in _victim_order(per_account, preemptor, gone, ledger, entitled, removed):
+            if not free.has_node(job.node):
                 continue
             if relief and job.account not in within and placement is not None:
                 continue  # room is found; only jobs under the capped ancestor help now

@@ -87,6 +87,17 @@ CASES = {
         preempted={"r7", "r6"},
         reasons={"Resources": 1},
     ),
+    "reclaim takes from the account furthest above its entitlement first, youngest within it": dict(
+        # entitled a 4.5, c 1.5, b 2: a holds 5 (1.1x), c holds 3 (2x); a's jobs are the youngest
+        tree=tree(("a", 3), ("c", 1), ("b", 1, {"guaranteed": 2})),
+        capacity=T2x4,
+        running=running(*[(f"a{i}", "a", "n1", i // 4, 1, 10 + i) for i in range(5)],
+                        *[(f"c{i}", "c", "n1", 1, 1, i) for i in range(3)]),
+        pending=pending(("b1", "b", 1), ("b2", "b", 1)),
+        admitted_per_account={"b": 2},
+        preempted={"c2", "c1"},
+        reasons={},
+    ),
     "preemption off: the guarantee waits": dict(
         tree=tree(("a", 1), ("b", 1, {"guaranteed": 2})),
         capacity=T2x4,

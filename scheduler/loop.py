@@ -131,6 +131,7 @@ class SchedulingLoop:
         self._full = False
         self._unsettled: list[Completion] = []  # collected, but the cycle failed before recording them
         self._refused: dict[int, tuple[int, float, str]] = {}  # job id -> (refusals, retry at (monotonic), why)
+        self._node_frameworks: dict[str, frozenset[str] | None] = {}  # discovered nodes' frameworks
         self._wake = threading.Event()
         self._stop = threading.Event()
         self._health = LoopHealth()
@@ -257,6 +258,8 @@ class SchedulingLoop:
         declared by hand is listed inactive with the reason, as is one that left, and one
         whose size fairgpu cannot take (the reason names the limit)."""
         found = self.executor.discover()
+        self._node_frameworks = {d.name: (frozenset(d.frameworks) if d.frameworks is not None else None)
+                                 for d in found}
         with self._scope() as s:
             rows = {n.name: n for n in s.exec(select(Node)).all()}
             changed = False
@@ -317,7 +320,7 @@ class SchedulingLoop:
                 self._settle(s, completions, now, report)
             lap("settle")
             loaded = self.loader.load(s, now, usage_by_id=lambda h: self.meter.usage.get(s, now, h, time.monotonic()))
-            snapshot, held = self._hold_back(loaded.snapshot)
+            snapshot, held = self._hold_back(loaded.snapshot, loaded.jobs)
             lap("load")
             decision = self.decide(snapshot)
             lap("decide")
@@ -432,20 +435,41 @@ class SchedulingLoop:
         log.warning("job %s: %s", job_id, why)
         return why
 
-    def _hold_back(self, snapshot: quota.Snapshot) -> tuple[quota.Snapshot, dict[int, str]]:
-        """Leave jobs Ray refused out of the snapshot until their backoff ends; returns the
-        snapshot and {job id: why} for those held back."""
-        if not self._refused:
-            return snapshot, {}
-        pending = {p.id for p in snapshot.pending}
-        tracked = self.executor.tracked()
-        for job_id in [j for j in self._refused if j not in pending and j not in tracked]:
-            del self._refused[job_id]  # finished, cancelled or running: forget it
-        clock = time.monotonic()
-        held = {j: why for j, (_n, until, why) in self._refused.items() if until > clock and j in pending}
+    def _hold_back(self, snapshot: quota.Snapshot, jobs) -> tuple[quota.Snapshot, dict[int, tuple[str, str]]]:
+        """Leave out of the snapshot the jobs Ray refused (until their backoff ends) and the
+        jobs whose framework no node can import (Infeasible, until one can); returns the
+        snapshot and {job id: (reason, message)} for those held back."""
+        held: dict[int, tuple[str, str]] = {}
+        missing = self._missing_frameworks(snapshot, jobs)
+        for job_id, framework in missing.items():
+            have = sorted({f for fs in self._node_frameworks.values() for f in fs or ()})
+            held[job_id] = (quota.INFEASIBLE, f"no node can run {framework} (the nodes have: "
+                                              f"{', '.join(have) or 'no framework'})")
+        if self._refused:
+            pending = {p.id for p in snapshot.pending}
+            tracked = self.executor.tracked()
+            for job_id in [j for j in self._refused if j not in pending and j not in tracked]:
+                del self._refused[job_id]  # finished, cancelled or running: forget it
+            clock = time.monotonic()
+            held.update((j, (RAY_REFUSED, why)) for j, (_n, until, why) in self._refused.items()
+                        if until > clock and j in pending)
         if not held:
             return snapshot, {}
         return replace(snapshot, pending=tuple(p for p in snapshot.pending if p.id not in held)), held
+
+    def _missing_frameworks(self, snapshot: quota.Snapshot, jobs) -> dict[int, str]:
+        """{pending job id: framework} for jobs whose framework no active node can import
+        (only when every node's frameworks are known)."""
+        known = self._node_frameworks
+        if not known or any(fs is None for fs in known.values()):
+            return {}
+        have = {f for fs in known.values() for f in fs}
+        out = {}
+        for p in snapshot.pending:
+            framework = jobs[p.id].framework if p.id in jobs else None
+            if framework is not None and framework not in have:
+                out[p.id] = framework
+        return out
 
     # -- reconcile, admit, preempt, start -------------------------------------------------
     def _reconcile(self, s, loaded, now: datetime, report: CycleReport) -> tuple[list[int], list[int]]:
@@ -530,7 +554,7 @@ class SchedulingLoop:
         return out
 
     def _preempt_then_admit(self, decision: quota.Decision, loaded, now: datetime, report: CycleReport,
-                            held: dict[int, str]) -> list:
+                            held: dict[int, tuple[str, str]]) -> list:
         jobs = loaded.jobs
         victims = [p.job_id for p in decision.preemptions]
         started_at = {j: self.executor.task_started_at(j) for j in victims}
@@ -554,7 +578,7 @@ class SchedulingLoop:
         self.loader.note_reasons(reasons)
         return started
 
-    def _admit(self, s, decision: quota.Decision, loaded, now: datetime, held: dict[int, str],
+    def _admit(self, s, decision: quota.Decision, loaded, now: datetime, held: dict[int, tuple[str, str]],
                fresh: bool = True) -> tuple[list, dict]:
         """Mark the admitted jobs RUNNING and store every waiting job's reason (no Ray call);
         returns the jobs to start and the reasons written. `fresh`: `loaded` was read in
@@ -565,7 +589,7 @@ class SchedulingLoop:
                                     fresh=fresh)
         started = [(job, adm) for job, adm in chosen if job.id in admitted]
         waiting = {jid: (w.reason, w.message) for jid, w in decision.waiting.items()}
-        waiting.update((jid, (RAY_REFUSED, why)) for jid, why in held.items())
+        waiting.update(held)
         changed = {}  # only reasons that differ from the rows as loaded are written
         pending = JobState.PENDING
         for jid, (reason, message) in waiting.items():
@@ -580,6 +604,9 @@ class SchedulingLoop:
                                           framework=job.framework, mode=job.mode, spec=job.spec,
                                           num_gpus=adm.num_gpus, results_dir="", submitted_at=0.0)
             try:
+                can = self._node_frameworks.get(adm.node)
+                if job.framework is not None and can is not None and job.framework not in can:
+                    raise LookupError(f"node {adm.node} cannot run {job.framework}")
                 self.executor.start(payload, node=adm.node)
                 report.admitted += 1
                 report.admissions.append((job.account_id, (now - job.submitted_at).total_seconds()))

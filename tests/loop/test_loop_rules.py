@@ -315,3 +315,25 @@ def test_nodes_are_named_by_host_and_a_node_too_big_is_listed_with_the_reason(tm
 def _list(w):
     with session_scope(w.engine, readonly=True) as s:
         return list_nodes(s)
+
+
+def test_a_job_whose_framework_no_node_has_waits_infeasible_and_starts_once_one_can(tmp_path):
+    w = make_world(tmp_path, discover=True)
+    w.executor.nodes = [DiscoveredNode("gpu-box-1", 1, "T4", "10.0.0.1", ray_id="a" * 56, frameworks=("pytorch",))]
+    with session_scope(w.engine) as s:
+        from scheduler.services.jobs import submit
+
+        tf = submit(s, account="lab", model="conv6", framework="tensorflow", mode="train", slices=1, spec={},
+                    at=w.now[0]).id
+        torch = submit(s, account="lab", model="conv6", framework="pytorch", mode="train", slices=1, spec={},
+                       at=w.now[0]).id
+    w.loop.run_once()
+    job = w.job(tf)
+    assert (job.state, job.reason) == (JobState.PENDING, "Infeasible")
+    assert job.reason_message == "no node can run tensorflow (the nodes have: pytorch)"
+    assert w.job(torch).state == JobState.RUNNING
+    w.executor.nodes = [DiscoveredNode("gpu-box-1", 1, "T4", "10.0.0.1", ray_id="a" * 56,
+                                       frameworks=("pytorch", "tensorflow"))]
+    w.loop._last_capacity = float("-inf")
+    w.loop.run_once()
+    assert w.job(tf).state == JobState.RUNNING

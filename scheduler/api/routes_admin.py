@@ -27,7 +27,8 @@ async def list_accounts(session: SessionDep, _: AdminDep) -> list[dict]:
              responses=errors(*AUTH, *BODY, 404, 409))
 async def add_account(body: AccountCreate, session: SessionDep, _: AdminDep) -> dict:
     accounts.add_account(session, body.name, weight=body.weight, guaranteed=body.guaranteed, cap=body.max_slices,
-                         max_pending=body.max_pending, parent=body.parent)
+                         max_pending=body.max_pending, parent=body.parent, default_time_s=body.default_time_s,
+                         max_time_s=body.max_time_s, allow_scripts=body.allow_scripts)
     forget(session)
     return _account(session, body.name)
 
@@ -46,6 +47,7 @@ async def set_account(name: AccountPath, body: AccountUpdate, session: SessionDe
         cap=body.max_slices if "max_slices" in sent else unset,
         max_pending=body.max_pending if "max_pending" in sent else unset,
         parent=body.parent if "parent" in sent else unset,
+        **{k: getattr(body, k) for k in ("default_time_s", "max_time_s", "allow_scripts") if k in sent},
     )
     forget(session)
     return _account(session, name)

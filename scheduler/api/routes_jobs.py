@@ -11,9 +11,14 @@ from fastapi import APIRouter, Path, Query, Request
 
 from scheduler.api.deps import PrincipalDep, SessionDep, after_commit, now
 from scheduler.api.openapi import AUTH, BODY, AccountQuery, errors
+from scheduler.api.outputs import JobLogs, JobPublic, ShareExplained
 from scheduler.api.schemas import SubmitRequest
 from scheduler.services import jobs
-from scheduler.services.validate import ID
+from scheduler.services import logs as output
+from scheduler.services.validate import ID, limits
+from scheduler.store import JobState
+
+LOG_TAIL = limits.LOG_TAIL
 
 router = APIRouter(tags=["jobs"])
 # The range is checked by the service (one message naming it); the schema only declares it.
@@ -35,7 +40,7 @@ async def submit(body: SubmitRequest, request: Request, session: SessionDep, who
     if account is None:
         raise jobs.InvalidJob("an admin token must name the account to submit to")
     args = dict(account=account, model=body.model, framework=body.framework, mode=body.mode, slices=body.slices,
-                spec=body.spec(), at=now(request), accounts=who.accounts)
+                spec=body.spec(), at=now(request), accounts=who.accounts, time_limit_s=body.time_limit_s)
     if body.count is not None:
         ids = jobs.submit_array(session, count=body.count, **args)
         after_commit(session, request.app.state.on_change)
@@ -47,36 +52,55 @@ async def submit(body: SubmitRequest, request: Request, session: SessionDep, who
     return {"id": job_id}
 
 
-@router.get("/jobs", summary="List jobs (active ones unless all=true)", responses=errors(*AUTH, 404, 422))
+def _estimates(request: Request, session, who, rows) -> dict:
+    """Pending jobs' positions and estimated starts, from the app's cached replay of the queue."""
+    pending = [j.id for j in rows if j.state == JobState.PENDING]
+    if not pending:
+        return {}
+    return request.app.state.estimates.get(session, now(request), who.accounts, wanted=pending)
+
+
+@router.get("/jobs", summary="List jobs (active ones unless all=true)", responses=errors(*AUTH, 404, 422),
+            response_model=list[JobPublic])
 async def list_jobs(
-    session: SessionDep, who: PrincipalDep,
+    request: Request, session: SessionDep, who: PrincipalDep,
     include_finished: Annotated[bool, Query(alias="all")] = False,
     account: AccountQuery = None,
 ) -> list[dict]:
     rows = jobs.list_jobs(session, accounts=who.accounts, include_finished=include_finished, account=account)
-    return [jobs.public(session, j) for j in rows]
+    estimates = _estimates(request, session, who, rows)
+    return [jobs.public(session, j, estimates) for j in rows]
 
 
-@router.get("/jobs/{job_id}", summary="Everything known about a job", responses=errors(*AUTH, 404, 422))
-async def show(job_id: JobId, session: SessionDep, who: PrincipalDep) -> dict:
-    return jobs.public(session, jobs.get_job(session, job_id, who.accounts))
+@router.get("/jobs/{job_id}", summary="Everything known about a job", responses=errors(*AUTH, 404, 422),
+            response_model=JobPublic)
+async def show(job_id: JobId, request: Request, session: SessionDep, who: PrincipalDep) -> dict:
+    job = jobs.get_job(session, job_id, who.accounts)
+    return jobs.public(session, job, _estimates(request, session, who, [job]))
 
 
 @router.post("/jobs/{job_id}/cancel", summary="Cancel a pending or running job",
-             responses=errors(*AUTH, 404, 409, 422))
+             responses=errors(*AUTH, 404, 409, 422), response_model=JobPublic)
 async def cancel(job_id: JobId, request: Request, session: SessionDep, who: PrincipalDep) -> dict:
     job = jobs.cancel(session, job_id, who.accounts, now(request))
     after_commit(session, request.app.state.on_change)
     return jobs.public(session, job)
 
 
-@router.get("/jobs/{job_id}/logs", summary="A job's event history and its output log",
-            responses=errors(*AUTH, 404, 422))
-async def logs(job_id: JobId, session: SessionDep, who: PrincipalDep) -> dict:
-    job = jobs.get_job(session, job_id, who.accounts)
-    events = [{"at": e.at.isoformat(), "kind": e.kind, "message": e.message} for e in jobs.job_events(session, job.id)]
-    log = (job.result or {}).get("log") if isinstance(job.result, dict) else None
-    return {"id": job.id, "state": jobs.public(session, job)["state"], "events": events, "log": log}
+@router.get("/jobs/{job_id}/logs", summary="A job's event history and its task's own output, per attempt",
+            responses=errors(*AUTH, 404, 422), response_model=JobLogs)
+async def logs(
+    job_id: JobId, request: Request, session: SessionDep, who: PrincipalDep,
+    tail: Annotated[int | None, Query(description=f"Only the last N lines of output ({LOG_TAIL.describe()})",
+                                      json_schema_extra={"minimum": LOG_TAIL.low, "maximum": LOG_TAIL.high})] = None,
+    since: Annotated[str | None, Query(description="Output after this cursor (<attempt>:<byte offset>, the "
+                                                   "cursor of an earlier answer)", max_length=21,
+                                       json_schema_extra={"pattern": output.CURSOR_PATTERN})] = None,
+    after_event: Annotated[int | None, Query(description="Only events with a larger id (the last one seen)",
+                                             json_schema_extra={"minimum": ID.low, "maximum": ID.high})] = None,
+) -> dict:
+    return output.job_logs(session, job_id, who.accounts, request.app.state.results_dir, since=since, tail=tail,
+                           after_event=after_event)
 
 
 @router.get("/share", tags=["share"], summary="Fair shares (an institution sees its own subtree)",
@@ -92,3 +116,18 @@ async def share(
     if under is not None and not who.may_see(under):
         raise NotFound(f"unknown account {under}")
     return share_rows(session, now(request), under=under)
+
+
+@router.get("/share/explain", tags=["share"], summary="Why each of your accounts stands where it does, in words",
+            responses=errors(*AUTH, 404, 409, 422), response_model=list[ShareExplained])
+async def share_explain(
+    request: Request, session: SessionDep, who: PrincipalDep,
+    account: AccountQuery = None,
+) -> list[dict]:
+    from scheduler.services.errors import NotFound
+    from scheduler.services.share import explain_rows
+
+    under = account if account is not None else who.account
+    if under is not None and not who.may_see(under):
+        raise NotFound(f"unknown account {under}")
+    return explain_rows(session, now(request), under=under)

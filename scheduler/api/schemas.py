@@ -36,6 +36,9 @@ class SubmitRequest(Body):
     seconds: float | None = ranged(JOB_NUMBERS["seconds"], "hold jobs: how long to hold the slices", default=None)
     count: int | None = ranged(JOB_NUMBERS["count"], "a job array: this many identical jobs, all or none; "
                                "the answer is {\"ids\": [...]}", default=None, strict=True)
+    time_limit_s: float | None = ranged(limits.TIME_LIMIT, "wall-time limit of each attempt, in seconds; at most "
+                                        "the account's maximum; null: the account's default (else its maximum)",
+                                        default=None)
 
     def spec(self) -> dict:
         keys = ("seconds",) if self.model == "hold" else ("steps", "batch_size", "image_size")
@@ -47,7 +50,18 @@ class SubmitRequest(Body):
         return out
 
 
-class AccountCreate(Body):
+class InheritedSettings(Body):
+    """An account's own time and scripts settings; null inherits the parent's (services.inherited)."""
+
+    default_time_s: float | None = ranged(limits.TIME_LIMIT, "time limit of a job submitted without one, in "
+                                          "seconds; null: inherited from the parent", default=None)
+    max_time_s: float | None = ranged(limits.TIME_LIMIT, "the longest time limit a job may ask for, in seconds; "
+                                      "null: inherited from the parent", default=None)
+    allow_scripts: bool | None = Field(default=None, strict=True, description="may run its own code; "
+                                       "null: inherited from the parent (at the top: not allowed)")
+
+
+class AccountCreate(InheritedSettings):
     name: str = Field(min_length=1, max_length=NAME_MAX_LEN,
                       description="'/'-separated parts of lowercase letters, digits, '.', '_', '-'; "
                                   "a sub-account's name is its parent's name, '/', one part (or one part)")
@@ -58,8 +72,9 @@ class AccountCreate(Body):
     parent: str | None = Field(default=None, max_length=NAME_MAX_LEN)
 
 
-class AccountUpdate(Body):
-    """Only the fields sent change; null clears max_slices, max_pending or parent."""
+class AccountUpdate(InheritedSettings):
+    """Only the fields sent change; null clears max_slices, max_pending or parent, and makes
+    default_time_s, max_time_s or allow_scripts inherited from the parent again."""
 
     weight: float | None = ranged(limits.WEIGHT, "fair-share weight, relative to its siblings", default=None)
     guaranteed: int | None = ranged(limits.GUARANTEED, "slices it gets first", default=None, strict=True)

@@ -38,19 +38,46 @@ def _quota_options(required_weight: bool):
     return deco
 
 
+def _inherited_options(on_set: bool):
+    """--default-time, --max-time and --allow-scripts/--no-allow-scripts; on `set`, also the
+    flags that make each inherited from the parent again."""
+    def deco(f):
+        if on_set:
+            f = click.option("--inherit-scripts", is_flag=True, help="Inherit scripts from the parent again.")(f)
+            f = click.option("--no-max-time", is_flag=True, help="Inherit the maximum time from the parent again.")(f)
+            f = click.option("--no-default-time", is_flag=True,
+                             help="Inherit the default time from the parent again.")(f)
+        f = click.option("--allow-scripts/--no-allow-scripts", "allow_scripts", default=None,
+                         help="May run its own code (default: as its parent; at the top: no).")(f)
+        f = click.option("--max-time", default=None, metavar="T",
+                         help="The longest --time a job may ask for (Slurm forms, e.g. 2-00:00 or 48h).")(f)
+        f = click.option("--default-time", default=None, metavar="T",
+                         help="Time limit of a job submitted without --time (Slurm forms, e.g. 1:00:00 or 1h).")(f)
+        return f
+    return deco
+
+
+def _time(text: str | None, field: str):
+    from scheduler.services.validate import parse_time_limit
+
+    return None if text is None else parse_time_limit(text, field)
+
+
 @account.command("add")
 @click.argument("name")
 @_quota_options(required_weight=True)
+@_inherited_options(on_set=False)
 @db_option
 @domain_errors
-def account_add(name, weight, guaranteed, cap, max_pending, parent, db_url):
+def account_add(name, weight, guaranteed, cap, max_pending, parent, default_time, max_time, allow_scripts, db_url):
     """Add an account (an institution, or with --parent a department, project or user)."""
     from scheduler.services.accounts import add_account
     from scheduler.store import session_scope
 
+    times = {"default_time_s": _time(default_time, "default_time"), "max_time_s": _time(max_time, "max_time")}
     with session_scope(open_engine(db_url)) as session:
         add_account(session, name, weight=weight, guaranteed=guaranteed or 0, cap=cap, max_pending=max_pending,
-                    parent=parent)
+                    parent=parent, allow_scripts=allow_scripts, **times)
     info(f"added account {name}")
 
 
@@ -58,20 +85,31 @@ def account_add(name, weight, guaranteed, cap, max_pending, parent, db_url):
 @click.argument("name")
 @_quota_options(required_weight=False)
 @click.option("--no-max", is_flag=True, help="Remove the cap.")
+@_inherited_options(on_set=True)
 @db_option
 @domain_errors
-def account_set(name, weight, guaranteed, cap, max_pending, parent, no_max, db_url):
-    """Change an account's weight, guarantee, cap, pending limit or parent."""
+def account_set(name, weight, guaranteed, cap, max_pending, parent, no_max, default_time, max_time, allow_scripts,
+                no_default_time, no_max_time, inherit_scripts, db_url):
+    """Change an account's weight, guarantee, cap, pending limit, parent, times or scripts."""
     from scheduler.services.accounts import UNSET, set_account
     from scheduler.store import session_scope
 
-    if no_max and cap is not None:
-        raise click.UsageError("--max and --no-max exclude each other")
+    for given, clear, names in ((cap, no_max, "--max and --no-max"),
+                                (default_time, no_default_time, "--default-time and --no-default-time"),
+                                (max_time, no_max_time, "--max-time and --no-max-time"),
+                                (allow_scripts, inherit_scripts, "--allow-scripts/--no-allow-scripts and "
+                                                                 "--inherit-scripts")):
+        if clear and given is not None:
+            raise click.UsageError(f"{names} exclude each other")
+    inherit = {"default_time_s": (no_default_time, _time(default_time, "default_time")),
+               "max_time_s": (no_max_time, _time(max_time, "max_time")),
+               "allow_scripts": (inherit_scripts, allow_scripts)}
+    changes = {k: None if clear else v for k, (clear, v) in inherit.items() if clear or v is not None}
     with session_scope(open_engine(db_url)) as session:
         set_account(session, name, weight=weight, guaranteed=guaranteed,
                     cap=None if no_max else (cap if cap is not None else UNSET),
                     max_pending=max_pending if max_pending is not None else UNSET,
-                    parent=parent if parent is not None else UNSET)
+                    parent=parent if parent is not None else UNSET, **changes)
     info(f"updated account {name}")
 
 
@@ -80,7 +118,8 @@ def account_set(name, weight, guaranteed, cap, max_pending, parent, no_max, db_u
 @db_option
 @domain_errors
 def account_list(as_json, db_url):
-    """List accounts in tree order."""
+    """List accounts in tree order, with the time limits and scripts setting in force (a
+    value inherited from an ancestor names it in parentheses)."""
     from scheduler.services.accounts import list_accounts
     from scheduler.store import session_scope
 
@@ -88,8 +127,25 @@ def account_list(as_json, db_url):
         rows = list_accounts(session)
     if not as_json:
         for r in rows:
+            r.update(_in_force(r))
             r["account"] = "  " * r["depth"] + r["account"]
-    emit(rows, as_json, ["account", "weight", "guaranteed_slices", "max_slices", "max_pending"])
+    emit(rows, as_json, ["account", "weight", "guaranteed_slices", "max_slices", "max_pending", "default_time",
+                         "max_time", "scripts"])
+
+
+def _in_force(row: dict) -> dict:
+    """The table's cells for the inherited settings: '2h', '1d (uni-north)', 'no'..."""
+    from scheduler.services.validate import human_duration
+
+    eff = row["effective"]
+
+    def cell(key: str, text: str | None) -> str | None:
+        source = eff["from"][key]
+        return text if text is None or source in (None, row["account"]) else f"{text} ({source})"
+
+    times = {k: cell(f"{k}_s", human_duration(eff[f"{k}_s"]) if eff[f"{k}_s"] is not None else None)
+             for k in ("default_time", "max_time")}
+    return {**times, "scripts": cell("allow_scripts", "yes" if eff["allow_scripts"] else "no")}
 
 
 @account.command("remove")

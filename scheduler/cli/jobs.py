@@ -13,8 +13,9 @@ from scheduler.cli.client import Api, url_option
 from scheduler.cli.common import domain_errors, emit, info, json_option
 
 JOB_KEYS = ("id", "account", "model", "framework", "slices", "state", "reason", "submitted_at", "started_at",
-            "finished_at", "node", "gpu")
-TABLE = ["id", "account", "model", "framework", "slices", "state", "reason", "submitted_at", "node", "gpu"]
+            "finished_at", "node", "gpu", "time_limit_s", "progress", "position", "estimated_start")
+TABLE = ["id", "account", "model", "framework", "slices", "state", "reason", "submitted_at", "node", "gpu",
+         "progress", "position", "estimated_start"]
 
 
 @click.command()
@@ -45,15 +46,20 @@ def login(url, token):
 @click.option("--seconds", type=float, default=None, metavar="S", help="hold: how long to hold the slices.")
 @click.option("--count", type=int, default=None, metavar="N",
               help="A job array: N identical jobs, all or none (prints one id a line).")
+@click.option("--time", "time_limit", default=None, metavar="T",
+              help="Wall-time limit of each attempt, as Slurm's --time: MM, MM:SS, HH:MM:SS, D-HH, D-HH:MM, "
+                   "D-HH:MM:SS, or 90s, 10m, 2h, 3d (default: your account's).")
 @json_option
 @url_option
 @domain_errors
-def submit(model, framework, slices, account, mode, steps, batch_size, image_size, seconds, count, as_json, url):
+def submit(model, framework, slices, account, mode, steps, batch_size, image_size, seconds, count, time_limit,
+           as_json, url):
     """Submit a job: MODEL is conv6, vgg16, resnet18, cyclegan, or hold (with --seconds)."""
-    from scheduler.services.validate import job_numbers
+    from scheduler.services.validate import job_numbers, parse_time_limit
 
     body = {"model": model, "framework": framework, "slices": slices, "mode": mode, "account": account,
-            "steps": steps, "batch_size": batch_size, "image_size": image_size, "seconds": seconds, "count": count}
+            "steps": steps, "batch_size": batch_size, "image_size": image_size, "seconds": seconds, "count": count,
+            "time_limit_s": parse_time_limit(time_limit) if time_limit is not None else None}
     job_numbers(body)  # the server checks them too; here they must be finite to be sent as JSON
     created = Api.from_settings(url).call("POST", "/v1/jobs", body={k: v for k, v in body.items() if v is not None})
     if count is not None:
@@ -68,11 +74,16 @@ def submit(model, framework, slices, account, mode, steps, batch_size, image_siz
 @json_option
 @url_option
 def jobs(show_all, account, as_json, url):
-    """List your jobs, like squeue: pending and running (with --all, finished too)."""
+    """List your jobs, like squeue: pending and running (with --all, finished too), with a
+    running job's progress and a pending job's position and estimated start."""
     params = {"all": "true" if show_all else "false"}
     if account:
         params["account"] = account
     rows = [{k: r.get(k) for k in JOB_KEYS} for r in Api.from_settings(url).call("GET", "/v1/jobs", params=params)]
+    if not as_json:
+        from scheduler.cli.views import table_row
+
+        rows = [table_row(r) for r in rows]
     emit(rows, as_json, TABLE)
 
 
@@ -96,9 +107,11 @@ def show(job_id, as_json, url):
     if as_json:
         click.echo(json.dumps(data, indent=2))
         return
+    from scheduler.cli.views import show_value
+
     for key, value in data.items():
         if key != "result":
-            click.echo(f"{key + ':':16} {'-' if value is None else value}")
+            click.echo(f"{key + ':':16} {show_value(key, value)}")
     result = data.get("result") or {}
     if result:
         click.echo("results:")
@@ -127,12 +140,21 @@ def cancel(job_id, url):
 
 @click.command()
 @click.argument("job_id", type=int)
+@click.option("--tail", type=int, default=None, metavar="N", help="Only the last N lines of output.")
+@click.option("--follow", "-f", is_flag=True,
+              help="Keep printing new events and output until the job ends (Ctrl-C stops).")
+@click.option("--poll", "poll_s", type=float, default=1.0, hidden=True, help="Seconds between polls with --follow.")
 @url_option
-def logs(job_id, url):
-    """A job's history (submitted, admitted, started, preempted, finished...) and its output."""
-    data = Api.from_settings(url).call("GET", f"/v1/jobs/{job_id}/logs")
-    for e in data["events"]:
-        click.echo(f"{e['at']}  {e['kind']:<10} {e['message'] or ''}".rstrip())
-    if data.get("log"):
-        click.echo("--- output ---")
-        click.echo(data["log"].rstrip("\n"))
+@domain_errors
+def logs(job_id, tail, follow, poll_s, url):
+    """A job's history (submitted, admitted, started, preempted, finished...), then its
+    task's own output, attempt by attempt."""
+    import time
+
+    from scheduler.cli.views import show_logs
+    from scheduler.services.validate import limits, optional
+
+    optional(limits.LOG_TAIL, tail, "tail")  # the server checks it too
+    api = Api.from_settings(url)
+    show_logs(lambda params: api.call("GET", f"/v1/jobs/{job_id}/logs", params=params), tail=tail, follow=follow,
+              echo=click.echo, sleep=time.sleep, poll_s=poll_s)

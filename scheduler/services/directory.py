@@ -1,7 +1,8 @@
 """Lean reads of the account tree and capacity for per-request checks (auth, submit, listings).
 
 Invariants:
-- One Core query each (the tree: id, name, parent, max_pending of every account;
+- One Core query each (the tree: id, name, parent, max_pending and the inherited
+  settings of every account;
   the active nodes), memoised in ``session.info`` so that one request (one
   transaction) reads them at most once, however many checks use them. Nothing outlives the session: a change made
   by an admin is seen by the next request.
@@ -22,7 +23,8 @@ from scheduler.store import Account, Node
 _KEY = "fairgpu.directory"
 _CAPACITY_KEY = "fairgpu.capacity"
 # Core, not ORM: this runs on every API request.
-_QUERY = select(Account.id, Account.name, Account.parent_id, Account.max_pending)
+_QUERY = select(Account.id, Account.name, Account.parent_id, Account.max_pending, Account.default_time_s,
+                Account.max_time_s, Account.allow_scripts)
 _NODES = (select(Node.name, Node.gpus, Node.slices_per_gpu, Node.gpu_type).where(Node.active == sa.true())
           .order_by(Node.name))
 
@@ -33,6 +35,10 @@ class Entry:
     name: str
     parent_id: int | None
     max_pending: int | None
+    # own inherited settings (None: inherit; see services.inherited)
+    default_time_s: float | None = None
+    max_time_s: float | None = None
+    allow_scripts: bool | None = None
 
 
 class Directory:

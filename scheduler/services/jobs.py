@@ -3,9 +3,10 @@
 Invariants:
 - ``submit`` checks everything before it writes: the request's own fields (each
   number within its ``quota.limits`` range: slices, count, seconds, steps,
-  batch_size, image_size), that
+  batch_size, image_size, time_limit_s), that
   the shape fits some node, that the account exists, is visible to the caller and
-  is a leaf, and the pending limit of the account and of every ancestor. A refusal
+  is a leaf, that the time limit asked for is within the account's effective
+  maximum, and the pending limit of the account and of every ancestor. A refusal
   raises ``InvalidJob`` (the request itself is wrong: HTTP 422), ``NotFound``
   (unknown or invisible account or job: 404) or ``DomainError`` (refused in the
   current state, e.g. over the pending limit: 409); nothing has been written.
@@ -16,18 +17,27 @@ Invariants:
 - Pending limits on PostgreSQL: the limited accounts' rows are locked
   (``SELECT ... FOR UPDATE``) before counting, so concurrent submissions cannot
   overshoot; SQLite transactions are already serialised (``BEGIN IMMEDIATE``).
+- Every job gets its wall-time limit at submit (``inherited.job_time_limit``): the one
+  asked for, else the account's effective default, else its effective maximum, else
+  none; a job array's jobs get the same one each.
+- What a caller sees of a job is ``job_to_public`` (PUBLIC_KEYS): its latest
+  ``progress`` (``updated_at`` in ISO 8601), a pending job's ``position`` and
+  ``estimated_start`` from ``services.estimates`` (None without an estimate), and as
+  ``reason`` of a FAILED, CANCELLED or TIMEOUT job the stored reason or else the first
+  line of its message (``display_reason``).
 """
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import datetime, timezone
 from typing import Iterable
 
 import sqlalchemy as sa
 from sqlmodel import Session, select
 
 from quota import limits
-from scheduler.services import validate
+from scheduler.services import inherited, validate
 from scheduler.services.directory import capacity, directory
+from scheduler.services.estimates import start_time
 from scheduler.services.errors import DomainError, Invalid, NotFound
 from scheduler.store import Account, Job, JobEvent, JobState, submit_job, transition
 from scheduler.store.transitions import submit_jobs
@@ -38,7 +48,9 @@ MODEL_SPEC_KEYS = ("steps", "batch_size", "image_size")
 HOLD_SPEC_KEYS = ("seconds",)
 PUBLIC_KEYS = ("id", "account", "model", "framework", "mode", "slices", "state", "reason", "reason_message",
                "submitted_at", "started_at", "finished_at", "node", "gpu", "attempts", "preemptions", "result",
-               "error")
+               "error", "time_limit_s", "progress", "position", "estimated_start")
+PROGRESS_KEYS = ("step", "steps", "samples_per_second", "eta_s", "updated_at")
+REASON_MAX_CHARS = 80  # a finished job's reason taken from its message: its first line, cut here
 
 
 # Built once: constructing and caching a statement per call costs more than running it.
@@ -119,10 +131,12 @@ def _check_image_size(model: str, size: int) -> None:
 
 def _check_submission(
     session: Session, *, account: str, model: str, framework: str | None, mode: str, slices: int,
-    spec: dict, accounts: frozenset[str] | set[str] | None, count: int,
+    spec: dict, accounts: frozenset[str] | set[str] | None, count: int, time_limit_s: float | None = None,
 ):
-    """Everything ``submit`` and ``submit_array`` check before writing; returns (entry, spec)."""
+    """Everything ``submit`` and ``submit_array`` check before writing; returns (entry,
+    spec, time limit): the limit is resolved against the account (``inherited.job_time_limit``)."""
     spec = check_request(model, framework, mode, slices, spec)
+    validate.optional(limits.TIME_LIMIT, time_limit_s, "time_limit_s")
     validate.lookup_name(account)
     why = capacity(session).shape_error(slices)
     if why is not None:
@@ -133,33 +147,38 @@ def _check_submission(
     entry = tree.get(account)
     if not tree.is_leaf(entry):
         raise InvalidJob(f"account {account} has sub-accounts; jobs run on leaf accounts (submit to one of those)")
+    limit = inherited.job_time_limit(inherited.resolve(tree.ancestors(entry)), time_limit_s, account)
     _check_pending_limits(session, tree, entry, count)
-    return entry, spec
+    return entry, spec, limit
 
 
 def submit(
     session: Session, *, account: str, model: str, framework: str | None, mode: str, slices: int,
-    spec: dict, at: datetime, accounts: frozenset[str] | set[str] | None = None,
+    spec: dict, at: datetime, accounts: frozenset[str] | set[str] | None = None, time_limit_s: float | None = None,
 ) -> Job:
-    """Validate the request, then create a PENDING job; see the module invariants."""
-    entry, spec = _check_submission(session, account=account, model=model, framework=framework, mode=mode,
-                                    slices=slices, spec=spec, accounts=accounts, count=1)
+    """Validate the request, then create a PENDING job; see the module invariants.
+    ``time_limit_s``: the wall-time limit asked for (None: the account's)."""
+    entry, spec, limit = _check_submission(session, account=account, model=model, framework=framework, mode=mode,
+                                           slices=slices, spec=spec, accounts=accounts, count=1,
+                                           time_limit_s=time_limit_s)
     return submit_job(session, account_id=entry.id, model=model, framework=framework, mode=mode, slices=slices,
-                      spec=spec, at=at)
+                      spec=spec, at=at, time_limit_s=limit)
 
 
 def submit_array(
     session: Session, *, count: int, account: str, model: str, framework: str | None, mode: str, slices: int,
-    spec: dict, at: datetime, accounts: frozenset[str] | set[str] | None = None,
+    spec: dict, at: datetime, accounts: frozenset[str] | set[str] | None = None, time_limit_s: float | None = None,
 ) -> list[int]:
     """A job array: ``count`` identical jobs, all or none. Everything is checked once,
     before anything is written (the pending limits count all ``count`` jobs); then the
-    jobs are inserted together. Returns their ids, ascending (their queue order)."""
+    jobs are inserted together, each with the same time limit. Returns their ids,
+    ascending (their queue order)."""
     validate.number(limits.JOB_COUNT, count)
-    entry, spec = _check_submission(session, account=account, model=model, framework=framework, mode=mode,
-                                    slices=slices, spec=spec, accounts=accounts, count=count)
+    entry, spec, limit = _check_submission(session, account=account, model=model, framework=framework, mode=mode,
+                                           slices=slices, spec=spec, accounts=accounts, count=count,
+                                           time_limit_s=time_limit_s)
     return submit_jobs(session, count=count, account_id=entry.id, model=model, framework=framework, mode=mode,
-                       slices=slices, spec=spec, at=at)
+                       slices=slices, spec=spec, at=at, time_limit_s=limit)
 
 
 def _check_pending_limits(session: Session, tree, entry, count: int = 1) -> None:
@@ -222,25 +241,60 @@ def cancel(session: Session, job_id: int, accounts: frozenset[str] | set[str] | 
     return transition(session, job, JobState.CANCELLED, at=at, message="cancelled by the user")
 
 
-def job_events(session: Session, job_id: int) -> list[JobEvent]:
-    return list(session.exec(select(JobEvent).where(JobEvent.job_id == job_id)
-                             .order_by(JobEvent.at, JobEvent.id)).all())
+def job_events(session: Session, job_id: int, after: int | None = None) -> list[JobEvent]:
+    """The job's events in time order; with ``after`` (an event id), only the later-written
+    ones: events are only appended, so a follower asks for those after the last it saw."""
+    stmt = select(JobEvent).where(JobEvent.job_id == job_id)
+    if after is not None:
+        stmt = stmt.where(JobEvent.id > validate.number(limits.ID, after, "after_event"))
+    return list(session.exec(stmt.order_by(JobEvent.at, JobEvent.id)).all())
 
 
 def _iso(value: datetime | None) -> str | None:
     return value.isoformat() if value is not None else None
 
 
-def job_to_public(job: Job, account_name: str) -> dict:
+def display_reason(state: JobState, reason: str | None, message: str | None, error: str | None) -> str | None:
+    """The job's reason: the stored one (a pending reason, TimeLimit...); for a FAILED,
+    CANCELLED or TIMEOUT job without one, the first line of its message or error, cut to
+    REASON_MAX_CHARS (the whole text stays in ``reason_message`` and ``error``)."""
+    if reason or state not in (JobState.FAILED, JobState.CANCELLED, JobState.TIMEOUT):
+        return reason
+    text = next((line.strip() for line in (message or error or "").splitlines() if line.strip()), None)
+    if text is None:
+        return None
+    return text if len(text) <= REASON_MAX_CHARS else text[:REASON_MAX_CHARS - 3] + "..."
+
+
+def public_progress(progress: dict | None) -> dict | None:
+    """The job's latest progress as PROGRESS_KEYS (``updated_at`` ISO 8601), or None."""
+    if not isinstance(progress, dict):
+        return None
+    out = {k: progress.get(k) for k in PROGRESS_KEYS}
+    updated = out["updated_at"]
+    out["updated_at"] = (datetime.fromtimestamp(updated, timezone.utc).isoformat()
+                         if isinstance(updated, (int, float)) and not isinstance(updated, bool) else None)
+    return out
+
+
+def job_to_public(job: Job, account_name: str, estimate=None) -> dict:
+    """The job as PUBLIC_KEYS. ``estimate`` (a ``quota.estimate.Estimate``, for a pending
+    job) gives ``position`` and ``estimated_start``; both are None without one."""
+    state = JobState(job.state)
     return {
         "id": job.id, "account": account_name, "model": job.model, "framework": job.framework, "mode": job.mode,
-        "slices": job.slices, "state": JobState(job.state).value, "reason": job.reason,
+        "slices": job.slices, "state": state.value,
+        "reason": display_reason(state, job.reason, job.reason_message, job.error),
         "reason_message": job.reason_message, "submitted_at": _iso(job.submitted_at),
         "started_at": _iso(job.started_at), "finished_at": _iso(job.finished_at), "node": job.node, "gpu": job.gpu,
         "attempts": job.attempts, "preemptions": job.preemptions, "result": job.result, "error": job.error,
+        "time_limit_s": job.time_limit_s, "progress": public_progress(job.progress),
+        "position": estimate.position if estimate is not None and state == JobState.PENDING else None,
+        "estimated_start": _iso(start_time(estimate)) if state == JobState.PENDING else None,
     }
 
 
-def public(session: Session, job: Job) -> dict:
-    """``job_to_public`` with the account name looked up in this transaction's tree."""
-    return job_to_public(job, directory(session).name_of(job.account_id))
+def public(session: Session, job: Job, estimates: dict | None = None) -> dict:
+    """``job_to_public`` with the account name looked up in this transaction's tree;
+    ``estimates``: {job id: Estimate} (``services.estimates``) for pending jobs."""
+    return job_to_public(job, directory(session).name_of(job.account_id), (estimates or {}).get(job.id))

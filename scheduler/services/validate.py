@@ -15,23 +15,34 @@ Account names (docs/admin.md, "Names"): '/'-separated segments, each matching
 at most ``NAME_MAX_LEN`` characters in all. A top-level account's name is one segment.
 A sub-account's name is either one segment, or its parent's name, '/', one segment
 (``uni-north/vision`` under ``uni-north``): a name with '/' spells its place in the tree.
+
+Durations: ``parse_duration`` takes a number with a unit or plain seconds;
+``parse_time_limit`` takes Slurm's ``--time`` forms, where a bare number is minutes,
+and hands the unit forms to ``parse_duration`` (docs/institutions.md, "Time limits").
 """
 from __future__ import annotations
 
 import math
 import re
+from dataclasses import replace
 
 from quota import limits
 from quota.limits import ID, NAME_MAX_LEN, NAME_SEGMENT_PATTERN, NAME_SEGMENT_RULE, Range
 from scheduler.services.errors import Invalid
 
 __all__ = ["ID", "NAME_MAX_LEN", "DURATION_MAX_LEN", "limits", "JOB_NUMBERS", "number", "optional", "job_numbers",
-           "parse_duration", "describe_duration", "text", "account_name", "account_place", "lookup_name"]
+           "parse_duration", "parse_time_limit", "describe_duration", "human_duration", "TIME_LIMIT_FORMS", "text",
+           "account_name", "account_place", "lookup_name"]
 
 _SEGMENT = re.compile(NAME_SEGMENT_PATTERN)
 _DURATION = re.compile(r"([0-9]+(?:\.[0-9]+)?)([smhdw]?)")
 _UNITS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86_400, "w": 604_800}
 DURATION_MAX_LEN = 32  # characters: far more than any duration in range needs
+# Slurm's --time forms: [D-]... where a bare number is minutes; minutes and seconds after
+# a ':' are two digits, hours after 'D-' one or two.
+_SLURM_TIME = re.compile(r"(?:(?P<d>[0-9]+)-(?P<dh>[0-9]{1,2})(?::(?P<dm>[0-9]{2})(?::(?P<ds>[0-9]{2}))?)?"
+                         r"|(?P<a>[0-9]+)(?::(?P<b>[0-9]{2})(?::(?P<c>[0-9]{2}))?)?)")
+TIME_LIMIT_FORMS = "MM, MM:SS, HH:MM:SS, D-HH, D-HH:MM or D-HH:MM:SS (a bare number is minutes), or 90s, 10m, 2h, 3d"
 
 # The numbers of a job submission, by the name the API and the CLI give them.
 JOB_NUMBERS = {"slices": limits.JOB_SLICES, "count": limits.JOB_COUNT, "seconds": limits.HOLD_SECONDS,
@@ -69,6 +80,44 @@ def parse_duration(text: str, rng: Range) -> float:
     if not math.isfinite(seconds) or seconds not in rng:
         raise Invalid(f"{field} must be {describe_duration(rng)} (got {text})")
     return seconds
+
+
+def parse_time_limit(text: str, field: str = limits.TIME_LIMIT.field) -> float:
+    """A wall-time limit in Slurm's ``--time`` forms (``MM``, ``MM:SS``, ``HH:MM:SS``, ``D-HH``,
+    ``D-HH:MM``, ``D-HH:MM:SS``: a bare number is minutes) or with a unit (``90s``, ``10m``,
+    ``2h``, ``3d``, as ``parse_duration``) -> seconds within ``quota.limits.TIME_LIMIT``.
+
+    Strict: digits only, minutes and seconds after a ':' are two digits below 60, hours
+    after 'D-' below 24; no sign, no spaces, no 'UNLIMITED' (leave the limit out instead).
+    """
+    rng = replace(limits.TIME_LIMIT, field=field)
+    ok = isinstance(text, str) and len(text) <= DURATION_MAX_LEN
+    match = _SLURM_TIME.fullmatch(text) if ok else None
+    if match is None:
+        unit = _DURATION.fullmatch(text) if ok else None
+        if unit is not None and unit.group(2):
+            return parse_duration(text, rng)
+        raise Invalid(f"{field} must be {TIME_LIMIT_FORMS} (got {_show(text)})")
+    p = {k: int(v) for k, v in match.groupdict().items() if v is not None}
+    if "d" in p:  # D-HH[:MM[:SS]]
+        days, hours, minutes, secs, after_colon = p["d"], p["dh"], p.get("dm", 0), p.get("ds", 0), (p.get("dm", 0),)
+        if hours > 23:
+            raise Invalid(f"{field} {text!r}: the hours after 'D-' must be 0 to 23")
+    elif "c" in p:  # HH:MM:SS
+        days, hours, minutes, secs, after_colon = 0, p["a"], p["b"], p["c"], (p["b"],)
+    else:  # MM[:SS]: the leading minutes have no bound
+        days, hours, minutes, secs, after_colon = 0, 0, p["a"], p.get("b", 0), ()
+    if max((*after_colon, secs)) > 59:
+        raise Invalid(f"{field} {text!r}: minutes and seconds after a ':' must be 00 to 59")
+    seconds = float(((days * 24 + hours) * 60 + minutes) * 60 + secs)
+    if seconds not in rng:
+        raise Invalid(f"{field} must be {describe_duration(rng)} (got {text})")
+    return seconds
+
+
+def human_duration(seconds: float) -> str:
+    """'2h', '90m', '3725s': seconds in the largest unit that states them exactly."""
+    return _human(seconds)
 
 
 def describe_duration(rng: Range) -> str:

@@ -229,7 +229,7 @@ def add_event(session: Session, job_id: int, kind: str, message: str | None, at:
 
 
 def _new_job_row(*, account_id: int, model: str, framework: str | None, mode: str, slices: int,
-                 spec: dict[str, Any], at: datetime) -> dict[str, Any]:
+                 spec: dict[str, Any], at: datetime, time_limit_s: float | None = None) -> dict[str, Any]:
     """Every column of a PENDING job as submitted (queue_seq is the submission time, see
     submit_job), the others at their model defaults. A plain dict: submit_jobs inserts it
     as it is (constructing a SQLModel object costs more than the INSERT: pydantic
@@ -238,7 +238,7 @@ def _new_job_row(*, account_id: int, model: str, framework: str | None, mode: st
         raise StoreError(f"a job needs at least one slice, not {slices}")
     return {**_job_defaults(), "account_id": account_id, "model": model, "framework": framework, "mode": mode,
             "slices": slices, "spec": dict(spec), "gpu_slices": [], "state": JobState.PENDING,
-            "queue_seq": at.timestamp(), "submitted_at": at}
+            "queue_seq": at.timestamp(), "submitted_at": at, "time_limit_s": time_limit_s}
 
 
 def submit_job(
@@ -251,15 +251,17 @@ def submit_job(
     slices: int,
     spec: dict[str, Any],
     at: datetime,
+    time_limit_s: float | None = None,
 ) -> Job:
     """Create a PENDING job and its "submitted" event.
 
     ``queue_seq`` is the submission time in epoch seconds: queues are FIFO by
     submission within an account, ties broken by ``id`` (order by
     ``(queue_seq, id)``). A requeued job may be given a smaller seq to go first.
+    ``time_limit_s`` is each attempt's wall-time limit, as resolved by the caller.
     """
     job = Job(**_new_job_row(account_id=account_id, model=model, framework=framework, mode=mode, slices=slices,
-                             spec=spec, at=at))
+                             spec=spec, at=at, time_limit_s=time_limit_s))
     session.add(job)
     session.flush()
     add_event(session, job.id, "submitted", None, at)
@@ -278,6 +280,7 @@ def submit_jobs(
     slices: int,
     spec: dict[str, Any],
     at: datetime,
+    time_limit_s: float | None = None,
 ) -> list[int]:
     """A job array: ``count`` identical PENDING jobs and their "submitted" events, in
     two multi-row INSERTs. Each job is like one from ``submit_job`` (same ``queue_seq``:
@@ -285,7 +288,7 @@ def submit_jobs(
     if count <= 0:
         raise StoreError(f"a job array needs at least one job, not {count}")
     row = _new_job_row(account_id=account_id, model=model, framework=framework, mode=mode, slices=slices,
-                       spec=spec, at=at)
+                       spec=spec, at=at, time_limit_s=time_limit_s)
     conn = session.connection()
     stmt = _JOBS.insert().returning(_JOBS.c.id, sort_by_parameter_order=True)
     ids = [r[0] for r in conn.execute(stmt, [dict(row) for _ in range(count)])]

@@ -120,6 +120,6 @@ def test_healthz_reports_a_loop_that_keeps_failing(seeded):
         assert r.status_code == 503
         assert r.json() == {"status": "failing", "consecutive_failures": FAILING_AFTER, "failures_total": 6,
                             "last_success_at": at.isoformat(), "failing_since": (at + timedelta(seconds=1)).isoformat(),
-                            "last_error": "ValueError: weight is not finite"}
+                            "last_error": "ValueError"}
         state.append(Health(0, 6, None, at + timedelta(minutes=1), None))  # one good cycle: healthy again
         assert c.get("/healthz").json()["status"] == "ok"

@@ -130,7 +130,7 @@ def test_listings_take_json(seeded):
     assert {a["account"]: a["parent"] for a in accounts} == {"a": None, "a/x": "a", "b": None}
     nodes = json.loads(seeded("admin", "capacity", "list", "--json").output)
     assert nodes == [{"node": "local", "gpu_type": "T4", "gpus": 2, "slices_per_gpu": 4, "slices": 8,
-                      "active": True, "source": "declared"}]
+                      "active": True, "source": "declared", "frameworks": None, "reason": None, "ray_id": None}]
     settings = json.loads(seeded("admin", "settings", "list", "--json").output)
     assert {s["key"] for s in settings} == {"half_life", "algorithm", "preemption", "reclaim"}
 

@@ -1,4 +1,7 @@
-"""A real uvicorn server on a free loopback port, in a thread, over a seeded SQLite file.
+"""A real uvicorn server on loopback port 0, in a thread, over a seeded SQLite file.
+
+The socket is bound (port 0: the kernel picks a free port) and listening before uvicorn
+gets it, and the URL is built from the port it got: nothing picks a port to use later.
 
 Seed: one node of 2 T4 GPUs x 4 slices; uni-a (an institution) with leaves
 uni-a/vision and uni-a/nlp; uni-b (a leaf institution). Tokens: admin, a,
@@ -10,6 +13,7 @@ from __future__ import annotations
 import socket
 import threading
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -51,14 +55,18 @@ def seed_tokens(engine) -> dict[str, str]:
     return tokens
 
 
-def free_port() -> int:
+@contextmanager
+def refused_url():
+    """A loopback URL that refuses connections for as long as the block runs: its port is
+    bound but not listening, so no other process can take it meanwhile."""
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+        yield f"http://127.0.0.1:{s.getsockname()[1]}"
 
 
-def start(db_path: Path, seed=None) -> Live:
-    """Serve a fresh database at ``db_path``, seeded by ``seed(engine) -> tokens`` (default ``seed_tokens``)."""
+def start(db_path: Path, seed=None, results_dir: Path | None = None) -> Live:
+    """Serve a fresh database at ``db_path``, seeded by ``seed(engine) -> tokens`` (default ``seed_tokens``);
+    ``results_dir``: the jobs' directories (their logs), as ``fairgpu up`` passes it."""
     import uvicorn
 
     from scheduler.api import create_app
@@ -68,11 +76,14 @@ def start(db_path: Path, seed=None) -> Live:
     engine = make_engine(db_url)
     init_db(engine)
     tokens = (seed or seed_tokens)(engine)
-    port = free_port()
-    config = uvicorn.Config(create_app(engine, clock=now), host="127.0.0.1", port=port, log_level="warning",
-                            access_log=False)
+    from scheduler.server import bind_socket
+
+    sock = bind_socket("127.0.0.1", 0)
+    port = sock.getsockname()[1]
+    app = create_app(engine, clock=now, results_dir=str(results_dir) if results_dir is not None else None)
+    config = uvicorn.Config(app, log_level="warning", access_log=False)
     server = uvicorn.Server(config)
-    thread = threading.Thread(target=server.run, name="fairgpu-test-api", daemon=True)
+    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, name="fairgpu-test-api", daemon=True)
     thread.start()
     deadline = time.monotonic() + 20
     while not server.started:

@@ -85,10 +85,10 @@ def test_errors_are_one_line_exit_1_and_usage_errors_exit_2(env_for):
 
 
 def test_unreachable_server_and_missing_token(env_for, tmp_path):
-    from live_server import free_port
+    from live_server import refused_url
 
-    dead = f"http://127.0.0.1:{free_port()}"
-    r = run(env_for("a", FAIRGPU_URL=dead), "jobs")
+    with refused_url() as dead:
+        r = run(env_for("a", FAIRGPU_URL=dead), "jobs")
     assert r.exit_code == 1 and f"cannot reach the fairgpu server at {dead}" in r.stderr
     assert len(r.stderr.strip().splitlines()) == 1
     r = run(env_for(None), "jobs")

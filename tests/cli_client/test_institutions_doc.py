@@ -31,7 +31,7 @@ def seed(engine) -> dict[str, str]:
 
     with session_scope(engine) as s:
         capacity.set_node(s, node="gpu-box-1", gpus=4, slices_per_gpu=4, gpu_type="T4", at=now())
-        accounts.add_account(s, "uni-north", weight=3, guaranteed=4)
+        accounts.add_account(s, "uni-north", weight=3, guaranteed=4, default_time_s=2 * 3600, max_time_s=86_400)
         accounts.add_account(s, "uni-north/vision", parent="uni-north", weight=2, guaranteed=2)
         accounts.add_account(s, "uni-north/nlp", parent="uni-north", weight=1, max_pending=2)
         accounts.add_account(s, "uni-south", weight=1)

@@ -24,6 +24,8 @@ ROWS = {
         ("| usage half-life | `settings set half_life` | `half_life` |", validate.describe_duration(limits.HALF_LIFE)),
         ("| token lifetime | `token issue --expires` | `expires` |",
          validate.describe_duration(limits.TOKEN_LIFETIME)),
+        ("| default and maximum time | `--default-time`, `--max-time` | `default_time_s`, `max_time_s` |",
+         validate.describe_duration(limits.TIME_LIMIT)),
         ("| job and token ids | | path `{job_id}`, `{token}` |", limits.ID.describe()),
     ],
     "institutions.md": [
@@ -33,7 +35,9 @@ ROWS = {
         ("| `--steps` | `steps` |", limits.STEPS.describe()),
         ("| `--batch-size` | `batch_size` |", limits.BATCH_SIZE.describe()),
         ("| `--image-size` | `image_size` |", limits.IMAGE_SIZE.describe()),
+        ("| `--time` | `time_limit_s` |", validate.describe_duration(limits.TIME_LIMIT)),
         ("| `job show`, `cancel`, `logs` | path `{job_id}` |", limits.ID.describe()),
+        ("| `logs --tail` | query `tail` |", limits.LOG_TAIL.describe()),
     ],
 }
 

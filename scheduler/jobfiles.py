@@ -6,6 +6,9 @@
     <root>/<job id>/progress.json         step, steps, samples/s, ETA (rewritten, <= 1/s)
     <root>/<job id>/checkpoint/           the job's checkpoint, kept across attempts
     <root>/<job id>/checkpoint.request    the server asks the task to checkpoint now
+    <root>/<job id>/workdir.tar.gz        a script job's working directory, as submitted
+    <root>/<job id>/work-<n>/             attempt n's copy of it, while the command runs
+    <root>/uploads/<account id>/<sha256>.tar.gz   a working directory uploaded, not yet submitted
 
 Invariants:
 - A result is published by an exclusive create (a hard link of a finished temp file);
@@ -53,6 +56,14 @@ def log_path(root: str | os.PathLike, job_id: int, attempt: int) -> Path:
 
 def checkpoint_dir(root: str | os.PathLike, job_id: int) -> Path:
     return job_dir(root, job_id) / "checkpoint"
+
+
+def workdir_archive(root: str | os.PathLike, job_id: int) -> Path:
+    return job_dir(root, job_id) / "workdir.tar.gz"
+
+
+def upload_path(root: str | os.PathLike, account_id: int, sha256: str) -> Path:
+    return Path(root) / "uploads" / str(account_id) / f"{sha256}.tar.gz"
 
 
 def ensure_dir(path: Path) -> Path:
@@ -217,9 +228,12 @@ def read_logs(root, job_id: int, attempts: int, tail: int | None = None) -> list
 
 
 def clear(root, job_id: int) -> None:
-    """The job ended: remove its checkpoint, progress, request, results and markers; keep logs."""
+    """The job ended: remove its checkpoint, progress, request, results, markers and working
+    directory; keep logs."""
     d = job_dir(root, job_id)
     shutil.rmtree(d / "checkpoint", ignore_errors=True)
-    for pattern in (PROGRESS_FILE, REQUEST_FILE, "attempt-*.json", "attempt-*.started", "*.tmp*"):
+    for work in d.glob("work-*"):
+        shutil.rmtree(work, ignore_errors=True)
+    for pattern in (PROGRESS_FILE, REQUEST_FILE, "attempt-*.json", "attempt-*.started", "*.tmp*", "workdir.tar.gz"):
         for p in d.glob(pattern):
             p.unlink(missing_ok=True)

@@ -602,7 +602,8 @@ class SchedulingLoop:
         for job, adm in started:  # after commit: a crash here leaves RUNNING rows that recovery requeues
             payload = TaskPayload.for_job(job_id=job.id, attempt=job.attempts + 1, model=job.model,
                                           framework=job.framework, mode=job.mode, spec=job.spec,
-                                          num_gpus=adm.num_gpus, results_dir="", submitted_at=0.0)
+                                          num_gpus=adm.num_gpus, results_dir="", submitted_at=0.0,
+                                          slices=job.slices)
             try:
                 can = self._node_frameworks.get(adm.node)
                 if job.framework is not None and can is not None and job.framework not in can:

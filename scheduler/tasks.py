@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 from scheduler import jobfiles
 
 PROGRESS_EVERY_S = 1.0
+SCRIPT = "script"
 
 
 @dataclass(frozen=True)
@@ -47,16 +48,19 @@ class TaskPayload:
     batch_size: int | None = None
     warmup_steps: int | None = None
     image_size: int | None = None
+    slices: int = 0
+    command: tuple[str, ...] | None = None  # a script job's command line
     mark_start: bool = True  # create the start marker as the task starts
     publish: bool = True  # publish the result file (warm-up tasks do not)
     checkpoint_every_s: float = 30.0
 
     @classmethod
     def for_job(cls, *, job_id: int, attempt: int, model: str, framework: str | None, mode: str, spec: dict,
-                num_gpus: float, results_dir: str, submitted_at: float) -> "TaskPayload":
+                num_gpus: float, results_dir: str, submitted_at: float, slices: int = 0) -> "TaskPayload":
         known = {k: spec[k] for k in WORKLOAD_KEYS + ("seconds",) if spec.get(k) is not None}
+        command = tuple(spec["command"]) if spec.get("command") else None
         return cls(job_id=job_id, attempt=attempt, model=model, framework=framework, mode=mode, num_gpus=num_gpus,
-                   results_dir=results_dir, submitted_at=submitted_at, **known)
+                   results_dir=results_dir, submitted_at=submitted_at, slices=slices, command=command, **known)
 
     @property
     def memory_fraction(self) -> float:
@@ -108,6 +112,8 @@ def run_job(payload: TaskPayload) -> TaskResult:
         with redirect_stdout(log):
             if payload.model == "hold":
                 measurement = _hold(payload)
+            elif payload.model == SCRIPT:
+                measurement = _script(payload, log)
             else:
                 from workloads.runner import run_workload
 
@@ -142,6 +148,26 @@ class _Tail:
 
     def close(self) -> None:
         pass
+
+
+def _script(payload: TaskPayload, log) -> dict:
+    """Run a script job's command in a fresh copy of its working directory (scheduler.scripts)."""
+    import shutil
+
+    from scheduler import scripts
+
+    root, job_id = payload.results_dir, payload.job_id
+    workdir = jobfiles.job_dir(root, job_id) / f"work-{payload.attempt}"
+    checkpoints = jobfiles.ensure_dir(jobfiles.checkpoint_dir(root, job_id))
+    scripts.unpack(jobfiles.workdir_archive(root, job_id), workdir)
+    env = scripts.script_env(job_id=job_id, attempt=payload.attempt, slices=payload.slices,
+                             memory_fraction=payload.memory_fraction, checkpoint_dir=checkpoints, workdir=workdir)
+    try:
+        return scripts.run(list(payload.command or ()), cwd=workdir, env=env, log=log,
+                           stop_requested=lambda: jobfiles.checkpoint_requested(root, job_id),
+                           on_stop=lambda: jobfiles.acknowledge_checkpoint(root, job_id))
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)
 
 
 def _hold(payload: TaskPayload) -> dict:

@@ -11,10 +11,19 @@ Invariants:
   capped workload. When it cannot be applied the result says so in `notes`.
 - `step()` returns the loss as a float in train mode (the per-step sync), and
   None in infer mode after fetching one output element (the sync).
+- Checkpoint state (train mode): `save_state()` writes one `.npz` with every
+  model variable (`net.weights`: all four networks for CycleGAN, BatchNorm
+  moving statistics included), every optimizer's variables (iteration count,
+  learning rate, moments; CycleGAN: generators', then discriminators') and the
+  state of tf.random's global generator and of Keras' global seed generator.
+  `load_state()` checks every count and shape before it assigns anything.
 """
 from __future__ import annotations
 
 import os
+import zipfile
+
+import numpy as np
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
@@ -64,8 +73,10 @@ class Session:
         self.params = tm.count_params(self.net)
         self.framework_version = tf.__version__
         self.threads = tf.config.threading.get_intra_op_parallelism_threads() or measure.usable_cpus()
+        self._opts: list = []
         with tf.device(self.tf_device):
             self._build_step()
+        self.has_state = spec.mode == "train"
 
     def _wrap(self, fn):
         if self.spec.execution == "eager":
@@ -88,6 +99,7 @@ class Session:
             opt = keras.optimizers.SGD(learning_rate=0.01, momentum=0.9)
         variables = net.trainable_variables
         opt.build(variables)
+        self._opts = [opt]
 
         def train_step(x, y):
             with tf.GradientTape() as tape:
@@ -107,6 +119,7 @@ class Session:
         opt_d = keras.optimizers.Adam(learning_rate=2e-4, beta_1=0.5, beta_2=0.999, epsilon=1e-8)
         opt_g.build(g_vars)
         opt_d.build(d_vars)
+        self._opts = [opt_g, opt_d]
 
         def l1(a, b):
             return tf.reduce_mean(tf.abs(a - b))
@@ -146,6 +159,43 @@ class Session:
                 return None
             return float(self._fn(*batch).numpy())
 
+    # ------------------------------------------------------------ checkpoint state
+    state_suffix = ".npz"
+
+    def _state_variables(self) -> dict:
+        out = {f"model_{i:05d}": v for i, v in enumerate(self.net.weights)}
+        for k, opt in enumerate(self._opts):
+            out.update({f"opt{k}_{i:05d}": v for i, v in enumerate(opt.variables)})
+        out["rng_tf"] = tf.random.get_global_generator().state
+        keras_seed = _keras_seed_state()
+        if keras_seed is not None:
+            out["rng_keras"] = keras_seed
+        return out
+
+    def save_state(self, fh) -> None:
+        """An .npz (what np.savez writes), one variable copied to host memory at a time."""
+        with zipfile.ZipFile(fh, "w", zipfile.ZIP_STORED, allowZip64=True) as zf:
+            for k, v in self._state_variables().items():
+                with zf.open(f"{k}.npy", "w", force_zip64=True) as out:
+                    np.lib.format.write_array(out, np.asarray(v.numpy()), allow_pickle=False)
+
+    def load_state(self, path) -> None:
+        with np.load(path) as saved:
+            arrays = {k: saved[k] for k in saved.files}
+        variables = self._state_variables()
+        if "rng_keras" not in arrays:
+            variables.pop("rng_keras", None)
+        missing = sorted(set(variables) - set(arrays))
+        extra = sorted(set(arrays) - set(variables) - {"rng_keras"})
+        if missing or extra:
+            raise ValueError(f"variables differ: missing {missing[:3]}, unexpected {extra[:3]}")
+        for k, v in variables.items():
+            if tuple(v.shape) != arrays[k].shape:
+                raise ValueError(f"{k} ({getattr(v, 'path', v.name)}) has shape {tuple(v.shape)}, "
+                                 f"the checkpoint {arrays[k].shape}")
+        for k, v in variables.items():
+            v.assign(arrays[k])
+
     def _mem_device(self) -> str:
         return "GPU:0"
 
@@ -157,3 +207,13 @@ class Session:
         if not self.on_gpu:
             return None
         return int(tf.config.experimental.get_memory_info(self._mem_device())["peak"])
+
+
+def _keras_seed_state():
+    """The state variable of Keras' global seed generator (private API: None if it moved)."""
+    try:
+        from keras.src.random import seed_generator
+
+        return seed_generator.global_seed_generator().state
+    except Exception:  # noqa: BLE001 - best effort; the models draw no random numbers in training
+        return None

@@ -7,6 +7,11 @@ Invariants:
   infer mode (after `torch.cuda.synchronize()` on a GPU).
 - The step is the framework's default idiom: eager execution, or
   `torch.compile` when `spec.execution == "compiled"`.
+- Checkpoint state (train mode): `save_state()` writes one `torch.save` file
+  with the model's `state_dict` (all four networks for CycleGAN, buffers
+  included), every optimizer's `state_dict` (CycleGAN: generators', then
+  discriminators'), torch's CPU RNG state and its CUDA device's; `load_state()`
+  puts them back (tensors only: it loads with `weights_only=True`).
 """
 from __future__ import annotations
 
@@ -41,7 +46,9 @@ class Session:
         self.params = tm.count_params(self.net)
         self.framework_version = torch.__version__
         self.threads = torch.get_num_threads()
+        self._opts: list = []
         self._build_step()
+        self.has_state = spec.mode == "train"
 
     # ------------------------------------------------------------ steps
     def _build_step(self) -> None:
@@ -67,7 +74,7 @@ class Session:
             opt.step()
             return loss
 
-        self._opt = opt
+        self._opts = [opt]
         self._fn = torch.compile(train_step) if spec.execution == "compiled" else train_step
 
     def _build_cyclegan_step(self) -> None:
@@ -103,6 +110,7 @@ class Session:
             opt_d.step()
             return loss_g
 
+        self._opts = [opt_g, opt_d]
         self._fn = train_step
 
     # ------------------------------------------------------------ runner API
@@ -126,6 +134,25 @@ class Session:
                 torch.cuda.synchronize(self.device)
             return None
         return self._fn(*batch).item()
+
+    # ------------------------------------------------------------ checkpoint state
+    state_suffix = ".pt"
+
+    def save_state(self, fh) -> None:
+        torch.save({"model": self.net.state_dict(), "optimizers": [o.state_dict() for o in self._opts],
+                    "rng_cpu": torch.get_rng_state(),
+                    "rng_cuda": torch.cuda.get_rng_state(self.device) if self.on_gpu else None}, fh)
+
+    def load_state(self, path) -> None:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+        if len(state["optimizers"]) != len(self._opts):
+            raise ValueError(f"{len(state['optimizers'])} optimizer states for {len(self._opts)} optimizers")
+        self.net.load_state_dict(state["model"])
+        for opt, saved in zip(self._opts, state["optimizers"]):
+            opt.load_state_dict(saved)  # moves the state to the parameters' device
+        torch.set_rng_state(state["rng_cpu"])
+        if self.on_gpu and state["rng_cuda"] is not None:
+            torch.cuda.set_rng_state(state["rng_cuda"], self.device)
 
     def reset_peak(self) -> None:
         if self.on_gpu:

@@ -11,9 +11,13 @@ Invariants:
 - One framework per worker keeps the two frameworks' thread pools, allocators
   and GPU initialisation apart, and makes RSS figures per framework.
 - A failing job is reported and the worker goes on to the next one.
+- The runner's step log (its stdout lines) is dropped: `fairgpu bench` shows
+  its own progress, and the last stderr line is what it reports if the worker dies.
 """
 from __future__ import annotations
 
+import contextlib
+import io
 import json
 import os
 import sys
@@ -30,7 +34,8 @@ def main() -> int:
     for i, job in enumerate(jobs):
         try:
             spec = WorkloadSpec(**job["spec"])
-            msg = {"index": i, "result": run_workload(spec, job.get("memory_fraction"))}
+            with contextlib.redirect_stdout(io.StringIO()):
+                msg = {"index": i, "result": run_workload(spec, job.get("memory_fraction"))}
         except Exception as e:  # report and continue: one bad row must not sink the table
             text = str(e).strip().splitlines()
             msg = {"index": i, "error": f"{type(e).__name__}: {text[0] if text else ''}"}

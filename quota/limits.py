@@ -99,10 +99,12 @@ TIME_LIMIT = Range("time", 1, 30 * DAY_S, "s")
 TOKEN_LIFETIME = Range("expires", 60, 3650 * DAY_S, "s")
 HALF_LIFE = Range("half_life", 60, 3650 * DAY_S, "s")
 ID = Range("id", 1, INT32_MAX)
+LOG_TAIL = Range("tail", 0, 100_000, "lines")  # `fairgpu logs --tail`, GET .../logs?tail=
+LOG_OFFSET = Range("offset", 0, INT32_MAX, "bytes")  # a logs cursor's byte offset in an attempt's output
 
 ALL = (WEIGHT, GUARANTEED, MAX_SLICES, MAX_PENDING, GPUS_PER_NODE, SLICES_PER_GPU, NODES, JOB_SLICES,
        JOB_COUNT, HOLD_SECONDS, STEPS, WARMUP_STEPS, BATCH_SIZE, IMAGE_SIZE, TIME_LIMIT, TOKEN_LIFETIME,
-       HALF_LIFE, ID)
+       HALF_LIFE, ID, LOG_TAIL, LOG_OFFSET)
 
 # Names: one pattern per '/'-separated segment (see scheduler.services.validate).
 NAME_SEGMENT_MAX_LEN = 64

@@ -35,19 +35,24 @@ MAX_BODY_BYTES = 64 * 1024
 def create_app(
     engine: Engine, *, clock: Callable[[], datetime], on_change: Callable[[], None] | None = None,
     extra_routes: Sequence[BaseRoute] | None = None, max_body_bytes: int = MAX_BODY_BYTES,
-    health: Callable[[], LoopHealthLike] | None = None,
+    health: Callable[[], LoopHealthLike] | None = None, results_dir: str | None = None,
 ) -> FastAPI:
     """The API over ``engine``. ``on_change`` runs after a committed submit or cancel;
     ``extra_routes`` (e.g. ``metrics_route(registry)``) are added as given, outside the
-    OpenAPI document; ``health`` (the loop's ``health``) feeds ``/healthz``."""
+    OpenAPI document; ``health`` (the loop's ``health``) feeds ``/healthz``;
+    ``results_dir`` (the executor's, where each job's directory is) lets
+    ``/v1/jobs/{id}/logs`` read the tasks' own output."""
     from scheduler.api import routes_admin, routes_jobs
     from scheduler.api.openapi import error_schema_only
+    from scheduler.services.estimates import EstimateCache
 
     app = FastAPI(title="fairgpu", version="1", summary="Fair-share GPU slices for institutions.")
     app.state.engine = engine
     app.state.clock = clock
     app.state.on_change = on_change
     app.state.health = health
+    app.state.results_dir = results_dir
+    app.state.estimates = EstimateCache()  # one replay of the queue, kept ~2 s (services.estimates)
 
     app.include_router(health_router())
     app.include_router(routes_jobs.router, prefix=API_PREFIX)

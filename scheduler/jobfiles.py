@@ -71,11 +71,11 @@ def ensure_dir(path: Path) -> Path:
     return path
 
 
-def create_private(path: Path, *, exclusive: bool = False):
+def create_private(path: Path, *, exclusive: bool = False, binary: bool = False):
     """Open `path` for writing, created 0600 (its directory 0700)."""
     ensure_dir(path.parent)
     flags = os.O_WRONLY | os.O_CREAT | (os.O_EXCL if exclusive else os.O_TRUNC)
-    return os.fdopen(os.open(path, flags, 0o600), "w")
+    return os.fdopen(os.open(path, flags, 0o600), "wb" if binary else "w")
 
 
 # -- results and fences ----------------------------------------------------------------------

@@ -60,7 +60,9 @@ def create_app(
     for route in extra_routes or ():
         app.router.routes.append(route)
     _install_error_handlers(app)
-    app.add_middleware(BodyLimit, max_bytes=max_body_bytes)
+    from scheduler.scripts import ARCHIVE_MAX_BYTES
+
+    app.add_middleware(BodyLimit, max_bytes=max_body_bytes, larger={f"{API_PREFIX}/uploads": ARCHIVE_MAX_BYTES})
 
     def openapi() -> dict:
         if app.openapi_schema is None:
@@ -174,15 +176,21 @@ def allowed_methods(app: FastAPI, scope) -> list[str]:
 
 
 class BodyLimit:
-    """ASGI middleware: 413 for a body over ``max_bytes`` (declared or streamed)."""
+    """ASGI middleware: 413 for a body over ``max_bytes`` (declared or streamed); the paths
+    in ``larger`` (uploads) have a limit of their own."""
 
-    def __init__(self, app, max_bytes: int = MAX_BODY_BYTES) -> None:
+    def __init__(self, app, max_bytes: int = MAX_BODY_BYTES, larger: dict[str, int] | None = None) -> None:
         self.app = app
         self.max_bytes = max_bytes
+        self.larger = larger or {}
 
     async def __call__(self, scope, receive, send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
+            return
+        limit = self.larger.get(scope.get("path", ""), self.max_bytes)
+        if limit != self.max_bytes:
+            await BodyLimit(self.app, limit)(scope, receive, send)
             return
         for key, value in scope.get("headers", ()):
             if key == b"content-length":

@@ -13,7 +13,8 @@ from scheduler.api.deps import PrincipalDep, SessionDep, after_commit, now
 from scheduler.api.openapi import AUTH, BODY, AccountQuery, errors
 from scheduler.api.outputs import JobLogs, JobPublic, ShareExplained
 from scheduler.api.schemas import SubmitRequest
-from scheduler.services import jobs
+from scheduler.services import jobs, uploads
+from scheduler.services.errors import DomainError
 from scheduler.services import logs as output
 from scheduler.services.validate import ID, limits
 from scheduler.store import JobState
@@ -40,16 +41,32 @@ async def submit(body: SubmitRequest, request: Request, session: SessionDep, who
     if account is None:
         raise jobs.InvalidJob("an admin token must name the account to submit to")
     args = dict(account=account, model=body.model, framework=body.framework, mode=body.mode, slices=body.slices,
-                spec=body.spec(), at=now(request), accounts=who.accounts, time_limit_s=body.time_limit_s)
+                spec=body.spec(), at=now(request), accounts=who.accounts, time_limit_s=body.time_limit_s,
+                root=request.app.state.results_dir)
+    warnings = jobs.framework_warnings(session, body.framework)
     if body.count is not None:
         ids = jobs.submit_array(session, count=body.count, **args)
         after_commit(session, request.app.state.on_change)
-        return {"ids": ids}
+        return {"ids": ids, **({"warnings": warnings} if warnings else {})}
     # one job goes in through the array path too (two Core INSERTs): the same checks and
     # the same row as jobs.submit, without building an ORM object per request
     (job_id,) = jobs.submit_array(session, count=1, **args)
     after_commit(session, request.app.state.on_change)
-    return {"id": job_id}
+    return {"id": job_id, **({"warnings": warnings} if warnings else {})}
+
+
+@router.post("/uploads", status_code=201, summary="Upload a working directory (tar.gz) for a script job",
+             responses=errors(*AUTH, 400, 404, 409, 413, 422),
+             openapi_extra={"requestBody": {"required": True, "content": {
+                 "application/gzip": {"schema": {"type": "string", "format": "binary"}}}}})
+async def upload(request: Request, session: SessionDep, who: PrincipalDep, account: AccountQuery = None) -> dict:
+    """The body is the directory as a gzip'd tar (`fairgpu submit script --working-dir` packs it);
+    the answer's `upload` goes into the script job's submission."""
+    data = await request.body()
+    entry = jobs.uploading_account(session, account or who.account, who.accounts)
+    if request.app.state.results_dir is None:
+        raise DomainError("this server takes no script jobs: it has no state directory")
+    return uploads.store(request.app.state.results_dir, entry.id, data)
 
 
 def _estimates(request: Request, session, who, rows) -> dict:

@@ -25,7 +25,7 @@ class Body(BaseModel):
 
 
 class SubmitRequest(Body):
-    model: str = Field(min_length=1, max_length=64, description="conv6, vgg16, resnet18, cyclegan or hold")
+    model: str = Field(min_length=1, max_length=64, description="conv6, vgg16, resnet18, cyclegan, hold or script")
     framework: str | None = Field(default=None, max_length=32, description="pytorch or tensorflow (not for hold)")
     mode: str = Field(default="train", max_length=16, description="train or infer")
     slices: int = ranged(JOB_NUMBERS["slices"], "GPU slices wanted", strict=True)
@@ -39,12 +39,17 @@ class SubmitRequest(Body):
     time_limit_s: float | None = ranged(limits.TIME_LIMIT, "wall-time limit of each attempt, in seconds; at most "
                                         "the account's maximum; null: the account's default (else its maximum)",
                                         default=None)
+    command: list[str] | None = Field(default=None, max_length=256,
+                                      description="script jobs: the command line, run in the working directory")
+    upload: str | None = Field(default=None, max_length=64,
+                               description="script jobs: the working directory's id from POST /v1/uploads")
 
     def spec(self) -> dict:
-        keys = ("seconds",) if self.model == "hold" else ("steps", "batch_size", "image_size")
+        keys = {"hold": ("seconds",), "script": ("command", "upload")}.get(self.model,
+                                                                          ("steps", "batch_size", "image_size"))
         out = {k: getattr(self, k) for k in keys if getattr(self, k) is not None}
         # Fields that do not belong to this kind of job reach the service, which names them.
-        for k in ("steps", "batch_size", "image_size", "seconds"):
+        for k in ("steps", "batch_size", "image_size", "seconds", "command", "upload"):
             if k not in keys and getattr(self, k) is not None:
                 out[k] = getattr(self, k)
         return out

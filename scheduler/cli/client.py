@@ -75,15 +75,19 @@ class Api:
         token = os.environ.get(ENV_TOKEN) or config.get("token")
         return cls(base.rstrip("/"), token)
 
-    def call(self, method: str, path: str, *, body: dict | None = None, params: dict | None = None) -> Any:
+    def call(self, method: str, path: str, *, body: dict | None = None, params: dict | None = None,
+             content: bytes | None = None, content_type: str | None = None) -> Any:
         import httpx
 
         if not self.token:
             raise click.ClickException(f"no API token: set {ENV_TOKEN} or run `fairgpu login --url URL --token TOKEN`")
         headers = {"Authorization": f"Bearer {self.token}"}
+        if content_type:
+            headers["Content-Type"] = content_type
         target = self.url + path
         try:
-            response = httpx.request(method, target, json=body, params=params, headers=headers, timeout=TIMEOUT_S)
+            response = httpx.request(method, target, json=body, params=params, headers=headers, content=content,
+                                     timeout=TIMEOUT_S)
         except httpx.HTTPError as exc:
             raise click.ClickException(f"cannot reach the fairgpu server at {self.url}: {_reason(exc)}") from None
         if response.status_code >= 400:

@@ -49,23 +49,50 @@ def login(url, token):
 @click.option("--time", "time_limit", default=None, metavar="T",
               help="Wall-time limit of each attempt, as Slurm's --time: MM, MM:SS, HH:MM:SS, D-HH, D-HH:MM, "
                    "D-HH:MM:SS, or 90s, 10m, 2h, 3d (default: your account's).")
+@click.option("--working-dir", type=click.Path(exists=True, file_okay=False), default=None, metavar="DIR",
+              help="script: the directory to run COMMAND in (packed and sent; see docs/institutions.md).")
+@click.argument("command", nargs=-1)
 @json_option
 @url_option
 @domain_errors
 def submit(model, framework, slices, account, mode, steps, batch_size, image_size, seconds, count, time_limit,
-           as_json, url):
-    """Submit a job: MODEL is conv6, vgg16, resnet18, cyclegan, or hold (with --seconds)."""
+           working_dir, command, as_json, url):
+    """Submit a job: MODEL is conv6, vgg16, resnet18, cyclegan, hold (with --seconds), or
+    script, your own code: `fairgpu submit script --slices K --working-dir DIR -- COMMAND [ARGS...]`."""
     from scheduler.services.validate import job_numbers, parse_time_limit
 
     body = {"model": model, "framework": framework, "slices": slices, "mode": mode, "account": account,
             "steps": steps, "batch_size": batch_size, "image_size": image_size, "seconds": seconds, "count": count,
             "time_limit_s": parse_time_limit(time_limit) if time_limit is not None else None}
     job_numbers(body)  # the server checks them too; here they must be finite to be sent as JSON
-    created = Api.from_settings(url).call("POST", "/v1/jobs", body={k: v for k, v in body.items() if v is not None})
+    api = Api.from_settings(url)
+    if model == "script":
+        body.update(_upload(api, working_dir, command, account))
+    elif working_dir or command:
+        raise click.UsageError("--working-dir and COMMAND are for script jobs")
+    created = api.call("POST", "/v1/jobs", body={k: v for k, v in body.items() if v is not None})
+    for warning in created.get("warnings", ()):
+        info(f"warning: {warning}")
     if count is not None:
         click.echo(json.dumps({"ids": created["ids"]}) if as_json else "\n".join(map(str, created["ids"])))
         return
     click.echo(json.dumps({"id": created["id"]}) if as_json else created["id"])
+
+
+def _upload(api: Api, working_dir: str | None, command: tuple[str, ...], account: str | None) -> dict:
+    """Pack and send a script job's working directory; the submission's script fields."""
+    from scheduler import scripts
+
+    if not working_dir or not command:
+        raise click.UsageError("a script job needs --working-dir DIR and a COMMAND after --")
+    try:
+        data = scripts.pack(working_dir)
+    except scripts.ArchiveError as exc:
+        raise click.ClickException(str(exc)) from None
+    params = {"account": account} if account else None
+    sent = api.call("POST", "/v1/uploads", content=data, content_type="application/gzip", params=params)
+    info(f"sent {working_dir} ({sent['files']} files, {sent['bytes'] / 1024:.0f} KiB packed)")
+    return {"command": list(command), "upload": sent["upload"]}
 
 
 @click.command()

@@ -35,17 +35,21 @@ import sqlalchemy as sa
 from sqlmodel import Session, select
 
 from quota import limits
-from scheduler.services import inherited, validate
+from scheduler.services import inherited, uploads, validate
 from scheduler.services.directory import capacity, directory
 from scheduler.services.estimates import start_time
-from scheduler.services.errors import DomainError, Invalid, NotFound
-from scheduler.store import Account, Job, JobEvent, JobState, submit_job, transition
+from scheduler.services.errors import DomainError, Forbidden, Invalid, NotFound
+from scheduler.store import Account, Job, JobEvent, JobState, Node, submit_job, transition
 from scheduler.store.transitions import submit_jobs
 
 HOLD = "hold"
+SCRIPT = "script"
 MODES = ("train", "infer")
 MODEL_SPEC_KEYS = ("steps", "batch_size", "image_size")
 HOLD_SPEC_KEYS = ("seconds",)
+SCRIPT_SPEC_KEYS = ("command", "upload")
+COMMAND_MAX_ARGS = 256
+COMMAND_MAX_CHARS = 4096
 PUBLIC_KEYS = ("id", "account", "model", "framework", "mode", "slices", "state", "reason", "reason_message",
                "submitted_at", "started_at", "finished_at", "node", "gpu", "attempts", "preemptions", "result",
                "error", "time_limit_s", "progress", "position", "estimated_start")
@@ -98,6 +102,8 @@ def check_request(model: str, framework: str | None, mode: str, slices: int, spe
             raise InvalidJob("a hold job needs seconds (how long to hold its slices)")
         validate.number(validate.JOB_NUMBERS["seconds"], spec["seconds"])
         return spec
+    if model == SCRIPT:
+        return _check_script(framework, spec)
     models = known_models()
     if model not in models:
         raise InvalidJob(f"unknown model {model!r} (known: {', '.join(models)}, or hold)")
@@ -110,6 +116,21 @@ def check_request(model: str, framework: str | None, mode: str, slices: int, spe
     if spec.get("image_size") is not None:
         _check_image_size(model, spec["image_size"])
     return spec
+
+
+def _check_script(framework: str | None, spec: dict) -> dict:
+    if framework is not None and framework not in known_frameworks():
+        raise InvalidJob(f"framework must be {' or '.join(known_frameworks())} or none (got {framework!r})")
+    _only(spec, SCRIPT_SPEC_KEYS, SCRIPT)
+    command = spec.get("command")
+    if (not isinstance(command, list) or not 1 <= len(command) <= COMMAND_MAX_ARGS
+            or not all(isinstance(a, str) for a in command) or not command[0]):
+        raise InvalidJob(f"command must be a list of 1 to {COMMAND_MAX_ARGS} strings, the first not empty")
+    if any(len(a) > COMMAND_MAX_CHARS or "\0" in a for a in command):
+        raise InvalidJob(f"command arguments must be at most {COMMAND_MAX_CHARS} characters, without NUL")
+    if not isinstance(spec.get("upload"), str):
+        raise InvalidJob("a script job needs upload (the id POST /v1/uploads gave its working directory)")
+    return {"command": list(command), "upload": spec["upload"]}
 
 
 def _only(spec: dict, allowed: Iterable[str], model: str) -> None:
@@ -132,9 +153,12 @@ def _check_image_size(model: str, size: int) -> None:
 def _check_submission(
     session: Session, *, account: str, model: str, framework: str | None, mode: str, slices: int,
     spec: dict, accounts: frozenset[str] | set[str] | None, count: int, time_limit_s: float | None = None,
+    root: str | None = None,
 ):
     """Everything ``submit`` and ``submit_array`` check before writing; returns (entry,
-    spec, time limit): the limit is resolved against the account (``inherited.job_time_limit``)."""
+    spec, time limit): the limit is resolved against the account (``inherited.job_time_limit``).
+    A script job also needs an account allowed scripts and its upload (``root``: the server's
+    results directory)."""
     spec = check_request(model, framework, mode, slices, spec)
     validate.optional(limits.TIME_LIMIT, time_limit_s, "time_limit_s")
     validate.lookup_name(account)
@@ -147,7 +171,15 @@ def _check_submission(
     entry = tree.get(account)
     if not tree.is_leaf(entry):
         raise InvalidJob(f"account {account} has sub-accounts; jobs run on leaf accounts (submit to one of those)")
-    limit = inherited.job_time_limit(inherited.resolve(tree.ancestors(entry)), time_limit_s, account)
+    settings = inherited.resolve(tree.ancestors(entry))
+    limit = inherited.job_time_limit(settings, time_limit_s, account)
+    if model == SCRIPT:
+        if not settings.allow_scripts:
+            raise Forbidden(f"account {account} may not run scripts (an admin allows them: "
+                            f"fairgpu admin account set {account} --allow-scripts)")
+        if count != 1:
+            raise InvalidJob("a script job is submitted one at a time (no count)")
+        uploads.check(root, entry.id, spec["upload"])
     _check_pending_limits(session, tree, entry, count)
     return entry, spec, limit
 
@@ -168,6 +200,7 @@ def submit(
 def submit_array(
     session: Session, *, count: int, account: str, model: str, framework: str | None, mode: str, slices: int,
     spec: dict, at: datetime, accounts: frozenset[str] | set[str] | None = None, time_limit_s: float | None = None,
+    root: str | None = None,
 ) -> list[int]:
     """A job array: ``count`` identical jobs, all or none. Everything is checked once,
     before anything is written (the pending limits count all ``count`` jobs); then the
@@ -176,9 +209,38 @@ def submit_array(
     validate.number(limits.JOB_COUNT, count)
     entry, spec, limit = _check_submission(session, account=account, model=model, framework=framework, mode=mode,
                                            slices=slices, spec=spec, accounts=accounts, count=count,
-                                           time_limit_s=time_limit_s)
-    return submit_jobs(session, count=count, account_id=entry.id, model=model, framework=framework, mode=mode,
-                       slices=slices, spec=spec, at=at, time_limit_s=limit)
+                                           time_limit_s=time_limit_s, root=root)
+    ids = submit_jobs(session, count=count, account_id=entry.id, model=model, framework=framework, mode=mode,
+                      slices=slices, spec=spec, at=at, time_limit_s=limit)
+    if model == SCRIPT:  # the row exists: its working directory moves into the job's directory
+        uploads.claim(root, entry.id, spec["upload"], ids[0])
+    return ids
+
+
+def uploading_account(session: Session, account: str | None, accounts):
+    """The leaf account an upload is stored under (the caller's own, or the one named)."""
+    if account is None:
+        raise InvalidJob("an admin token must name the account to upload for (?account=)")
+    validate.lookup_name(account)
+    tree = directory(session)
+    if accounts is not None and account not in accounts:
+        raise NotFound(f"unknown account {account}")
+    return tree.get(account)
+
+
+def framework_warnings(session: Session, framework: str | None) -> list[str]:
+    """A warning when no active node can run `framework` now (the job would wait
+    Infeasible until one can); nothing when some node can, or nobody knows."""
+    if framework is None:
+        return []
+    rows = session.exec(select(Node.frameworks).where(Node.active == sa.true())).all()
+    if not rows or any(r is None for r in rows):
+        return []
+    have = sorted({f for r in rows for f in r.split(",") if f})
+    if framework in have:
+        return []
+    return [f"no node can run {framework} now (the nodes have: {', '.join(have) or 'no framework'}); "
+            "the job waits, Infeasible, until one can"]
 
 
 def _check_pending_limits(session: Session, tree, entry, count: int = 1) -> None:

@@ -7,7 +7,6 @@ directory unless one is given, so it leaves nothing behind.
 """
 from __future__ import annotations
 
-import socket
 import sys
 import tempfile
 import threading
@@ -16,12 +15,6 @@ from collections import Counter
 from pathlib import Path
 
 INSTITUTIONS = (("uni-alpha", 1.0), ("uni-beta", 2.0), ("uni-gamma", 3.0))
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def setup_accounts(engine, clock, institutions=INSTITUTIONS) -> dict[str, str]:
@@ -130,10 +123,11 @@ def run_demo(*, gpus: int = 2, seconds: float = 2.0, jobs_per_weight: int = 24, 
     tmp = tempfile.TemporaryDirectory(prefix="fairgpu-demo-") if state_dir is None else None
     root = Path(state_dir or tmp.name)
     server = Embedded(db_url=f"sqlite:///{root / 'fairgpu.db'}", state_dir=root, gpus=gpus, gpu_type="T4",
-                      port=free_port(), usage_period_s=2.0)
-    err.print(f"starting fairgpu: local Ray with {gpus} logical T4 GPUs, API on {server.url} ...")
-    server.start_background()
+                      port=0, usage_period_s=2.0)
+    err.print(f"starting fairgpu: local Ray with {gpus} logical T4 GPUs ...")
     try:
+        server.start_background()
+        err.print(f"fairgpu is up: API {server.url}")
         tokens = setup_accounts(server.engine, server.clock)
         jobs = {name: int(jobs_per_weight * w) for name, w in INSTITUTIONS}
         started = time.time()

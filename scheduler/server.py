@@ -1,21 +1,35 @@
 """The embedded server: everything one machine needs, in one process.
 
-`Embedded` wires the pieces and owns their lifecycle: the database (SQLite file by
-default, or PostgreSQL), Ray (a local instance with logical GPUs, or an existing
-cluster), the scheduling loop in a thread, the HTTP API with /metrics, and the NVML
-samplers. `fairgpu up` runs it in the foreground; `fairgpu demo` and the tests run it
-in the background.
+`Embedded` wires the pieces and owns their lifecycle: the API socket, the database
+(SQLite file by default, or PostgreSQL), the leader lease, Ray (a local instance with
+logical GPUs, or an existing cluster), the scheduling loop in a thread, the HTTP API
+with /metrics, and the NVML samplers. `fairgpu up` runs it in the foreground;
+`fairgpu demo` and the tests run it in the background.
 
-Invariants: on start, jobs a crashed server left RUNNING are settled (finished if their
-result file is there, else queued again); on stop (SIGTERM, Ctrl-C), running jobs are
-requeued, never lost. The admin token is written once, at first start, to a file only
-its owner can read.
+Start, in this order, each step only once the one before succeeded:
+ 1. bind and listen on the API socket (port 0 allowed; `port` is then the real one),
+    so a busy port fails before anything else starts and nothing can take the port
+    between its choice and its use;
+ 2. the state directory (0700) and the database (a SQLite file 0600), migrated;
+ 3. the leader lease (scheduler.store.lease): refused if another server holds it, or
+    with `standby` wait until it lapses; its heartbeat starts at once;
+ 4. Ray (a local one listens on loopback only), the loop, recovery, then the API
+    serves on the socket bound in 1.
+
+Invariants: one scheduling loop per database (the lease). On start, jobs a previous
+server left RUNNING are settled (finished if their result file is there, else queued
+again); on stop (SIGTERM, Ctrl-C), running jobs are requeued, never lost, and the
+lease is released for a standby. A server that loses the lease stops scheduling at
+once, cancels its Ray tasks and writes nothing more (no drain). The admin token is
+written once, at first start, to a file only its owner can read.
 """
 from __future__ import annotations
 
 import logging
 import os
+import socket
 import threading
+import time
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -24,6 +38,8 @@ from typing import Callable
 from scheduler.services.capacity import slices_per_gpu_for
 
 log = logging.getLogger("fairgpu.server")
+
+DEFAULT_LEASE_TTL_S = 15.0
 
 
 def utcnow() -> datetime:
@@ -36,6 +52,74 @@ def default_state_dir() -> Path:
     return Path(os.environ.get("FAIRGPU_STATE_DIR") or platformdirs.user_data_dir("fairgpu"))
 
 
+class PortInUse(RuntimeError):
+    """The API's address cannot be bound (in use, or not ours to bind)."""
+
+
+def bind_socket(host: str, port: int) -> socket.socket:
+    """A listening TCP socket on host:port (port 0: a free one, read it back with
+    getsockname). Raises PortInUse with one line."""
+    try:
+        family, kind, proto, _, address = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM,
+                                                             flags=socket.AI_PASSIVE)[0]
+    except socket.gaierror as exc:
+        raise PortInUse(f"cannot listen on {host}:{port}: {exc.strerror}") from None
+    sock = socket.socket(family, kind, proto)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # a restart need not wait for TIME_WAIT
+        sock.bind(address)
+        sock.listen(2048)
+    except OSError as exc:
+        sock.close()
+        raise PortInUse(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from None
+    sock.set_inheritable(False)
+    return sock
+
+
+def make_private(state_dir: Path, db_url: str) -> None:
+    """The state directory 0700 and a SQLite database file 0600, created so if missing.
+    SQLite gives its -wal and -shm files the database file's mode."""
+    state_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+    _chmod_own(state_dir, 0o700)
+    (state_dir / "results").mkdir(exist_ok=True, mode=0o700)
+    _chmod_own(state_dir / "results", 0o700)
+    path = sqlite_path(db_url)
+    if path is None:
+        return
+    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    os.close(os.open(path, os.O_WRONLY | os.O_CREAT, 0o600))
+    for p in (path, path.with_name(path.name + "-wal"), path.with_name(path.name + "-shm")):
+        if p.exists():
+            _chmod_own(p, 0o600)
+
+
+def sqlite_path(db_url: str) -> Path | None:
+    """The file of a SQLite URL, or None (PostgreSQL, in-memory SQLite)."""
+    from sqlalchemy.engine import make_url
+
+    url = make_url(db_url)
+    if url.get_backend_name() != "sqlite" or not url.database or url.database == ":memory:":
+        return None
+    return Path(url.database)
+
+
+def _chmod_own(path: Path, mode: int) -> None:
+    """chmod what this user owns; leave alone what another user owns (a shared volume)."""
+    st = path.stat()
+    if st.st_uid == os.getuid() and (st.st_mode & 0o777) != mode:
+        os.chmod(path, mode)
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
 @dataclass
 class Embedded:
     db_url: str | None = None
@@ -45,23 +129,126 @@ class Embedded:
     gpu_type: str = "T4"
     slices_per_gpu: int | None = None
     host: str = "127.0.0.1"
-    port: int = 8470
+    port: int = 8470  # 0: any free port; after start, the port it serves on
     clock: Callable[[], datetime] = utcnow
     period_s: float = 1.0
     usage_period_s: float = 15.0
     retry_limit: int = 3
     nvml_module: str | None = None
     warm_up: bool = True
+    lease_ttl_s: float = DEFAULT_LEASE_TTL_S
+    standby: bool = False  # wait for the lease instead of refusing to start
+    say: Callable[[str], None] = log.warning  # one-line notices (`fairgpu up` prints them)
 
     def __post_init__(self) -> None:
         self.state_dir = Path(self.state_dir)
         self._threads: list[threading.Thread] = []
         self.uvicorn = None
         self.ray = None
+        self.sock: socket.socket | None = None
+        self.lease = None
+        self.loop = None
+        self.executor = None
+        self.lost = None  # the LeaseLost that ended this server's leadership, if any
+        self.recovered: dict[str, int] = {}
+        self.admin_token: str | None = None
+        self._done = threading.Event()  # set by stop(), a signal, a lost lease or the HTTP thread ending
+        self._lost_lock = threading.Lock()
+        self._stopped = False
+        self.requeued = 0
 
     # -- start ----------------------------------------------------------------------
-    def start_core(self) -> None:
-        """Database, Ray, executor, loop (not yet running), metrics; recovers state."""
+    def start_core(self) -> bool:
+        """Steps 1-4 of the module's docstring but serving: socket, database, lease, Ray,
+        executor, loop (not yet running), metrics; recovers state. False if stopped while
+        standing by (nothing was started). Raises PortInUse or LeaseHeld before Ray starts."""
+        self.bind()
+        self.open_store()
+        if not self.take_lease():
+            return False
+        self.start_ray_and_loop()
+        return True
+
+    def bind(self) -> None:
+        """Step 1: listen on the API's address; `port` becomes the real one (PortInUse)."""
+        self.sock = bind_socket(self.host, self.port)
+        self.port = self.sock.getsockname()[1]
+
+    def open_store(self) -> None:
+        """Step 2: the state directory and the database, private and migrated."""
+        from scheduler.store import default_db_url, init_db, make_engine
+
+        self.db_url = self.db_url or default_db_url()
+        make_private(self.state_dir, self.db_url)
+        self.engine = make_engine(self.db_url)
+        init_db(self.engine)
+
+    def take_lease(self) -> bool:
+        """Step 3: the leader lease, or LeaseHeld. With `standby`, wait for it (False if
+        stopped meanwhile). A holder that is a dead process on this host (a crashed
+        server) is waited for until its lease lapses. Starts the heartbeat."""
+        from scheduler.store.lease import Lease, LeaseHeld
+
+        self.lease = Lease(self.engine, ttl_s=self.lease_ttl_s)
+        try:
+            self.lease.try_acquire()
+        except LeaseHeld as exc:
+            holder = exc.holder
+            if self.standby:
+                who = holder.describe() if holder else "another server"
+                self.say(f"standing by: the scheduler for this database runs at {who}; "
+                         f"taking over when its lease lapses")
+                if not self.lease.wait_acquire(self._done):
+                    return False
+                self.say(f"took over the scheduler lease (epoch {self.lease.epoch})")
+            elif holder is not None and holder.host == self.lease.host and not _pid_alive(holder.pid):
+                if not self._wait_for_dead_holder(holder):
+                    return False
+            else:
+                raise
+        self.lease.start_heartbeat(self._lease_lost)
+        return True
+
+    def _wait_for_dead_holder(self, holder) -> bool:
+        """The previous server on this host is gone without releasing (kill -9, a crash):
+        wait until its lease lapses, then take it (True; False if stopped meanwhile).
+        Raises LeaseHeld if the lease is renewed meanwhile (then its holder lives after
+        all, e.g. in another PID namespace)."""
+        from scheduler.store.lease import LeaseHeld, wall_now
+
+        left = max(0.0, (holder.expires_at - wall_now()).total_seconds())
+        self.say(f"the last server on this database (pid {holder.pid} on this host) is gone; "
+                 f"taking over when its lease lapses (in {left:.0f} s)")
+        deadline = time.monotonic() + left + 2 * max(0.2, self.lease_ttl_s / 5) + 1.0
+        while True:
+            try:
+                self.lease.try_acquire()
+                return True
+            except LeaseHeld as exc:
+                renewed = exc.holder is not None and (exc.holder.epoch != holder.epoch
+                                                      or exc.holder.expires_at > holder.expires_at)
+                if renewed or time.monotonic() > deadline:
+                    raise
+            if self._done.wait(max(0.2, self.lease_ttl_s / 5)):
+                return False
+
+    def _fenced(self):
+        """A write transaction fenced by this server's lease."""
+        from contextlib import contextmanager
+
+        from scheduler.store import session_scope
+
+        @contextmanager
+        def scope():
+            with session_scope(self.engine) as s:
+                self.lease.fence(s)
+                yield s
+
+        return scope()
+
+    def start_ray_and_loop(self) -> None:
+        """Step 4 (the lease is ours): the admin token at first start, Ray, the executor,
+        metrics, the loop (not yet running); recovers what a previous server left."""
         import ray
 
         from scheduler.executor import RayExecutor, init_ray
@@ -69,13 +256,8 @@ class Embedded:
         from scheduler.metrics.exporter import build_registry
         from scheduler.publish import Publisher
         from scheduler.services.auth import ensure_admin_token
-        from scheduler.store import default_db_url, init_db, make_engine, session_scope
 
-        self.state_dir.mkdir(parents=True, exist_ok=True)
-        self.db_url = self.db_url or default_db_url()
-        self.engine = make_engine(self.db_url)
-        init_db(self.engine)
-        with session_scope(self.engine) as s:
+        with self._fenced() as s:
             self.admin_token = ensure_admin_token(s, self.admin_token_path, self.clock())
         self.ray = ray
         local_cpus = None
@@ -84,13 +266,14 @@ class Embedded:
             local_cpus = max(os.cpu_count() or 1, (self.gpus or 0) * spg)
         init_ray(ray, address=self.ray_address, gpus=self.gpus, gpu_type=self.gpu_type, num_cpus=local_cpus)
         self.executor = RayExecutor(ray, str(self.state_dir / "results"))
-        self.registry, self.metrics = build_registry(lambda: self.publisher.view())
+        self.registry, self.metrics = build_registry(lambda: self.publisher.view(), health=lambda: self.loop.health())
         self.samplers = self._start_samplers()
         self.publisher = Publisher(self.engine, self.metrics, gpu_source=self._gpu_source,
                                    pending_source=self.executor.pending_in_ray).start()
         self.loop = SchedulingLoop(self.engine, self.executor, self.clock, slices_per_gpu=self.slices_per_gpu,
                                    retry_limit=self.retry_limit, usage_period_s=self.usage_period_s,
-                                   on_cycle=self.publisher.publish)
+                                   on_cycle=self.publisher.publish, lease=self.lease,
+                                   on_lease_lost=self._lease_lost)
         self.recovered = self.loop.recover()
         self.loop.refresh_capacity(self.clock())
         if self.warm_up and not self.ray_address and self.gpus:
@@ -121,18 +304,10 @@ class Embedded:
         return gpu_views(reports), nvml_nodes(reports)
 
     def make_app(self):
-        from starlette.responses import Response
-        from starlette.routing import Route
+        from scheduler.api import create_app, metrics_route
 
-        from scheduler.api import create_app
-        from scheduler.metrics.exporter import render
-
-        def metrics(_request) -> Response:
-            body, ctype = render(self.registry)
-            return Response(content=body, media_type=ctype)
-
-        return create_app(self.engine, clock=self.clock, on_change=self.loop.wake,
-                          extra_routes=[Route("/metrics", metrics, methods=["GET"])])
+        return create_app(self.engine, clock=self.clock, on_change=self.loop.wake, health=self.loop.health,
+                          extra_routes=[metrics_route(self.registry)], results_dir=str(self.state_dir / "results"))
 
     def start_loop(self) -> None:
         t = threading.Thread(target=self.loop.run, kwargs={"period_s": self.period_s}, name="fairgpu-loop",
@@ -140,68 +315,133 @@ class Embedded:
         t.start()
         self._threads.append(t)
 
-    def make_server(self, install_signal_handlers: bool):
+    def start_http(self, timeout: float = 60.0) -> None:
+        """Serve the API on the socket bound at start, in a thread; returns once it serves."""
         import uvicorn
 
-        config = uvicorn.Config(self.make_app(), host=self.host, port=self.port, log_level="warning",
-                                access_log=False)
-        server = uvicorn.Server(config)
-        if not install_signal_handlers:
-            server.install_signal_handlers = lambda: None  # the caller's thread owns signals
-        self.uvicorn = server
-        return server
+        config = uvicorn.Config(self.make_app(), log_level="warning", access_log=False)
+        server = self.uvicorn = uvicorn.Server(config)  # in a thread, uvicorn leaves signals alone
 
-    def start_background(self, timeout: float = 60.0) -> "Embedded":
-        """Start everything, the HTTP server in a thread; returns once it answers."""
-        import time
+        def serve() -> None:
+            try:
+                server.run(sockets=[self.sock])
+            finally:
+                self._done.set()
 
-        self.start_core()
-        self.start_loop()
-        server = self.make_server(install_signal_handlers=False)
-        t = threading.Thread(target=server.run, name="fairgpu-http", daemon=True)
+        t = threading.Thread(target=serve, name="fairgpu-http", daemon=True)
         t.start()
         self._threads.append(t)
         deadline = time.monotonic() + timeout
-        while not server.started:
+        while not server.started:  # uvicorn has no event for it
             if time.monotonic() > deadline or not t.is_alive():
                 raise RuntimeError(f"the API did not start on {self.url}")
-            time.sleep(0.05)
+            time.sleep(0.02)
+
+    def start_background(self, timeout: float = 60.0) -> "Embedded":
+        """Start everything, the HTTP server in a thread; returns once it answers."""
+        if not self.start_core():
+            raise RuntimeError("stopped while standing by")
+        self.start_loop()
+        self.start_http(timeout)
         return self
 
-    def serve_foreground(self, announce: Callable[["Embedded"], None] | None = None) -> int:
-        """`fairgpu up`: serve until SIGTERM or Ctrl-C, then stop cleanly. `announce` is
-        called once the core is up (recovered, capacity known), before the loop starts.
-        Returns how many running jobs were queued again on the way out."""
-        self.start_core()
-        if announce is not None:
-            announce(self)
-        self.start_loop()
+    def serve_foreground(self, announce: Callable[["Embedded"], None] | None = None) -> int | None:
+        """`fairgpu up`: serve until SIGTERM or Ctrl-C (or a lost lease), then stop.
+        `announce` is called once the API serves. Returns how many running jobs were
+        queued again on the way out; None if stopped while standing by."""
+        restore = self._handle_signals()
+        started = False
         try:
-            self.make_server(install_signal_handlers=True).run()
+            started = self.start_core() and not self._done.is_set()
+            if started:
+                self._handle_signals()  # again: starting Ray installed its own SIGTERM handler
+                self.start_loop()
+                self.start_http()
+                if announce is not None and not self._done.is_set():
+                    announce(self)
+                while not self._done.wait(1.0):
+                    pass
         finally:
             requeued = self.stop()
-        return requeued
+            restore()
+        return requeued if started else None
+
+    def _handle_signals(self) -> Callable[[], None]:
+        """SIGINT and SIGTERM end serve_foreground (a second one ends the process at
+        once). Returns what puts the handlers found back."""
+        import signal
+
+        if threading.current_thread() is not threading.main_thread():
+            return lambda: None
+
+        def handler(signum, _frame) -> None:
+            self._done.set()
+            signal.signal(signum, signal.SIG_DFL)
+
+        saved = {sig: signal.signal(sig, handler) for sig in (signal.SIGINT, signal.SIGTERM)}
+
+        def restore() -> None:
+            for sig, previous in saved.items():
+                signal.signal(sig, previous if previous is not None else signal.SIG_DFL)
+
+        return restore
+
+    # -- losing the lease -----------------------------------------------------------
+    def _lease_lost(self, exc) -> None:
+        """Another server took the lease over (from the heartbeat or the loop's fence):
+        stop scheduling at once, cancel this server's Ray tasks, write nothing more."""
+        with self._lost_lock:
+            if self.lost is not None:
+                return
+            self.lost = exc
+        if self.loop is not None:
+            self.loop.stop()
+        if self.executor is not None:
+            self.executor.shutdown()
+        self.say(f"{exc}; this server stopped scheduling and cancelled its Ray tasks")
+        self._done.set()
+        if self.uvicorn is not None:
+            self.uvicorn.should_exit = True
 
     # -- stop -----------------------------------------------------------------------
     def stop(self) -> int:
-        """Stop serving and scheduling; requeue running jobs. Returns how many were requeued."""
+        """Stop serving and scheduling; requeue running jobs (not after a lost lease: then
+        nothing is written); release the lease. Returns how many jobs were requeued."""
+        from scheduler.store.lease import LeaseLapsed, LeaseLost
+
+        if self._stopped:
+            return self.requeued
+        self._stopped = True
+        self._done.set()
         if self.uvicorn is not None:
             self.uvicorn.should_exit = True
-        loop = getattr(self, "loop", None)
-        requeued = 0
         if getattr(self, "publisher", None) is not None:
             self.publisher.stop()
-        if loop is not None:
-            loop.stop()
+        requeued = 0
+        if self.loop is not None:
+            self.loop.stop()
             for t in self._threads:
                 if t.name == "fairgpu-loop":
                     t.join(timeout=30)
-            requeued = loop.drain()
+            if self.lost is None:
+                try:
+                    requeued = self.loop.drain()
+                except LeaseLapsed as exc:  # the database was away: the next leader recovers them
+                    self.say(f"could not queue the running jobs again ({exc}); the next server will")
+                except LeaseLost as exc:
+                    self._lease_lost(exc)
+        if self.lost is not None and self.executor is not None:
+            self.executor.shutdown()  # what the loop started after the loss was noticed
         for t in self._threads:
             if t.name == "fairgpu-http":
                 t.join(timeout=10)
+        if self.lease is not None and self.lease.epoch is not None and self.lost is None:
+            self.lease.release()
         if self.ray is not None and self.ray.is_initialized():
             self.ray.shutdown()
         if getattr(self, "engine", None) is not None:
             self.engine.dispose()
+        if self.sock is not None:
+            self.sock.close()
+        self.requeued = requeued
         return requeued

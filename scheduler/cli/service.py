@@ -16,34 +16,58 @@ from scheduler.cli.common import db_option, domain_errors, info
 @click.option("--slices-per-gpu", type=int, default=None, metavar="K",
               help="Slices per GPU (default: the GPU type's profile, T4: 4).")
 @click.option("--host", default="127.0.0.1", show_default=True)
-@click.option("--port", type=int, default=8470, show_default=True)
+@click.option("--port", type=int, default=8470, show_default=True, help="API port (0: any free port).")
 @click.option("--state-dir", type=click.Path(file_okay=False), default=None,
               help="Where results and the admin token live (default: the user data dir).")
+@click.option("--standby", is_flag=True,
+              help="If another server runs the scheduler for this database, wait and take over "
+                   "when its lease lapses (instead of exiting 1).")
+@click.option("--lease-ttl", type=float, default=15.0, show_default=True, metavar="SECONDS",
+              help="How long the leader lease lasts without a heartbeat: a standby takes over "
+                   "this long after the leader stops answering.")
 @domain_errors
-def up(db_url, ray_address, gpus, gpu_type, slices_per_gpu, host, port, state_dir):
+def up(db_url, ray_address, gpus, gpu_type, slices_per_gpu, host, port, state_dir, standby, lease_ttl):
     """Start fairgpu on this machine: Ray, the scheduling loop, the API and /metrics."""
     import logging
+    import os
 
-    from scheduler.server import Embedded, default_state_dir
+    from scheduler.server import Embedded, PortInUse, default_state_dir
+    from scheduler.store.lease import LeaseHeld
 
     if gpus is not None and gpus < 0:
         raise click.BadParameter("must be >= 0", param_hint="--gpus")
     if slices_per_gpu is not None and slices_per_gpu < 1:
         raise click.BadParameter("must be >= 1", param_hint="--slices-per-gpu")
+    if not 0 <= port <= 65535:
+        raise click.BadParameter("must be 0-65535", param_hint="--port")
+    if lease_ttl < 1:
+        raise click.BadParameter("must be >= 1", param_hint="--lease-ttl")
+    os.umask(0o077)  # what the server and its local Ray create (database, results, logs) is private
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     server = Embedded(db_url=db_url, state_dir=state_dir or default_state_dir(), ray_address=ray_address,
-                      gpus=gpus, gpu_type=gpu_type, slices_per_gpu=slices_per_gpu, host=host, port=port)
+                      gpus=gpus, gpu_type=gpu_type, slices_per_gpu=slices_per_gpu, host=host, port=port,
+                      lease_ttl_s=lease_ttl, standby=standby, say=info)
 
     def announce(s: Embedded) -> None:
         rec = s.recovered
-        if rec["finished"] or rec["requeued"]:
+        if rec.get("finished") or rec.get("requeued"):
             info(f"recovered: {rec['finished']} job(s) had finished, {rec['requeued']} queued again")
         if s.admin_token:
             info(f"admin token written to {s.admin_token_path} (readable by you only)")
         info(f"fairgpu is up: API {s.url}  metrics {s.url}/metrics  (Ctrl-C to stop)")
 
-    n = server.serve_foreground(announce)
-    info(f"stopped; {n} running job(s) queued again")
+    try:
+        n = server.serve_foreground(announce)
+    except PortInUse as exc:
+        raise click.ClickException(str(exc)) from None
+    except LeaseHeld as exc:
+        raise click.ClickException(f"{exc} (or start with --standby to wait for it)") from None
+    if server.lost is not None:  # already said, in one line, when it happened
+        raise SystemExit(1)
+    if n is None:
+        info("stopped while standing by")
+    else:
+        info(f"stopped; {n} running job(s) queued again")
 
 
 @click.command()

@@ -9,6 +9,8 @@
   default the real run's server; FAIRGPU_E2E_TARGET=host:port points them at a running
   `fairgpu up` instead, and FAIRGPU_E2E_TARGET=synthetic at an in-process exporter fed
   by ContendedRun (seconds instead of a minute, for dashboard work).
+- `scrape_token`: the scrape token Prometheus sends (per-account series need one); for
+  FAIRGPU_E2E_TARGET=host:port, FAIRGPU_E2E_TOKEN.
 """
 from __future__ import annotations
 
@@ -68,6 +70,18 @@ def real_run(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
+def scrape_token(request) -> str | None:
+    """The token Prometheus scrapes with: the real run's scrape token, FAIRGPU_E2E_TOKEN for
+    a running `fairgpu up`, none for the synthetic exporter (it serves every series)."""
+    external = os.environ.get("FAIRGPU_E2E_TARGET")
+    if external == "synthetic":
+        return None
+    if external:
+        return os.environ.get("FAIRGPU_E2E_TOKEN")
+    return request.getfixturevalue("real_run").scrape_token
+
+
+@pytest.fixture(scope="module")
 def scrape_target(request) -> str:
     external = os.environ.get("FAIRGPU_E2E_TARGET")
     if external and external != "synthetic":
@@ -78,11 +92,8 @@ def scrape_target(request) -> str:
         return
     from prometheus_client import start_http_server
 
-    from prom_harness import free_port
-
     run = request.getfixturevalue("contended_run")
-    port = free_port()
-    server, thread = start_http_server(port, addr="127.0.0.1", registry=run.registry)
-    yield f"127.0.0.1:{port}"
+    server, thread = start_http_server(0, addr="127.0.0.1", registry=run.registry)  # any free port, bound now
+    yield f"127.0.0.1:{server.server_port}"
     server.shutdown()
     thread.join(5)

@@ -1,10 +1,13 @@
 """A real Prometheus server for tests: scrape one target every second, query PromQL over HTTP.
 
 Invariants:
-- Listens on a free loopback port with its TSDB in a temporary directory; `stop()`
-  (or leaving the `with` block) terminates it and nothing is left running.
+- Listens on loopback port 0 (any free port: the kernel picks it as Prometheus binds,
+  and the harness reads it from Prometheus' own "Listening on" log line), with its TSDB
+  in a temporary directory; `stop()` (or leaving the `with` block) terminates it and
+  nothing is left running.
 - It uses the `metric_relabel_configs` of the `fairgpu` job in
-  deploy/prometheus/prometheus.yml, so queries see what a deployed Prometheus sees.
+  deploy/prometheus/prometheus.yml and, given a scrape token, sends it from a file as
+  that job does, so queries see what a deployed Prometheus sees.
 - `query()` raises PromQLError when Prometheus rejects a query; it never retries.
 - `substitute()` expands Grafana's variables the way Grafana would before sending.
 """
@@ -12,7 +15,6 @@ from __future__ import annotations
 
 import json
 import re
-import socket
 import subprocess
 import time
 import urllib.parse
@@ -38,10 +40,7 @@ class PromQLError(RuntimeError):
     pass
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+LISTENING = re.compile(r'msg="?Listening on"? .*address=\[?([0-9a-fA-F.:]+?)\]?:(\d+)')
 
 
 def substitute(expr: str, variables: dict[str, str] | None = None) -> str:
@@ -63,8 +62,14 @@ def deployed_relabelling() -> list[dict]:
 
 
 class Prometheus:
-    def __init__(self, binary: str, target: str, workdir: Path, metrics_path: str = "/metrics") -> None:
+    """Scrapes `target` as the deployed `fairgpu` job does, or runs the whole `config`
+    given (a prometheus.yml as a dict)."""
+
+    def __init__(self, binary: str, target: str, workdir: Path, metrics_path: str = "/metrics",
+                 config: dict | None = None, token: str | None = None) -> None:
         self.binary, self.target, self.workdir, self.metrics_path = binary, target, Path(workdir), metrics_path
+        self.config = config
+        self.token = token  # a scrape token: sent as the deployed job sends it (a credentials file)
         self.port = 0
         self.proc: subprocess.Popen | None = None
 
@@ -74,7 +79,7 @@ class Prometheus:
 
     def start(self, timeout_s: float = 20.0) -> "Prometheus":
         self.workdir.mkdir(parents=True, exist_ok=True)
-        config = {
+        config = self.config or {
             "global": {"scrape_interval": "1s", "scrape_timeout": "1s", "evaluation_interval": "1s"},
             "scrape_configs": [{
                 "job_name": "fairgpu", "metrics_path": self.metrics_path,
@@ -82,18 +87,29 @@ class Prometheus:
                 "metric_relabel_configs": deployed_relabelling(),
             }],
         }
+        if self.token and self.config is None:
+            token_file = self.workdir / "token"
+            token_file.write_text(self.token + "\n")
+            token_file.chmod(0o600)
+            config["scrape_configs"][0]["authorization"] = {"type": "Bearer", "credentials_file": str(token_file)}
         cfg = self.workdir / "prometheus.yml"
         cfg.write_text(yaml.safe_dump(config))
-        self.port = free_port()
         self.log = open(self.workdir / "prometheus.log", "wb")
         self.proc = subprocess.Popen(
             [self.binary, f"--config.file={cfg}", f"--storage.tsdb.path={self.workdir / 'data'}",
-             f"--web.listen-address=127.0.0.1:{self.port}", "--log.level=warn"],
+             "--web.listen-address=127.0.0.1:0", "--log.level=info"],
             stdout=self.log, stderr=subprocess.STDOUT)
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
                 raise RuntimeError(f"prometheus exited {self.proc.returncode}: {self.logs()}")
+            if not self.port:  # Prometheus says where it listens once it has bound
+                m = LISTENING.search(self.logs(tail=None))
+                if m:
+                    self.port = int(m.group(2))
+                else:
+                    time.sleep(0.05)
+                    continue
             try:
                 with urllib.request.urlopen(self.url + "/-/ready", timeout=1) as r:
                     if r.status == 200:
@@ -102,8 +118,9 @@ class Prometheus:
                 time.sleep(0.1)
         raise TimeoutError(f"prometheus not ready after {timeout_s}s: {self.logs()}")
 
-    def logs(self) -> str:
-        return (self.workdir / "prometheus.log").read_text(errors="replace")[-2000:]
+    def logs(self, tail: int | None = 2000) -> str:
+        text = (self.workdir / "prometheus.log").read_text(errors="replace")
+        return text[-tail:] if tail else text
 
     def wait_for_scrapes(self, n: int = 1, timeout_s: float = 20.0) -> None:
         """Until `n` successful scrapes of the target are stored."""

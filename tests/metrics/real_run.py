@@ -51,6 +51,7 @@ class RealRun:
         self.workload_job: int | None = None
         self.late_arrived = threading.Event()
         self.submitted = 0
+        self.scrape_token: str | None = None
         self.error: BaseException | None = None
 
     @property
@@ -61,16 +62,16 @@ class RealRun:
     def start(self) -> "RealRun":
         import ray
 
-        from scheduler.demo import free_port
         from scheduler.server import Embedded
 
         self._set_env()
         if ray.is_initialized():  # an earlier module's Ray: ours must start with this environment
             ray.shutdown()
         self.server = Embedded(db_url=f"sqlite:///{self.tmp / 'fg.db'}", state_dir=self.tmp, gpus=2,
-                               port=free_port(), usage_period_s=1.0, period_s=0.5, nvml_module="fake_nvml")
+                               port=0, usage_period_s=1.0, period_s=0.5, nvml_module="fake_nvml")
         try:
             self.server.start_background()
+            self.scrape_token = self._scrape_token()
             for name, weight in WEIGHTS.items():
                 self.clients[name] = self._account(name, weight)
             [self.workload_job] = self._submit("inst-a", WORKLOAD)
@@ -117,6 +118,16 @@ class RealRun:
         with session_scope(self.server.engine) as s:
             token = issue_token(s, account=name, name="e2e", expires_s=None, at=self.server.clock())
         return httpx.Client(base_url=self.server.url, headers={"Authorization": f"Bearer {token}"}, timeout=30)
+
+    def _scrape_token(self) -> str:
+        """A token for /metrics only, as `fairgpu admin token issue --scrape` makes (per-account
+        series need one, docs/metrics.md)."""
+        from scheduler.services.auth import SCRAPE, issue_token
+        from scheduler.store import session_scope
+
+        with session_scope(self.server.engine) as s:
+            return issue_token(s, account=None, name="prometheus", expires_s=None, at=self.server.clock(),
+                               scope=SCRAPE)
 
     def _submit(self, name: str, body: dict, n: int = 1) -> list[int]:
         ids = []

@@ -34,8 +34,8 @@ def min_scrapes() -> int:
 
 
 @pytest.fixture(scope="module")
-def prom(prometheus_bin, scrape_target, real_run, tmp_path_factory):
-    with Prometheus(prometheus_bin, scrape_target, tmp_path_factory.mktemp("prometheus")) as p:
+def prom(prometheus_bin, scrape_target, scrape_token, real_run, tmp_path_factory):
+    with Prometheus(prometheus_bin, scrape_target, tmp_path_factory.mktemp("prometheus"), token=scrape_token) as p:
         if real_run is not None:  # Prometheus scrapes while the run gets there
             real_run.wait_eventful(timeout_s=90)
         p.wait_for_scrapes(min_scrapes(), timeout_s=10 + 2 * min_scrapes())
@@ -97,8 +97,10 @@ def test_scraped_figures_are_consistent(prom):
     assert prom.query("fairgpu_gpu_memory_used_bytes > fairgpu_gpu_memory_total_bytes") == []
 
 
-def test_promtool_finds_nothing_to_lint_in_a_real_scrape(prom, scrape_target, promtool):
-    with urllib.request.urlopen(f"http://{scrape_target}/metrics", timeout=10) as r:
+def test_promtool_finds_nothing_to_lint_in_a_real_scrape(prom, scrape_target, scrape_token, promtool):
+    headers = {"Authorization": f"Bearer {scrape_token}"} if scrape_token else {}
+    request = urllib.request.Request(f"http://{scrape_target}/metrics", headers=headers)
+    with urllib.request.urlopen(request, timeout=10) as r:
         body = r.read()
     assert b"fairgpu_account_queue_wait_seconds_bucket{" in body and b"fairgpu_gpu_power_watts{" in body
     out = subprocess.run([promtool, "check", "metrics"], input=body, capture_output=True, timeout=30)

@@ -3,7 +3,6 @@ the same target scraped without a token gives the cluster-wide series only (docs
 from __future__ import annotations
 
 import json
-import subprocess
 import threading
 import time
 import urllib.parse
@@ -14,7 +13,7 @@ import pytest
 import yaml
 
 from metrics_fixtures import contended_view
-from prom_harness import DEPLOYED_CONFIG, free_port
+from prom_harness import DEPLOYED_CONFIG, Prometheus
 
 pytestmark = pytest.mark.slow
 
@@ -39,10 +38,13 @@ def server(tmp_path):
         token = auth.issue_token(s, account=None, name="prometheus", expires_s=None, at=now(), scope=auth.SCRAPE)
     view = contended_view(time.time())
     registry, _ = build_registry(lambda: view)
-    port = free_port()
+    from scheduler.server import bind_socket
+
+    sock = bind_socket("127.0.0.1", 0)  # bound before the server starts: port 0, read back
+    port = sock.getsockname()[1]
     srv = uvicorn.Server(uvicorn.Config(create_app(engine, clock=now, extra_routes=[metrics_route(registry)]),
-                                        host="127.0.0.1", port=port, log_level="warning", access_log=False))
-    thread = threading.Thread(target=srv.run, daemon=True)
+                                        log_level="warning", access_log=False))
+    thread = threading.Thread(target=srv.run, kwargs={"sockets": [sock]}, daemon=True)
     thread.start()
     deadline = time.monotonic() + 20
     while not srv.started:
@@ -68,11 +70,8 @@ def test_the_shipped_config_scrapes_every_series_with_its_token_file(prometheus_
            "authorization": {**job["authorization"], "credentials_file": str(tmp_path / "token")}}
     anonymous = {k: v for k, v in job.items() if k != "authorization"} | {"job_name": "anonymous"}
     config = {"global": {"scrape_interval": "1s", "scrape_timeout": "1s"}, "scrape_configs": [job, anonymous]}
-    (tmp_path / "prometheus.yml").write_text(yaml.safe_dump(config))
-    port = free_port()
-    proc = subprocess.Popen([prometheus_bin, f"--config.file={tmp_path / 'prometheus.yml'}",
-                             f"--storage.tsdb.path={tmp_path / 'data'}", f"--web.listen-address=127.0.0.1:{port}",
-                             "--log.level=warn"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    prom = Prometheus(prometheus_bin, target, tmp_path / "prometheus", config=config).start(timeout_s=30)
+    port = prom.port
     try:
         deadline = time.monotonic() + 30
         while True:
@@ -92,5 +91,4 @@ def test_the_shipped_config_scrapes_every_series_with_its_token_file(prometheus_
         assert sorted(r["metric"]["job"] for r in query(port, "fairgpu_schedule_cycle_failures_total")) == [
             "anonymous", "fairgpu"]
     finally:
-        proc.terminate()
-        proc.wait(10)
+        prom.stop()

@@ -56,27 +56,30 @@ def seed(url: str, clients: int) -> list[str]:
     return tokens
 
 
-def serve(url: str, port: int) -> None:
+def serve(url: str, fd: int) -> None:
+    """Serve the API on the listening socket inherited as `fd` (bound by the parent)."""
     import uvicorn
 
     from scheduler.api import create_app
     from scheduler.store import make_engine
 
     app = create_app(make_engine(url), clock=_now)
-    uvicorn.run(app, host="127.0.0.1", port=port, log_level="warning", access_log=False)
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    sock = socket.socket(fileno=fd)
+    uvicorn.Server(uvicorn.Config(app, log_level="warning", access_log=False)).run(sockets=[sock])
 
 
 def start_server(url: str) -> tuple[subprocess.Popen, str]:
+    """The server process, on a loopback socket bound here (port 0) and handed down: the
+    port is the server's from the start, nothing else can take it meanwhile."""
     import httpx
 
-    port = free_port()
-    proc = subprocess.Popen([sys.executable, __file__, "--serve", "--db", url, "--port", str(port)], cwd=ROOT)
+    from scheduler.server import bind_socket
+
+    sock = bind_socket("127.0.0.1", 0)
+    port = sock.getsockname()[1]
+    proc = subprocess.Popen([sys.executable, __file__, "--serve", "--db", url, "--fd", str(sock.fileno())],
+                            cwd=ROOT, pass_fds=[sock.fileno()])
+    sock.close()  # the child holds it now
     base = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline:
@@ -178,10 +181,10 @@ def main() -> None:
     ap.add_argument("--jobs", type=int, default=4000)
     ap.add_argument("--json", action="store_true")
     ap.add_argument("--serve", action="store_true", help=argparse.SUPPRESS)
-    ap.add_argument("--port", type=int, default=0, help=argparse.SUPPRESS)
+    ap.add_argument("--fd", type=int, default=-1, help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.serve:
-        serve(args.db, args.port)
+        serve(args.db, args.fd)
         return
     cleanup = None
     if args.db is None:

@@ -33,7 +33,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 from scheduler.contention import Interval, summarise  # noqa: E402
-from scheduler.demo import INSTITUTIONS, flood, free_port, job_intervals, setup_accounts  # noqa: E402
+from scheduler.demo import INSTITUTIONS, flood, job_intervals, setup_accounts  # noqa: E402
 
 WEIGHTS = dict(INSTITUTIONS)
 GPUS, SPG = 2, 4
@@ -77,7 +77,7 @@ def through_fairgpu(stream: list[tuple[str, float]], array: bool = False,
     from scheduler.server import Embedded
 
     with tempfile.TemporaryDirectory() as tmp:
-        server = Embedded(db_url=f"sqlite:///{tmp}/fg.db", state_dir=Path(tmp), gpus=GPUS, port=free_port(),
+        server = Embedded(db_url=f"sqlite:///{tmp}/fg.db", state_dir=Path(tmp), gpus=GPUS, port=0,
                           usage_period_s=5.0)
         server.start_background()
         try:
@@ -184,7 +184,7 @@ def overhead(n: int = 500, rounds: int = 5, warm: int = 500, per_post: bool = Tr
     walls: dict[str, list[float]] = {"plain_ray": [], "ray_gated": [], "fairgpu_array": [], "fairgpu_per_post": []}
     submit: dict[str, list[float]] = {"fairgpu_array": [], "fairgpu_per_post": []}
     with tempfile.TemporaryDirectory() as tmp, contextlib.ExitStack() as stack:
-        server = Embedded(db_url=f"sqlite:///{tmp}/fg.db", state_dir=Path(tmp), gpus=GPUS, port=free_port(),
+        server = Embedded(db_url=f"sqlite:///{tmp}/fg.db", state_dir=Path(tmp), gpus=GPUS, port=0,
                           usage_period_s=5.0)
         server.start_background()
         try:

@@ -2,9 +2,10 @@
 
 Invariants:
 - A node is named by its host (Ray's `NodeManagerHostname`, else its node name or
-  address), so people can read the tables; two Ray nodes on one host (test clusters) get
-  the host plus the start of their Ray id. The Ray id stays an attribute: placement
-  uses it, and the names map to it (`DiscoveredNode.ray_id`).
+  address), so people can read the tables; a second Ray node on a host whose name is
+  taken (test clusters) gets the host plus the start of its Ray id. A name, once given
+  to a Ray node, stays its name while it lives (`known`), so a node joining never
+  renames one that runs jobs. The Ray id stays an attribute: placement uses it.
 - Each node's frameworks are probed once per Ray node id, by a zero-resource task pinned
   to it that asks which framework modules its workers can find (`importlib.util.find_spec`,
   nothing imported); a node whose probe fails or times out has `frameworks=None` (unknown).
@@ -42,15 +43,22 @@ def _host(n: dict) -> str:
     return n.get("NodeManagerHostname") or n.get("NodeName") or n.get("NodeManagerAddress") or n["NodeID"][:12]
 
 
-def gpu_nodes(ray_nodes: list[dict], default_gpu_type: str = "T4") -> list[DiscoveredNode]:
-    """The alive nodes with GPUs, named by host (frameworks not probed yet)."""
-    alive = [n for n in ray_nodes if n.get("Alive") and int(n.get("Resources", {}).get("GPU", 0)) > 0]
-    hosts = [_host(n) for n in alive]
+def gpu_nodes(ray_nodes: list[dict], default_gpu_type: str = "T4",
+              known: dict[str, str] | None = None) -> list[DiscoveredNode]:
+    """The alive nodes with GPUs, named by host (frameworks not probed yet). `known`:
+    {Ray id: name} given earlier; those names are kept."""
+    known = known or {}
+    alive = sorted((n for n in ray_nodes if n.get("Alive") and int(n.get("Resources", {}).get("GPU", 0)) > 0),
+                   key=lambda n: (n["NodeID"] not in known, n["NodeID"]))
+    taken: set[str] = set()
     out = []
-    for n, host in zip(alive, hosts):
+    for n in alive:
         res = n.get("Resources", {})
         types = [k[len(GPU_TYPE_PREFIX):] for k in res if k.startswith(GPU_TYPE_PREFIX)]
-        name = host if hosts.count(host) == 1 else f"{host}-{n['NodeID'][:8]}"
+        name = known.get(n["NodeID"]) or _host(n)
+        if name in taken:
+            name = f"{_host(n)}-{n['NodeID'][:8]}"
+        taken.add(name)
         out.append(DiscoveredNode(name, int(res["GPU"]), types[0] if types else default_gpu_type,
                                   n.get("NodeManagerAddress", ""), n["NodeID"]))
     return sorted(out, key=lambda d: d.name)

@@ -101,7 +101,7 @@ class RayExecutor:
         per Ray node; see scheduler.discovery). Placement maps names to Ray ids from here."""
         from scheduler.discovery import gpu_nodes, probe_frameworks
 
-        nodes = gpu_nodes(self.ray.nodes(), default_gpu_type)
+        nodes = gpu_nodes(self.ray.nodes(), default_gpu_type, known={r: n for n, r in self._ray_ids.items()})
         new = [d.ray_id for d in nodes if d.ray_id not in self._frameworks]
         self._frameworks.update(probe_frameworks(self.ray, new))
         self._frameworks = {d.ray_id: self._frameworks.get(d.ray_id) for d in nodes}  # forget nodes that left

@@ -161,9 +161,10 @@ class SchedulingLoop:
                 self._stop.wait(self._backoff())
                 continue
             except LeaseLost as exc:
-                log.error("%s; scheduling stops here", exc)
                 if self.on_lease_lost is not None:
-                    self.on_lease_lost(exc)
+                    self.on_lease_lost(exc)  # the server says so, once
+                else:
+                    log.error("%s; scheduling stops here", exc)
                 return
             except Exception:
                 self._stop.wait(self._backoff())

@@ -394,6 +394,7 @@ class Embedded:
             if self.lost is not None:
                 return
             self.lost = exc
+        self.lease.stop_heartbeat()
         if self.loop is not None:
             self.loop.stop()
         if self.executor is not None:

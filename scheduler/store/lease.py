@@ -208,11 +208,15 @@ class Lease:
         self._thread = threading.Thread(target=beat, name="fairgpu-lease", daemon=True)
         self._thread.start()
 
+    def stop_heartbeat(self) -> None:
+        """Stop renewing (the lease was lost, or the server is going)."""
+        self._stop.set()
+        if self._thread is not None and self._thread is not threading.current_thread():
+            self._thread.join(timeout=5)
+
     def release(self) -> None:
         """Give the lease up at once (clean shutdown), so a standby need not wait for it to lapse."""
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join(timeout=5)
+        self.stop_heartbeat()
         if self.epoch is None:
             return
         try:

@@ -135,7 +135,8 @@ def env_of(container) -> dict:
 def test_server_points_at_the_ray_head_and_builds_its_db_url_from_the_secret():
     rc, dep, secret = by_kind("RayCluster"), by_kind("Deployment"), by_kind("Secret")
     (c,) = dep["spec"]["template"]["spec"]["containers"]
-    args = dict(a.split("=", 1) for a in c["args"] if a.startswith("--"))
+    args = dict(a.split("=", 1) for a in c["args"] if a.startswith("--") and "=" in a)
+    assert "--standby" in c["args"]  # a replacement pod waits for the old lease instead of exiting
     assert args["--ray-address"] == f"ray://{rc['metadata']['name']}-head-svc:10001"  # KubeRay's head service
     head_ports = {p["name"]: p["containerPort"] for p in rc["spec"]["headGroupSpec"]["template"]["spec"]["containers"][0]["ports"]}
     assert head_ports["client"] == 10001

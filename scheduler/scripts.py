@@ -13,7 +13,9 @@ Invariants:
   scheduler/script_site comes first on its PYTHONPATH, so the slice's memory cap applies
   when the script imports PyTorch or TensorFlow.
 - Its stdout and stderr go to the attempt's log. Exit status 0 is success; any other
-  status, or a signal, fails the job with the status in the reason.
+  status, or a signal, fails the job with the status in the reason. Its process tree's
+  NVML peak memory and the visible GPUs' utilisation are measured as for the built-in
+  models (workloads.measure.NvmlProcessPeak).
 - When the server asks for a checkpoint (a preemption or a drain), the command gets
   SIGTERM and the grace period the server allows; its exit then ends the attempt as
   preempted, never as a failure (ScriptStopped), and the next attempt finds
@@ -171,6 +173,10 @@ def run(command: list[str], *, cwd: Path, env: dict[str, str], log, stop_request
         raise ScriptFailed(f"cannot start {command[0]!r}: {exc.strerror or exc}") from None
     reader = threading.Thread(target=_copy, args=(child.stdout, log), daemon=True)
     reader.start()
+    from workloads.measure import NvmlProcessPeak
+
+    nvml = NvmlProcessPeak(interval_s=0.5, pids=lambda: process_tree(child.pid))
+    nvml.start()
     stopping = False
     while child.poll() is None:
         if not stopping and stop_requested():
@@ -179,13 +185,34 @@ def run(command: list[str], *, cwd: Path, env: dict[str, str], log, stop_request
             print("fairgpu: stop requested (preemption or shutdown): sent SIGTERM", file=log, flush=True)
         time.sleep(poll_s)
     reader.join(timeout=5)
+    peak = nvml.stop()
     code = child.returncode
     if stopping:
         on_stop()
         raise ScriptStopped(f"stopped on request ({describe_status(code)})")
     if code != 0:
         raise ScriptFailed(describe_status(code))
-    return {"exit_code": 0, "command": command, "wall_time_s": time.monotonic() - started, "pid": child.pid}
+    return {"exit_code": 0, "command": command, "wall_time_s": time.monotonic() - started, "pid": child.pid,
+            "nvml_peak_memory_bytes": peak, **nvml.utilization_summary(),
+            "notes": [n for n in (nvml.note,) if n]}
+
+
+def process_tree(pid: int) -> set[int]:
+    """`pid` and its descendants (from /proc), so a script's subprocesses count too."""
+    children: dict[int, list[int]] = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+            children.setdefault(int(fields[1]), []).append(int(stat.parent.name))
+        except (OSError, IndexError, ValueError):
+            continue
+    out, todo = set(), [pid]
+    while todo:
+        p = todo.pop()
+        if p not in out:
+            out.add(p)
+            todo.extend(children.get(p, ()))
+    return out
 
 
 def describe_status(code: int) -> str:

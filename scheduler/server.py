@@ -138,6 +138,7 @@ class Embedded:
     warm_up: bool = True
     lease_ttl_s: float = DEFAULT_LEASE_TTL_S
     standby: bool = False  # wait for the lease instead of refusing to start
+    checkpoint_grace_s: float = 10.0  # how long a preempted or drained job may take to checkpoint
     say: Callable[[str], None] = log.warning  # one-line notices (`fairgpu up` prints them)
 
     def __post_init__(self) -> None:
@@ -273,7 +274,7 @@ class Embedded:
         self.loop = SchedulingLoop(self.engine, self.executor, self.clock, slices_per_gpu=self.slices_per_gpu,
                                    retry_limit=self.retry_limit, usage_period_s=self.usage_period_s,
                                    on_cycle=self.publisher.publish, lease=self.lease,
-                                   on_lease_lost=self._lease_lost)
+                                   on_lease_lost=self._lease_lost, checkpoint_grace_s=self.checkpoint_grace_s)
         self.recovered = self.loop.recover()
         self.loop.refresh_capacity(self.clock())
         if self.warm_up and not self.ray_address and self.gpus:

@@ -10,12 +10,14 @@ Invariants:
 """
 from __future__ import annotations
 
+import importlib
 import logging
 import math
 import os
 import platform
 import resource
 import threading
+from typing import Callable
 
 log = logging.getLogger("fairgpu.workloads")
 _warned: set[str] = set()
@@ -124,12 +126,17 @@ def nvml_total_memory() -> int | None:
 
 
 class NvmlProcessPeak:
-    """Samples NVML's per-process GPU memory for this pid in a background thread."""
+    """Samples NVML's per-process GPU memory for this pid (or the pids `pids()` names: a
+    script job's process tree) in a background thread, and the visible GPUs' utilisation.
+    `nvml_module`: a module with pynvml's interface (default: FAIRGPU_NVML_MODULE, else pynvml)."""
 
-    def __init__(self, interval_s: float = 0.02):
+    def __init__(self, interval_s: float = 0.02, pids: Callable[[], set[int]] | None = None, nvml_module=None):
         self.interval_s = interval_s
         self.peak: int | None = None
         self.note: str | None = None
+        self.utilization: list[int] = []  # % of the visible GPUs, one sample per tick (device-wide)
+        self._pids = pids or (lambda: {os.getpid()})
+        self._module = nvml_module
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._pynvml = None
@@ -137,8 +144,7 @@ class NvmlProcessPeak:
 
     def start(self) -> None:
         try:
-            import pynvml
-
+            pynvml = self._module or importlib.import_module(os.environ.get("FAIRGPU_NVML_MODULE") or "pynvml")
             pynvml.nvmlInit()
             self._pynvml, self._handles = pynvml, _visible_nvml_handles(pynvml)
         except Exception as e:
@@ -149,18 +155,26 @@ class NvmlProcessPeak:
         self._thread.start()
 
     def _sample(self) -> None:
-        pid, used = os.getpid(), None
+        pids, used, util = self._pids(), None, []
         for h in self._handles:
             try:
                 procs = self._pynvml.nvmlDeviceGetComputeRunningProcesses(h)
+                util.append(int(self._pynvml.nvmlDeviceGetUtilizationRates(h).gpu))
             except Exception:
                 continue
             for p in procs:
                 mem = getattr(p, "usedGpuMemory", None)
-                if p.pid == pid and mem is not None:
+                if p.pid in pids and mem is not None:
                     used = (used or 0) + int(mem)
         if used is not None:
             self.peak = used if self.peak is None else max(self.peak, used)
+        if util:
+            self.utilization.append(max(util))
+
+    def utilization_summary(self) -> dict:
+        """Mean and peak utilisation (%) of the visible GPUs while sampled (None without samples)."""
+        u = self.utilization
+        return {"gpu_utilization_mean": sum(u) / len(u) if u else None, "gpu_utilization_peak": max(u) if u else None}
 
     def _loop(self) -> None:
         while not self._stop.wait(self.interval_s):

@@ -119,3 +119,24 @@ def test_archives_that_cannot_travel_are_refused(tmp_path):
         tar.addfile(info, io.BytesIO(b"x"))
     with pytest.raises(scripts.ArchiveError, match="unsafe path"):
         scripts.check_archive(buf.getvalue())
+
+
+def test_nvml_peak_memory_and_utilisation_are_measured_for_the_scripts_processes(tmp_path, monkeypatch):
+    state = tmp_path / "nvml.json"
+    device = {"name": "Tesla T4", "uuid": "GPU-fake-0000", "util": 37, "used": 0, "total": 15 << 30,
+              "power_mw": None, "mig": None, "procs": []}
+    state.write_text(json.dumps({"init_error": None, "devices": [device]}))
+    monkeypatch.setenv("FAIRGPU_NVML_MODULE", "fake_nvml")  # the stand-in, as on a CPU-only machine
+    monkeypatch.setenv("FAKE_NVML_STATE", str(state))
+    script = f"""
+import json, os, subprocess, sys, time
+child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(3)"])
+device = {device!r}
+device["procs"] = [[os.getpid(), 1 << 30], [child.pid, 3 << 30]]  # the script and its own subprocess
+open({str(state)!r}, "w").write(json.dumps({{"init_error": None, "devices": [device]}}))
+time.sleep(2)
+child.kill()
+"""
+    result = run_job(_job(tmp_path, {"gpu.py": script}, [sys.executable, "gpu.py"]))
+    assert result.measurement["nvml_peak_memory_bytes"] == 4 << 30
+    assert result.measurement["gpu_utilization_peak"] == 37

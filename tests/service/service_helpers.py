@@ -22,7 +22,7 @@ from scheduler.services.accounts import add_account
 from scheduler.services.auth import issue_token
 from scheduler.store import session_scope
 
-FINAL = {"SUCCEEDED", "FAILED", "CANCELLED"}
+FINAL = {"SUCCEEDED", "FAILED", "CANCELLED", "TIMEOUT"}
 
 
 def start_server(tmp: Path, **kw) -> Embedded:

@@ -126,13 +126,19 @@ async def share(
     request: Request, session: SessionDep, who: PrincipalDep,
     account: AccountQuery = None,
 ) -> list[dict]:
-    from scheduler.services.errors import NotFound
     from scheduler.services.share import share_rows
+
+    return share_rows(session, now(request), under=_share_root(who, account))
+
+
+def _share_root(who, account: str | None) -> str | None:
+    """The subtree a share report covers: the one asked for, else the caller's own (all, for the admin)."""
+    from scheduler.services.errors import NotFound
 
     under = account if account is not None else who.account
     if under is not None and not who.may_see(under):
         raise NotFound(f"unknown account {under}")
-    return share_rows(session, now(request), under=under)
+    return under
 
 
 @router.get("/share/explain", tags=["share"], summary="Why each of your accounts stands where it does, in words",
@@ -141,10 +147,6 @@ async def share_explain(
     request: Request, session: SessionDep, who: PrincipalDep,
     account: AccountQuery = None,
 ) -> list[dict]:
-    from scheduler.services.errors import NotFound
     from scheduler.services.share import explain_rows
 
-    under = account if account is not None else who.account
-    if under is not None and not who.may_see(under):
-        raise NotFound(f"unknown account {under}")
-    return explain_rows(session, now(request), under=under)
+    return explain_rows(session, now(request), under=_share_root(who, account))

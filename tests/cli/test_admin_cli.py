@@ -9,6 +9,8 @@ import sqlalchemy as sa
 from click.testing import CliRunner
 
 from quota import limits
+from cli_runner import admin_cli
+
 from scheduler.cli import main
 from scheduler.services.share import SHARE_KEYS
 from scheduler.services.validate import describe_duration
@@ -16,16 +18,7 @@ from scheduler.services.validate import describe_duration
 
 @pytest.fixture
 def cli(tmp_path):
-    url = f"sqlite:///{tmp_path / 'fg.db'}"
-    runner = CliRunner()
-
-    def run(*args, expect=0):
-        result = runner.invoke(main, list(args), env={"FAIRGPU_DB": url})
-        assert result.exit_code == expect, f"{args}: {result.exit_code}\n{result.output}"
-        return result
-
-    run.url = url
-    return run
+    return admin_cli(tmp_path)
 
 
 def table_counts(url: str) -> dict[str, int]:

@@ -6,29 +6,21 @@ import json
 
 import pytest
 import sqlalchemy as sa
-from click.testing import CliRunner
 
-from scheduler.cli import main
+from cli_runner import admin_cli
+
 from scheduler.services.validate import TIME_LIMIT_FORMS
 
 
 @pytest.fixture
 def cli(tmp_path):
-    url = f"sqlite:///{tmp_path / 'fg.db'}"
-    runner = CliRunner()
-
-    def run(*args, expect=0):
-        result = runner.invoke(main, list(args), env={"FAIRGPU_DB": url})
-        assert result.exit_code == expect, f"{args}: {result.exit_code}\n{result.output}"
-        return result
-
+    run = admin_cli(tmp_path)
     run("admin", "capacity", "set", "--gpus", "2")
     run("admin", "account", "add", "u", "--weight", "1", "--default-time", "1:00:00", "--max-time", "1-00",
         "--allow-scripts")
     run("admin", "account", "add", "u/a", "--weight", "1", "--parent", "u", "--max-time", "48h")
     run("admin", "account", "add", "u/b", "--weight", "1", "--parent", "u", "--no-allow-scripts")
     run("admin", "account", "add", "v", "--weight", "1")
-    run.url = url
     return run
 
 

@@ -5,20 +5,15 @@ import json
 
 import pytest
 import sqlalchemy as sa
-from click.testing import CliRunner
 
-from scheduler.cli import main
+from cli_runner import admin_cli
+
 
 
 @pytest.fixture
 def cli(tmp_path):
-    url = f"sqlite:///{tmp_path / 'fg.db'}"
-    runner = CliRunner()
-
-    def run(*args, expect=0):
-        result = runner.invoke(main, list(args), env={"FAIRGPU_DB": url})
-        assert result.exit_code == expect, f"{args}: {result.exit_code}\n{result.output}"
-        return result
+    run = admin_cli(tmp_path)
+    url = run.url
 
     run("admin", "account", "add", "uni-a", "--weight", "1")
     def tokens() -> int:

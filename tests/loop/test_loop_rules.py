@@ -8,7 +8,7 @@ from loop_world import make_world
 
 from scheduler.discovery import DiscoveredNode
 from scheduler.loop import NOT_IN_RAY, RAY_REFUSED
-from scheduler.services.capacity import list_nodes, set_node
+from scheduler.services.capacity import list_nodes
 from scheduler.store import JobState, session_scope
 from scheduler.jobfiles import started_path
 

@@ -58,7 +58,7 @@ async def submit(body: SubmitRequest, request: Request, session: SessionDep, who
 @router.post("/uploads", status_code=201, summary="Upload a working directory (tar.gz) for a script job",
              responses=errors(*AUTH, 400, 404, 409, 413, 422),
              openapi_extra={"requestBody": {"required": True, "content": {
-                 "application/gzip": {"schema": {"type": "string", "format": "binary"}}}}})
+                 "application/octet-stream": {"schema": {"type": "string", "format": "binary"}}}}})
 async def upload(request: Request, session: SessionDep, who: PrincipalDep, account: AccountQuery = None) -> dict:
     """The body is the directory as a gzip'd tar (`fairgpu submit script --working-dir` packs it);
     the answer's `upload` goes into the script job's submission."""

@@ -90,7 +90,7 @@ def _upload(api: Api, working_dir: str | None, command: tuple[str, ...], account
     except scripts.ArchiveError as exc:
         raise click.ClickException(str(exc)) from None
     params = {"account": account} if account else None
-    sent = api.call("POST", "/v1/uploads", content=data, content_type="application/gzip", params=params)
+    sent = api.call("POST", "/v1/uploads", content=data, content_type="application/octet-stream", params=params)
     info(f"sent {working_dir} ({sent['files']} files, {sent['bytes'] / 1024:.0f} KiB packed)")
     return {"command": list(command), "upload": sent["upload"]}
 

@@ -132,7 +132,8 @@ def test_one_institution_cannot_reach_anothers_working_directory_or_logs(server,
     wait_states(a, [job_id])
     assert b.get(f"/v1/jobs/{job_id}/logs").status_code == 404
     assert b.get(f"/v1/jobs/{job_id}").status_code == 404
-    sent = a.post("/v1/uploads", content=scripts.pack(work), headers={"Content-Type": "application/gzip"}).json()
+    sent = a.post("/v1/uploads", content=scripts.pack(work),
+                  headers={"Content-Type": "application/octet-stream"}).json()
     r = b.post("/v1/jobs", json={"model": "script", "slices": 1, "command": ["python", "secret.py"],
                                  "upload": sent["upload"]})
     assert r.status_code == 404 and "unknown upload" in r.json()["detail"]

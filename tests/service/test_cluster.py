@@ -9,6 +9,8 @@ from ray.cluster_utils import Cluster
 
 from scheduler.jobfiles import started_path
 from scheduler.server import Embedded
+from scheduler.services.capacity import list_nodes
+from scheduler.store import session_scope
 from service_helpers import account, jobs, submit, wait_for
 
 FAST_HEALTH = {"health_check_initial_delay_ms": 0, "health_check_period_ms": 500,
@@ -19,10 +21,12 @@ def gpu_node(cluster: Cluster):
     return cluster.add_node(num_cpus=1, num_gpus=1, resources={"accelerator_type:T4": 1})
 
 
-def runs_on(job: dict, node) -> bool:
-    """Nodes are named by host; these share one, so each name ends with its Ray id's first
-    8 characters (scheduler.discovery)."""
-    return job["node"].endswith(f"-{node.node_id[:8]}")
+def runs_on(server, job: dict, node) -> bool:
+    """Nodes are named by host (these share one: scheduler.discovery tells them apart);
+    the capacity list keeps each one's Ray id."""
+    with session_scope(server.engine, readonly=True) as s:
+        ray_ids = {n["node"]: n["ray_id"] for n in list_nodes(s)}
+    return ray_ids.get(job["node"]) == node.node_id
 
 
 @pytest.mark.slow
@@ -50,7 +54,7 @@ def test_node_leaving_mid_job_requeues_then_fails_past_the_retry_limit(tmp_path)
             return j if ok else None
 
         first = wait_for(running, what="the job's task to start")
-        victim = next(n for n in nodes if runs_on(first, n))
+        victim = next(n for n in nodes if runs_on(server, first, n))
         cluster.remove_node(victim, allow_graceful=False)
         nodes.remove(victim)
         second = wait_for(lambda: running(first["attempts"]), timeout=120, what="the job to run again on the other node",

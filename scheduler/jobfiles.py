@@ -209,24 +209,6 @@ class LogFile:
         self._file.close()
 
 
-def read_logs(root, job_id: int, attempts: int, tail: int | None = None) -> list[tuple[int, str]]:
-    """[(attempt, text)] of the job's attempts that left a log; with `tail`, only the
-    last `tail` lines over all of them."""
-    out = []
-    for n in range(1, attempts + 1):
-        try:
-            out.append((n, log_path(root, job_id, n).read_text(errors="replace")))
-        except OSError:
-            continue
-    if tail is None:
-        return out
-    lines = [(n, line) for n, text in out for line in text.splitlines(keepends=True)]
-    kept: dict[int, str] = {}
-    for n, line in lines[-tail:] if tail > 0 else []:
-        kept[n] = kept.get(n, "") + line
-    return sorted(kept.items())
-
-
 def clear(root, job_id: int) -> None:
     """The job ended: remove its checkpoint, progress, request, results, markers and working
     directory; keep logs."""

@@ -441,11 +441,10 @@ class SchedulingLoop:
         jobs whose framework no node can import (Infeasible, until one can); returns the
         snapshot and {job id: (reason, message)} for those held back."""
         held: dict[int, tuple[str, str]] = {}
-        missing = self._missing_frameworks(snapshot, jobs)
+        missing, have = self._missing_frameworks(snapshot, jobs)
         for job_id, framework in missing.items():
-            have = sorted({f for fs in self._node_frameworks.values() for f in fs or ()})
             held[job_id] = (quota.INFEASIBLE, f"no node can run {framework} (the nodes have: "
-                                              f"{', '.join(have) or 'no framework'})")
+                                              f"{', '.join(sorted(have)) or 'no framework'})")
         if self._refused:
             pending = {p.id for p in snapshot.pending}
             tracked = self.executor.tracked()
@@ -458,19 +457,19 @@ class SchedulingLoop:
             return snapshot, {}
         return replace(snapshot, pending=tuple(p for p in snapshot.pending if p.id not in held)), held
 
-    def _missing_frameworks(self, snapshot: quota.Snapshot, jobs) -> dict[int, str]:
-        """{pending job id: framework} for jobs whose framework no active node can import
-        (only when every node's frameworks are known)."""
+    def _missing_frameworks(self, snapshot: quota.Snapshot, jobs) -> tuple[dict[int, str], set[str]]:
+        """({pending job id: framework} for jobs whose framework no active node can import,
+        the frameworks the nodes have); nothing when some node's frameworks are unknown."""
         known = self._node_frameworks
         if not known or any(fs is None for fs in known.values()):
-            return {}
+            return {}, set()
         have = {f for fs in known.values() for f in fs}
         out = {}
         for p in snapshot.pending:
             framework = jobs[p.id].framework if p.id in jobs else None
             if framework is not None and framework not in have:
                 out[p.id] = framework
-        return out
+        return out, have
 
     # -- reconcile, admit, preempt, start -------------------------------------------------
     def _reconcile(self, s, loaded, now: datetime, report: CycleReport) -> tuple[list[int], list[int]]:

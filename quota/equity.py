@@ -12,11 +12,20 @@ leaves the float range (a tiny entitlement or share beside a large one, which ex
 but valid weights give), they are computed on the values divided by the largest (an
 infinite value counting as 1 and every finite one as 0). The results stay finite:
 J in [1/n, 1], Gini in [0, 1).
+
+`cluster_equity(figures)` gives the three over the institutions (top-level accounts) of one
+`quota.report`: J over those with an entitlement, the largest |share_got - share_owed|,
+and the Gini of their normalised usage per normalised share. The /metrics gauges read
+it; nothing else recomputes them.
 """
 from __future__ import annotations
 
 import math
-from typing import Mapping
+from collections.abc import Iterable, Mapping
+from typing import TYPE_CHECKING, NamedTuple
+
+if TYPE_CHECKING:
+    from quota.report import AccountFigures
 
 
 def jain_index(values: list[float]) -> float:
@@ -62,7 +71,7 @@ def gini(values: list[float]) -> float:
     if n == 0 or total == 0:
         return 0.0
     weighted = sum((i + 1) * x for i, x in enumerate(xs))
-    if not math.isfinite(weighted):  # a sum overflowed: the Gini is the same for the values scaled
+    if not (math.isfinite(2 * weighted) and math.isfinite(n * total)):  # overflowed: the Gini is the same scaled
         xs = _scaled(xs)
         total = sum(xs)
         weighted = sum((i + 1) * x for i, x in enumerate(xs))
@@ -71,3 +80,19 @@ def gini(values: list[float]) -> float:
 
 def usage_gini(norm_usage: Mapping[str, float], norm_shares: Mapping[str, float]) -> float:
     return gini([norm_usage.get(a, 0.0) / s for a, s in norm_shares.items() if s > 0])
+
+
+class Equity(NamedTuple):
+    jain_index: float  # of allocated / entitled slices, over institutions with an entitlement
+    max_share_deviation: float  # largest |allocated - entitled| over them, as a fraction of capacity
+    usage_gini: float  # of normalised usage per normalised share, over every institution
+
+
+def cluster_equity(figures: Iterable[AccountFigures]) -> Equity:
+    """The cluster's equity measures over the institutions among `figures` (quota.report)."""
+    top = [f for f in figures if f.parent is None]
+    owed = [f for f in top if f.entitled_slices > 0]
+    jain = jain_index([f.allocated_slices / f.entitled_slices for f in owed])
+    dev = max((abs(f.share_got - f.share_owed) for f in owed), default=0.0)
+    gini_ = usage_gini({f.name: f.norm_usage for f in top}, {f.name: f.norm_shares for f in top})
+    return Equity(jain, dev, gini_)

@@ -20,8 +20,8 @@ Cost: O(n log a) in n pending requests and a accounts, plus the victims examined
 from __future__ import annotations
 
 import heapq
+from collections.abc import Collection, Mapping, Sequence
 from operator import attrgetter
-from typing import Collection, Mapping, Sequence
 
 from quota import fairshare
 from quota.capacity import Capacity, FreeSlices
@@ -235,19 +235,12 @@ def run_cycle(cache: TreeCache, cfg: PolicyConfig, now: float, usage: Mapping[st
     # 6. explain (one explanation per account and size: the state no longer changes)
     if explain:
         admitted_accounts = {a.account for a in admissions}
-        make = tuple.__new__  # Waiting is a NamedTuple; this skips its argument parsing
+        reasons: dict[tuple[str, int], tuple[str, str]] = {}
         for name, s in states.items():
-            explained: dict[int, tuple[str, str]] = {}
-            for req in s.queue:
-                rid = req.id
-                if rid in admitted_ids:
-                    continue
-                k = req.slices
-                why = explained.get(k)
-                if why is None:
-                    others_took = start_fits[k] and bool(admitted_accounts - {name})
-                    why = explained[k] = _explain(name, k, ledger, free, others_took)
-                waiting[rid] = make(Waiting, (rid, name, why[0], why[1]))
+            for k in size_sets[name]:
+                others_took = start_fits.get(k, False) and bool(admitted_accounts - {name})
+                reasons[(name, k)] = _explain(name, k, ledger, free, others_took)
+        waiting = Explained(waiting, [(name, list(s.queue)) for name, s in states.items()], admitted_ids, reasons)
 
     return Decision(
         admissions=tuple(admissions),
@@ -258,6 +251,65 @@ def run_cycle(cache: TreeCache, cfg: PolicyConfig, now: float, usage: Mapping[st
         demand=demand,
         factor=factors,
     )
+
+
+class Explained(Mapping):
+    """`Decision.waiting` of a cycle that explains: {request id: Waiting} for every request
+    left waiting, built on first read.
+
+    Once the decision is made a request's reason depends only on its account and size, so
+    the cycle computes `reasons[(account, slices)]` (accounts x sizes) and keeps the queues;
+    the per-request tuples (one per waiting job: most of a large queue's cost) are made only
+    if someone reads them. `explicit` holds the Infeasible ones, which have their own
+    messages. Equal to the plain dict it stands for (Mapping equality)."""
+
+    def __init__(self, explicit: dict, queues: list[tuple[str, list[PendingRequest]]], admitted: set,
+                 reasons: dict[tuple[str, int], tuple[str, str]]):
+        self.explicit = explicit
+        self.reasons = reasons
+        self._queues = queues  # copies: a caller's queues change after the cycle
+        self._admitted = admitted
+        self._all: dict | None = None
+
+    def _built(self) -> dict:
+        if self._all is None:
+            out = dict(self.explicit)
+            make, reasons, admitted = tuple.__new__, self.reasons, self._admitted
+            for name, q in self._queues:
+                for req in q:
+                    rid = req.id
+                    if rid not in admitted:
+                        why = reasons[(name, req.slices)]
+                        out[rid] = make(Waiting, (rid, name, why[0], why[1]))
+            self._all, self._queues = out, []
+        return self._all
+
+    def __getitem__(self, request_id):
+        return self._built()[request_id]
+
+    def __iter__(self):
+        return iter(self._built())
+
+    def __len__(self) -> int:
+        return len(self._built())
+
+    def __contains__(self, request_id) -> bool:
+        return request_id in self._built()
+
+    def get(self, request_id, default=None):
+        return self._built().get(request_id, default)
+
+    def keys(self):
+        return self._built().keys()
+
+    def values(self):
+        return self._built().values()
+
+    def items(self):
+        return self._built().items()
+
+    def __repr__(self) -> str:
+        return f"Explained({self._built()!r})"
 
 
 def _pending_work(q: Sequence[PendingRequest]) -> float:

@@ -30,11 +30,19 @@ from __future__ import annotations
 
 import heapq
 from collections import defaultdict
-from typing import Mapping, Sequence
+from collections.abc import Mapping, Sequence
 
 from quota.capacity import FreeSlices
 from quota.ordering import EPS
-from quota.snapshot import Admission, PendingRequest, PolicyConfig, Preemption, RunningJob
+from quota.snapshot import (
+    RECLAIM_FAIR_SHARE,
+    RECLAIM_GUARANTEE,
+    Admission,
+    PendingRequest,
+    PolicyConfig,
+    Preemption,
+    RunningJob,
+)
 from quota.tree import AccountTree
 
 
@@ -106,10 +114,13 @@ def reclaim(
             assert placement is not None, "victims were chosen to free a placement"
             free.take(placement.node, placement.gpu_slices)
             ledger.add(p, k)
-            what = "guarantee" if cfg.reclaim == "guarantee" else "fair share"
+            if cfg.reclaim == "guarantee":
+                what, kind = "guarantee", RECLAIM_GUARANTEE
+            else:
+                what, kind = "fair share", RECLAIM_FAIR_SHARE
             why = f"reclaim: {p} is below its {what} of {level[p]} slices"
             for v in victims:
-                preemptions.append(Preemption(v.id, v.account, req.id, p, why))
+                preemptions.append(Preemption(v.id, v.account, req.id, p, why, kind))
             admissions.append(
                 Admission(req.id, p, placement.node, placement.gpu_slices, placement.slices_per_gpu,
                           preempts=tuple(v.id for v in victims))

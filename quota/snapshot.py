@@ -6,8 +6,9 @@ clock. Nothing here reads a clock, a database or Ray.
 """
 from __future__ import annotations
 
+from collections.abc import Hashable, Mapping
 from dataclasses import dataclass, field
-from typing import Hashable, Mapping, NamedTuple
+from typing import NamedTuple
 
 from quota.capacity import Capacity, GpuSlices
 from quota.fairshare import ALGORITHMS, CLASSIC
@@ -20,6 +21,11 @@ QUOTA_CAP = "QuotaCap"  # the account (or an ancestor) would go over its cap
 FRAGMENTATION = "Fragmentation"  # enough slices are free, but not on one GPU / node
 INFEASIBLE = "Infeasible"  # no node can ever hold it
 REASONS = (PRIORITY, RESOURCES, QUOTA_CAP, FRAGMENTATION, INFEASIBLE)
+
+# Why a running job is preempted: data beside the message, as a Waiting's reason is.
+RECLAIM_GUARANTEE = "reclaim_guarantee"  # its slices go to an account below its guarantee
+RECLAIM_FAIR_SHARE = "reclaim_fair_share"  # ... to an account below its entitlement (reclaim = "entitlement")
+PREEMPTION_KINDS = (RECLAIM_GUARANTEE, RECLAIM_FAIR_SHARE)
 
 ORDERINGS = ("fair-share", "fifo", "static", "finish-time")
 RECLAIM_MODES = ("guarantee", "entitlement")
@@ -105,7 +111,8 @@ class Preemption:
     account: str
     for_request: JobId
     for_account: str
-    reason: str  # e.g. "reclaim: team-b below its guarantee of 4 slices"
+    reason: str  # the message, e.g. "reclaim: team-b is below its guarantee of 4 slices"
+    kind: str  # one of PREEMPTION_KINDS: what metrics label it by (never parsed from `reason`)
 
 
 class Waiting(NamedTuple):  # a tuple: decide() makes one per waiting request
@@ -129,7 +136,7 @@ class Decision:
         w = self.waiting.get(request_id)
         return w.reason if w else None
 
-    def free_slices(self, snapshot: "Snapshot") -> int:
+    def free_slices(self, snapshot: Snapshot) -> int:
         """Slices of `snapshot`'s capacity no job holds once this decision is applied (the
         institutions' allocations roll up every job)."""
         held = sum(self.allocated.get(a, 0) for a in snapshot.tree.kids(None))

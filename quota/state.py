@@ -25,14 +25,16 @@ Invariants:
   capacity only shrinks and allocations only grow) and no account could reclaim (none
   is below min(protected level, demand) with requests queued). Then the decision has no
   admissions and no preemptions, and skipping the cycle changes nothing.
+- `ties_by_id=True` orders equal seqs by request id (ids must be comparable), as
+  `decide` does on a snapshot listed in id order (the live loop's); by default, by arrival.
 Pure like the rest of quota: no clock (`now` is passed in), no I/O.
 """
 from __future__ import annotations
 
 from bisect import bisect_left
 from collections import Counter
+from collections.abc import Callable, Mapping
 from dataclasses import replace
-from typing import Callable, Mapping
 
 from quota.capacity import Capacity, FreeSlices
 from quota.policy import TreeCache, _pending_work, run_cycle
@@ -59,7 +61,7 @@ def head_of_queue(request: PendingRequest, job: RunningJob, now: float, head_seq
 
 class PolicyState:
     def __init__(self, tree: AccountTree, capacity: Capacity, config: PolicyConfig | None = None,
-                 requeue: Requeue = head_of_queue):
+                 requeue: Requeue = head_of_queue, ties_by_id: bool = False):
         self.config = config or PolicyConfig()
         self.cache = TreeCache(tree, capacity, self.config)
         self.tree = tree
@@ -73,8 +75,10 @@ class PolicyState:
         self.running_count: dict[str, int] = {}
         self._age_keys: list[tuple[float, str]] = []  # youngest first, with _by_age in step
         self._by_age: list[RunningJob] = []
-        self.queues: dict[str, list[PendingRequest]] = {}  # per leaf, sorted by (seq, arrival)
-        self._keys: dict[str, list[tuple[float, int]]] = {}
+        self.queues: dict[str, list[PendingRequest]] = {}  # per leaf, sorted by (seq, arrival or id)
+        self._keys: dict[str, list[tuple[float, object]]] = {}
+        self._key_of: dict[JobId, tuple[float, object]] = {}  # queued request -> its key (cancel bisects)
+        self.ties_by_id = ties_by_id  # equal seqs in id order, as decide() on an id-ordered snapshot
         self._arrival = 0
         self.pending_slices: dict[str, int] = {}
         self.sizes: Counter[int] = Counter()
@@ -100,8 +104,9 @@ class PolicyState:
         if keys is None:
             keys = self._keys[a] = []
             self.queues[a] = []
-        key = (req.seq, self._arrival)
+        key = (req.seq, req.id if self.ties_by_id else self._arrival)
         self._arrival += 1
+        self._key_of[req.id] = key
         i = bisect_left(keys, key)
         keys.insert(i, key)
         self.queues[a].insert(i, req)
@@ -128,11 +133,14 @@ class PolicyState:
         if self.infeasible.pop(request_id, None) is not None:
             del self._infeasible_reqs[request_id]
             return True
-        q = self.queues.get(account, [])
-        for i, r in enumerate(q):
-            if r.id == request_id:
-                self._drop(account, {i})
-                return True
+        key = self._key_of.get(request_id)
+        q = self.queues.get(account)
+        if key is None or q is None:
+            return False
+        i = bisect_left(self._keys[account], key)
+        if i < len(q) and q[i].id == request_id:
+            self._drop(account, {i})
+            return True
         return False
 
     # -- the cycle --------------------------------------------------------------------
@@ -201,7 +209,8 @@ class PolicyState:
             by_account.setdefault(adm.account, {})[adm.request_id] = adm
         for a, adms in by_account.items():
             q = self.queues[a]
-            idx = {i for i, r in enumerate(q) if r.id in adms}
+            keys, key_of = self._keys[a], self._key_of
+            idx = {bisect_left(keys, key_of[rid]) for rid in adms}  # keys are unique: O(log n) each
             reqs = [q[i] for i in sorted(idx)]
             self._drop(a, idx)
             for req in reqs:
@@ -212,7 +221,9 @@ class PolicyState:
     def _drop(self, a: str, idx: set[int]) -> None:
         q, keys = self.queues[a], self._keys[a]
         mine = self._sizes_of[a]
+        key_of = self._key_of
         for i in idx:
+            key_of.pop(q[i].id, None)
             k = q[i].slices
             self.pending_slices[a] -= k
             self.sizes[k] -= 1
@@ -259,6 +270,9 @@ class PolicyState:
         return job
 
     # -- views ------------------------------------------------------------------------
+    def is_queued(self, request_id: JobId) -> bool:
+        return request_id in self._key_of or request_id in self.infeasible
+
     @property
     def pending(self) -> list[PendingRequest]:
         return [r for q in self.queues.values() for r in q]

@@ -11,23 +11,33 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from enum import Enum
 
 import sqlalchemy as sa
 from sqlmodel import Session, select
 
 from quota import decay_factor
-from scheduler.services.usage import decayed_by_account
-from scheduler.store import Job, JobEvent, JobState, StaleJob, UsageRecord, add_event, head_queue_seq, transition
-from scheduler.store.transitions import Move, transition_many
 from scheduler.jobfiles import settle_attempt
+from scheduler.services.usage import decayed_by_account
+from scheduler.store import (
+    Job,
+    JobEvent,
+    JobState,
+    StaleJob,
+    UsageRecord,
+    add_event,
+    head_queue_seq,
+    transition,
+)
+from scheduler.store.bulk import execute_many
+from scheduler.store.transitions import Move, transition_many
 
 log = logging.getLogger("fairgpu.apply")
 
 
 def ts(epoch: float) -> datetime:
-    return datetime.fromtimestamp(epoch, tz=timezone.utc)
+    return datetime.fromtimestamp(epoch, tz=UTC)
 
 
 @dataclass
@@ -69,6 +79,7 @@ class DecayedUsage:
 
 
 _USAGE = UsageRecord.__table__
+_INSERT_EVENT = JobEvent.__table__.insert()
 
 
 @dataclass
@@ -82,6 +93,12 @@ class UsageMeter:
 
     charged_until: dict[int, float] = field(default_factory=dict)
     usage: DecayedUsage = field(default_factory=DecayedUsage)
+    handed: set[int] = field(default_factory=set)  # jobs whose current attempt this server handed to Ray
+
+    def started(self, job_id: int) -> None:
+        """This server handed the job's new attempt to Ray: no usage record of the attempt
+        can predate the meter, so charging it needs no look at the records."""
+        self.handed.add(job_id)
 
     def charge(self, session: Session, job: Job, until: datetime, rows: list | None = None,
                started_at: float | None = None) -> float:
@@ -91,7 +108,7 @@ class UsageMeter:
         record (after a restart), else from `started_at` (the task's own start)."""
         start = self.charged_until.get(job.id)
         if start is None:
-            last = session.exec(
+            last = None if job.id in self.handed else session.exec(
                 select(sa.func.max(UsageRecord.at)).where(UsageRecord.job_id == job.id)
             ).one()
             if last is not None and job.started_at is not None and last >= job.started_at:
@@ -114,16 +131,19 @@ class UsageMeter:
 
     def forget(self, job_id: int) -> None:
         self.charged_until.pop(job_id, None)
+        self.handed.discard(job_id)
+
+
+_INSERT_USAGE = _USAGE.insert()
 
 
 def insert_usage(session: Session, rows: list[dict]) -> None:
-    if rows:
-        session.connection().execute(_USAGE.insert(), rows)
+    execute_many(session.connection(), _INSERT_USAGE, rows)
 
 
 def _admit_args(node: str, gpu_slices) -> dict:
-    return dict(node=node, gpu=gpu_slices[0][0], gpu_slices=[list(x) for x in gpu_slices],
-                message=f"on node {node[:12]}, GPU slices {list(map(list, gpu_slices))}")
+    return {"node": node, "gpu": gpu_slices[0][0], "gpu_slices": [list(x) for x in gpu_slices],
+            "message": f"on node {node[:12]}, GPU slices {list(map(list, gpu_slices))}"}
 
 
 def admit_many(session: Session, admissions: list[tuple], *, at: datetime, fresh: bool = False) -> set[int]:
@@ -146,8 +166,7 @@ def finish_ok_many(session: Session, finished: list[tuple], *, fresh: bool = Fal
                 "message": f"Ray started it {m.fields['result'].get('ray_start_delay_s', 0):.3f} s "
                            "after it was handed over"}
                for m in done if m.fields["result"] and m.fields["result"].get("task_started_at")]
-    if started:
-        session.connection().execute(JobEvent.__table__.insert(), started)
+    execute_many(session.connection(), _INSERT_EVENT, started)
     return {m.job.id for m in done}
 
 
@@ -240,8 +259,10 @@ def end_attempt(session: Session, job, results_dir: str, meter: UsageMeter, *, a
 
 
 _J = Job.__table__.c
+# One job per row of an executemany: `id IN (...)` next to `state = 'PENDING'` lets SQLite
+# walk the state index (every pending job) instead of the primary key.
 _SET_REASON = Job.__table__.update().where(
-    _J.id.in_(sa.bindparam("ids", expanding=True)), _J.state == JobState.PENDING,
+    _J.id == sa.bindparam("job_id"), _J.state == JobState.PENDING,
 ).values(reason=sa.bindparam("new_reason"), reason_message=sa.bindparam("new_message"))
 
 
@@ -254,18 +275,44 @@ def set_progress(session: Session, job_id: int, progress: dict) -> None:
     session.connection().execute(_SET_PROGRESS, {"job_id": job_id, "new_progress": progress})
 
 
+_SET_GROUP_REASON = Job.__table__.update().where(
+    _J.state == JobState.PENDING, _J.account_id == sa.bindparam("g_account"), _J.slices == sa.bindparam("g_slices"),
+    _J.id.not_in(sa.bindparam("skip", expanding=True)),
+    sa.or_(_J.reason.is_(None), _J.reason != sa.bindparam("new_reason"),
+           _J.reason_message.is_(None), _J.reason_message != sa.bindparam("new_message")),
+).values(reason=sa.bindparam("new_reason"), reason_message=sa.bindparam("new_message"))
+
+
+def set_group_reasons(session: Session, groups: list[tuple[tuple[int, int], tuple[str, str]]], skip=()) -> None:
+    """Store one reason for every pending job of each (account id, slices) group, but the
+    jobs in `skip`; rows that hold it already are not written (one UPDATE per group)."""
+    conn = session.connection()
+    skip = list(skip)
+    for (account_id, k), (reason, message) in groups:
+        conn.execute(_SET_GROUP_REASON, {"g_account": account_id, "g_slices": k, "skip": skip,
+                                         "new_reason": reason, "new_message": message})
+
+
 def set_reasons(session: Session, reasons: dict[int, tuple[str, str]]) -> dict:
     """Store why pending jobs wait: `reasons` holds only those that changed (the caller
-    compares them with the rows it has), written as one UPDATE per distinct (reason,
-    message). Returns what was written, {job id: reason}."""
-    groups: dict[tuple[str, str], list[int]] = {}
-    for job_id, why in reasons.items():
-        groups.setdefault(why, []).append(job_id)
-    conn = session.connection()
-    for (reason, message), ids in groups.items():
-        conn.execute(_SET_REASON, {"ids": ids, "new_reason": reason, "new_message": message})
-    return {job_id: why for why, ids in groups.items() for job_id in ids}
+    compares them with the rows it has), written in one executemany. Returns what was
+    written, {job id: reason}."""
+    if reasons:
+        execute_many(session.connection(), _SET_REASON, [{"job_id": job_id, "new_reason": reason,
+                                                          "new_message": message}
+                                                         for job_id, (reason, message) in reasons.items()])
+    return dict(reasons)
 
 
-__all__ = ["Ended", "Lost", "Outcome", "UsageMeter", "end_attempt", "requeue", "finish", "set_reasons", "StaleJob",
-           "ts"]
+__all__ = [
+    "Ended",
+    "Lost",
+    "Outcome",
+    "StaleJob",
+    "UsageMeter",
+    "end_attempt",
+    "finish",
+    "requeue",
+    "set_reasons",
+    "ts",
+]

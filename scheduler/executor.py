@@ -258,12 +258,29 @@ def init_ray(ray, *, address: str | None, gpus: int | None, gpu_type: str, num_c
     if ray.is_initialized():
         return
     if address:
-        ray.init(address=address, logging_level=logging.WARNING, log_to_driver=False)
+        try:
+            ray.init(address=address, logging_level=logging.WARNING, log_to_driver=False)
+        except Exception as exc:  # Ray raises ConnectionError, RuntimeError, or its own auth errors
+            raise RayUnavailable(f"cannot join the Ray cluster at {address}: {_first_line(exc)}"
+                                 " (a cluster started with RAY_AUTH_MODE=token needs it here too, with its"
+                                 " token; see docs/deploy.md)") from exc
         return
     resources = {f"{GPU_TYPE_PREFIX}{gpu_type}": float(gpus)} if gpus else None
     with loopback_only(ray):
-        ray.init(num_gpus=gpus, num_cpus=num_cpus, resources=resources, include_dashboard=False,
-                 logging_level=logging.WARNING, log_to_driver=False, _node_ip_address=LOOPBACK)
+        # address="local": always start a Ray of our own. Without it, ray.init() joins the
+        # cluster that /tmp/ray/ray_current_cluster names (left by any `ray start` here).
+        ray.init(address="local", num_gpus=gpus, num_cpus=num_cpus, resources=resources,
+                 include_dashboard=False, logging_level=logging.WARNING, log_to_driver=False,
+                 _node_ip_address=LOOPBACK)
+
+
+class RayUnavailable(RuntimeError):
+    """`fairgpu up --ray-address` could not join the cluster (said in one line)."""
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip() or type(exc).__name__
+    return text.splitlines()[0][:300]
 
 
 LOOPBACK = "127.0.0.1"

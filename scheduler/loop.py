@@ -6,8 +6,11 @@ docs/ARCHITECTURE.md quote the tuple):
               capacity is refreshed from Ray here too, at most every capacity_period_s;
  2. settle:   record them: SUCCEEDED, FAILED, or ended through `apply.end_attempt`
               (requeued, or FAILED once a job's own failures reach the retry limit);
- 3. load:     a Snapshot from the database (incrementally, see SnapshotLoader);
- 4. decide:   `decide(snapshot)` (quota.decide unless injected);
+ 3. load:     bring the one incremental cache (SnapshotLoader: rows and a long-lived
+              quota.PolicyState) up to the database, re-reading only the jobs with a
+              job event past its change cursor;
+ 4. decide:   `PolicyState.cycle` (the same policy code as quota.decide); an injected
+              `decide` gets the state's snapshot instead;
  5. admit:    reconcile with what the API changed, mark admitted jobs RUNNING and store
               every waiting job's reason; 2-5 are one short write transaction;
  6. start:    after commit: stop cancelled attempts, preempt (cancel in Ray, end the
@@ -20,21 +23,30 @@ Invariants:
 - Every write transaction the loop makes is fenced by the leader lease (`lease.fence`),
   so a server that lost the lease writes nothing.
 - The loop never dies: a cycle that raises is rolled back (its transaction, and the
-  meter's and loader's memory), logged once per distinct error, counted in `health()`,
-  and retried with backoff. Only losing the lease to another server stops it.
+  meter's and loader's memory: the PolicyState is rebuilt from the database), logged
+  once per distinct error, counted in `health()`, and retried with backoff. Only losing
+  the lease to another server stops it.
+- A cycle's database work is proportional to what changed (completions, arrivals,
+  admissions) and to the running jobs, not to the waiting ones.
 - A job Ray refuses to place is queued again without spending a retry, held back with
   backoff, and after `max_refusals` waits with a reason until capacity changes.
 - The clock, engine, executor and policy are injected (tests pass a FakeExecutor).
+
+Checkpoints, progress and time limits of running attempts live in scheduler.watch. Per
+cycle, reconcile looks only at the tracked jobs the loader re-read (all after a rebuild),
+and time limits only at the running jobs that have one.
 """
 from __future__ import annotations
 
+import gc
 import logging
+import os
 import threading
 import time
+from collections.abc import Callable, Mapping
 from contextlib import contextmanager
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Callable
 
 from sqlmodel import select
 
@@ -43,16 +55,22 @@ from scheduler import apply, jobfiles, recovery
 from scheduler.executor import Completion
 from scheduler.services.capacity import set_node, slices_per_gpu_for
 from scheduler.services.errors import DomainError
-from scheduler.services.snapshot import SnapshotLoader, active_jobs
+from scheduler.services.snapshot import (
+    SnapshotLoader,
+    Synced,
+    active_jobs,
+    event_horizon,
+    running_jobs,
+)
 from scheduler.store import Job, JobState, Node, session_scope
-from scheduler.store.lease import LeaseLost, LeaseLapsed
+from scheduler.store.lease import LeaseLapsed, LeaseLost
 from scheduler.tasks import TaskPayload
+from scheduler.watch import TIME_LIMIT, AttemptWatch, format_seconds  # noqa: F401 (the loop's names)
 
 log = logging.getLogger("fairgpu.loop")
 
 PHASES = ("collect", "settle", "load", "decide", "admit", "start")
 RAY_REFUSED = "RayRefused"
-TIME_LIMIT = "TimeLimit"
 NOT_IN_RAY = "not in Ray: declared by hand, but `fairgpu up` takes capacity from Ray"
 LEFT_RAY = "left the Ray cluster"
 
@@ -70,9 +88,10 @@ class CycleReport:
     requeued: int = 0
     duration_s: float = 0.0
     ray_start_delays: list[float] = field(default_factory=list)
-    # per-account events, for the metrics (account ids; the publisher names them)
+    # per-account events, for the metrics (account ids, named by account_names)
+    account_names: Mapping[int, str] = field(default_factory=dict)  # account id -> name, as loaded
     admissions: list[tuple[int, float]] = field(default_factory=list)  # (account_id, queue wait s)
-    preemptions: list[tuple[int, str]] = field(default_factory=list)  # (account_id, reason)
+    preemptions: list[tuple[int, str]] = field(default_factory=list)  # (account_id, quota.Preemption.kind)
     finishes: list[tuple[int, str]] = field(default_factory=list)  # (account_id, final state)
     usage: dict[int, float] = field(default_factory=dict)  # account_id -> slice-seconds charged
     phases: dict[str, float] = field(default_factory=dict)  # seconds spent in each of PHASES
@@ -88,15 +107,7 @@ class LoopHealth:
     failing_since: datetime | None = None
 
 
-def format_seconds(seconds: float) -> str:
-    """A duration as Slurm prints one: [D-]HH:MM:SS."""
-    whole = int(round(seconds))
-    days, rest = divmod(whole, 86400)
-    text = f"{rest // 3600:02d}:{rest % 3600 // 60:02d}:{rest % 60:02d}"
-    return f"{days}-{text}" if days else text
-
-
-class SchedulingLoop:
+class SchedulingLoop(AttemptWatch):
     def __init__(self, engine, executor, clock: Callable[[], datetime], *,
                  slices_per_gpu: int | None = None, retry_limit: int = 3, usage_period_s: float = 15.0,
                  discover: bool = True, on_cycle: Callable[[CycleReport], None] | None = None,
@@ -119,6 +130,8 @@ class SchedulingLoop:
         self.progress_period_s = 1.0
         self._last_progress = float("-inf")
         self._progress_seen: dict[int, float] = {}  # job id -> mtime of the progress last copied
+        self._progress_round: list[int] = []  # running jobs this round has still to look at
+        self.progress_chunk = 500
         self.meter = apply.UsageMeter()
         self.loader = SnapshotLoader()
         self._last_meter = 0.0
@@ -132,6 +145,7 @@ class SchedulingLoop:
         self._unsettled: list[Completion] = []  # collected, but the cycle failed before recording them
         self._refused: dict[int, tuple[int, float, str]] = {}  # job id -> (refusals, retry at (monotonic), why)
         self._node_frameworks: dict[str, frozenset[str] | None] = {}  # discovered nodes' frameworks
+        self._leaving: set[int] = set()  # tracked jobs whose node was gone at the last reconcile
         self._wake = threading.Event()
         self._stop = threading.Event()
         self._health = LoopHealth()
@@ -316,14 +330,23 @@ class SchedulingLoop:
         # 2-5 in one short write transaction: no network call inside it
         started: list = []
         reasons: dict = {}
+        horizon = event_horizon(self.engine)  # PostgreSQL: the job events known committed
         with self._scope() as s:
             if completions:
                 self._settle(s, completions, now, report)
             lap("settle")
-            loaded = self.loader.load(s, now, usage_by_id=lambda h: self.meter.usage.get(s, now, h, time.monotonic()))
-            snapshot, held = self._hold_back(loaded.snapshot, loaded.jobs)
+            loaded = self.loader.sync(s, horizon=horizon)  # the rows and PolicyState, fed what changed
+            by_id = self.meter.usage.get(s, now, loaded.half_life_s, time.monotonic())
+            usage = {name: by_id[i] for name, i in loaded.account_ids.items() if i in by_id}
+            held = self._hold_back(loaded)
+            snapshot = None  # built only for whoever reads it: an injected policy, the publisher
+            if self.decide is not quota.decide or self.on_cycle is not None:
+                snapshot = loaded.state.snapshot(now.timestamp(), usage)
             lap("load")
-            decision = self.decide(snapshot)
+            if self.decide is quota.decide:  # the same policy code, on the state kept (quota.state)
+                decision = loaded.state.cycle(now.timestamp(), usage)
+            else:  # the state learns the outcome from the rows, next sync
+                decision = self.decide(snapshot)
             lap("decide")
             stop, gone = self._reconcile(s, loaded, now, report)
             stop += self._time_out(s, loaded, now, report)
@@ -332,9 +355,14 @@ class SchedulingLoop:
                 started, reasons = self._admit(s, decision, loaded, now, held)
             lap("admit")
         self._unsettled = []
+        if loaded.rebuilt:  # after commit: the queue's rows live long, keep the collector off them
+            gc.collect()  # (garbage frozen with them would never be collected)
+            gc.freeze()
         self.loader.note_reasons(reasons)
         report.decision, report.snapshot = decision, snapshot
-        self._full = snapshot.capacity.total_slices > 0 and decision.free_slices(snapshot) == 0
+        report.account_names = {i: name for name, i in loaded.account_ids.items()}
+        held_slices = sum(decision.allocated.get(a, 0) for a in loaded.tree.kids(None))
+        self._full = 0 < loaded.capacity.total_slices <= held_slices
         # 6. Ray side: stop attempts the API cancelled, or whose node left; preempt; start
         for job_id in stop:
             self.executor.cancel(job_id)
@@ -346,8 +374,10 @@ class SchedulingLoop:
         self._start(started, now, report)
         if time.monotonic() - self._last_meter >= self.usage_period_s:
             self._meter(now, report)
+        root = self.executor.results_dir
         for job_id in report.ended:
-            jobfiles.clear(self.executor.results_dir, job_id)
+            if os.path.isdir(os.path.join(root, str(job_id))):  # one stat where nothing was written
+                jobfiles.clear(root, job_id)
         lap("start")
         report.duration_s = time.perf_counter() - t0
         self.last_report = report
@@ -436,40 +466,37 @@ class SchedulingLoop:
         log.warning("job %s: %s", job_id, why)
         return why
 
-    def _hold_back(self, snapshot: quota.Snapshot, jobs) -> tuple[quota.Snapshot, dict[int, tuple[str, str]]]:
-        """Leave out of the snapshot the jobs Ray refused (until their backoff ends) and the
-        jobs whose framework no node can import (Infeasible, until one can); returns the
-        snapshot and {job id: (reason, message)} for those held back."""
+    def _hold_back(self, loaded: Synced) -> dict[int, tuple[str, str]]:
+        """Keep out of the policy's state the jobs Ray refused (until their backoff ends) and
+        the jobs whose framework no node can import (Infeasible, until one can); returns
+        {job id: (reason, message)} for those held back. Jobs released now are added to
+        `loaded.changed` (their reason is written again)."""
         held: dict[int, tuple[str, str]] = {}
-        missing, have = self._missing_frameworks(snapshot, jobs)
+        missing, have = self._missing_frameworks()
         for job_id, framework in missing.items():
-            held[job_id] = (quota.INFEASIBLE, f"no node can run {framework} (the nodes have: "
-                                              f"{', '.join(sorted(have)) or 'no framework'})")
+            held[job_id] = (quota.INFEASIBLE, (f"no node can run {framework} (the nodes have: "
+                                               f"{', '.join(sorted(have)) or 'no framework'})"))
         if self._refused:
-            pending = {p.id for p in snapshot.pending}
+            rows, pending = loaded.jobs, JobState.PENDING
             tracked = self.executor.tracked()
-            for job_id in [j for j in self._refused if j not in pending and j not in tracked]:
+            for job_id in [j for j in self._refused
+                           if (j not in rows or rows[j].state != pending) and j not in tracked]:
                 del self._refused[job_id]  # finished, cancelled or running: forget it
             clock = time.monotonic()
             held.update((j, (RAY_REFUSED, why)) for j, (_n, until, why) in self._refused.items()
-                        if until > clock and j in pending)
-        if not held:
-            return snapshot, {}
-        return replace(snapshot, pending=tuple(p for p in snapshot.pending if p.id not in held)), held
+                        if until > clock and j in rows and rows[j].state == pending)
+        loaded.changed.extend(self.loader.withhold(set(held)))
+        return held
 
-    def _missing_frameworks(self, snapshot: quota.Snapshot, jobs) -> tuple[dict[int, str], set[str]]:
+    def _missing_frameworks(self) -> tuple[dict[int, str], set[str]]:
         """({pending job id: framework} for jobs whose framework no active node can import,
         the frameworks the nodes have); nothing when some node's frameworks are unknown."""
         known = self._node_frameworks
         if not known or any(fs is None for fs in known.values()):
             return {}, set()
         have = {f for fs in known.values() for f in fs}
-        out = {}
-        for p in snapshot.pending:
-            framework = jobs[p.id].framework if p.id in jobs else None
-            if framework is not None and framework not in have:
-                out[p.id] = framework
-        return out, have
+        return {j: framework for framework, ids in self.loader.by_framework.items()
+                if framework is not None and framework not in have for j in ids}, have
 
     # -- reconcile, admit, preempt, start -------------------------------------------------
     def _reconcile(self, s, loaded, now: datetime, report: CycleReport) -> tuple[list[int], list[int]]:
@@ -479,79 +506,33 @@ class SchedulingLoop:
         if not tracked:
             return [], []
         stop, gone = [], []
-        live_nodes = {n.name for n in loaded.snapshot.capacity.nodes}  # the active nodes, as loaded
-        missing = [i for i in tracked if i not in loaded.jobs]  # finished or cancelled since
+        live_nodes = {n.name for n in loaded.capacity.nodes}  # the active nodes, as loaded
+        # Every status change is a job event, so only the jobs this sync re-read can have
+        # moved, and only a rebuild changes the nodes: after a rebuild look at every tracked
+        # job, else at those re-read and those whose node was gone last cycle.
+        if loaded.rebuilt:
+            look = list(tracked)
+        else:
+            look = [j for j in {*loaded.changed, *self._leaving} if j in tracked]
+        missing = [i for i in look if i not in loaded.jobs]  # finished or cancelled since
         for job in (active_jobs(s, missing) if missing else []):
             if job.state.is_finished() and job.finished_at is not None:
                 self._charge(s, job, job.finished_at, report, started_at=self.executor.task_started_at(job.id))
                 report.finishes.append((job.account_id, job.state.value))
                 report.ended.append(job.id)
         stop.extend(missing)
-        for job_id, attempt in tracked.items():
+        for job_id in look:
             job = loaded.jobs.get(job_id)
             if job is None:
                 continue
-            if job.state != JobState.RUNNING or job.attempts != attempt:
+            if job.state != JobState.RUNNING or job.attempts != tracked[job_id]:
                 stop.append(job_id)  # settled by someone else (requeued): stop it in Ray
             elif self.discover and job.node not in live_nodes:
                 gone.append(job_id)
+        self._leaving = set(gone)
         for job_id in stop:
             self.meter.forget(job_id)
         return stop, gone
-
-    def checkpoint(self, job_ids: list[int]) -> None:
-        """Ask running tasks to checkpoint now and wait (at most checkpoint_grace_s) until
-        they did, or ended: before a preemption or a drain cancels them."""
-        if not job_ids or self.checkpoint_grace_s <= 0:
-            return
-        root = self.executor.results_dir
-        for job_id in job_ids:
-            jobfiles.request_checkpoint(root, job_id)
-        late = jobfiles.wait_checkpoints(root, job_ids, self.checkpoint_grace_s,
-                                         done=lambda j: not self.executor.is_running(j))
-        if late:
-            log.warning("jobs %s did not checkpoint within %g s", sorted(late), self.checkpoint_grace_s)
-
-    def _copy_progress(self, s) -> None:
-        """Copy running tasks' progress files into their rows, at most every progress_period_s."""
-        if time.monotonic() - self._last_progress < self.progress_period_s:
-            return
-        self._last_progress = time.monotonic()
-        tracked = self.executor.tracked()
-        for job_id in [j for j in self._progress_seen if j not in tracked]:
-            del self._progress_seen[job_id]
-        root = self.executor.results_dir
-        for job_id in tracked:
-            mtime = jobfiles.progress_mtime(root, job_id)
-            if mtime is None or mtime <= self._progress_seen.get(job_id, 0.0):
-                continue
-            progress = jobfiles.read_progress(root, job_id)
-            if progress is not None:
-                apply.set_progress(s, job_id, progress)
-                self._progress_seen[job_id] = mtime
-
-    def _time_out(self, s, loaded, now: datetime, report: CycleReport) -> list[int]:
-        """End the attempts that ran past their wall-time limit (counted from their task's
-        own start): TIMEOUT with reason TimeLimit, charged up to the limit; returns them,
-        to be stopped in Ray. One whose result is there already succeeded."""
-        out = []
-        clock = now.timestamp()
-        for job_id, attempt in self.executor.tracked().items():
-            job = loaded.jobs.get(job_id)
-            if job is None or job.time_limit_s is None or job.state != JobState.RUNNING or job.attempts != attempt:
-                continue
-            started = self.executor.task_started_at(job_id)
-            if started is None or clock - started < job.time_limit_s:
-                continue
-            limit = apply.ts(started + job.time_limit_s)
-            lost = apply.Lost("timeout", f"ran past its time limit of {format_seconds(job.time_limit_s)}",
-                              charge_until=min(limit, now), started_at=started, reason=TIME_LIMIT,
-                              final=JobState.TIMEOUT)
-            if self._end(s, job, report, lost).outcome != apply.Outcome.STALE:
-                out.append(job_id)
-        if out:
-            self._wake.set()  # their slices are free: decide again at once
-        return out
 
     def _preempt_then_admit(self, decision: quota.Decision, loaded, now: datetime, report: CycleReport,
                             held: dict[int, tuple[str, str]]) -> list:
@@ -569,7 +550,7 @@ class SchedulingLoop:
                 lost = apply.Lost("preempted", p.reason, charge_until=now, started_at=started_at.get(job.id))
                 if self._end(s, job, report, lost).outcome == apply.Outcome.REQUEUED:
                     report.preempted += 1
-                    report.preemptions.append((job.account_id, p.reason))
+                    report.preemptions.append((job.account_id, p.kind))
         self.executor.wait_gone(victims, timeout=10.0)
         for job_id in victims:
             self.executor.forget(job_id)
@@ -588,15 +569,44 @@ class SchedulingLoop:
         admitted = apply.admit_many(s, [(job, adm.node, adm.gpu_slices) for job, adm in chosen], at=now,
                                     fresh=fresh)
         started = [(job, adm) for job, adm in chosen if job.id in admitted]
-        waiting = {jid: (w.reason, w.message) for jid, w in decision.waiting.items()}
-        waiting.update(held)
+        return started, self._write_reasons(s, decision, loaded, held)
+
+    def _write_reasons(self, s, decision: quota.Decision, loaded, held: dict[int, tuple[str, str]]) -> dict:
+        """Store every waiting job's reason, writing only what differs from the database.
+        The policy explains per (account, size) (`quota.policy.Explained`): a group whose
+        reason changed since it was last written is rewritten with one UPDATE (rows that
+        have it already are not touched); jobs that joined a group (re-read this cycle, or
+        released from being held back) and the jobs with a reason of their own (held back,
+        Infeasible) are compared with their rows. Returns the per-job reasons written."""
+        jobs, pending = loaded.jobs, JobState.PENDING
+        groups = getattr(decision.waiting, "reasons", None)
+        if groups is None:  # a policy that explains request by request (an injected decide)
+            per_job = {jid: (w.reason, w.message) for jid, w in decision.waiting.items()}
+        else:
+            per_job = {jid: (w.reason, w.message) for jid, w in decision.waiting.explicit.items()}
+            ids, names = loaded.account_ids, self.loader.account_names
+            written = self.loader.reasons_written
+            dirty = []
+            for (account, k), why in groups.items():
+                key = (ids[account], k)
+                if written.get(key) != why:
+                    written[key] = why
+                    dirty.append((key, why))
+            apply.set_group_reasons(s, dirty, skip=held.keys())
+            admitted = {a.request_id for a in decision.admissions}
+            for jid in loaded.changed:
+                row = jobs.get(jid)
+                if row is not None and row.state == pending and jid not in admitted and jid not in held:
+                    why = groups.get((names.get(row.account_id), row.slices))
+                    if why is not None:
+                        per_job[jid] = why
+        per_job.update(held)
         changed = {}  # only reasons that differ from the rows as loaded are written
-        pending = JobState.PENDING
-        for jid, (reason, message) in waiting.items():
+        for jid, why in per_job.items():
             row = jobs.get(jid)
-            if row is None or row.state != pending or row.reason != reason or row.reason_message != message:
-                changed[jid] = (reason, message)
-        return started, apply.set_reasons(s, changed)
+            if row is None or row.state != pending or (row.reason, row.reason_message) != why:
+                changed[jid] = why
+        return apply.set_reasons(s, changed)
 
     def _start(self, started: list, now: datetime, report: CycleReport) -> None:
         for job, adm in started:  # after commit: a crash here leaves RUNNING rows that recovery requeues
@@ -609,6 +619,7 @@ class SchedulingLoop:
                 if job.framework is not None and can is not None and job.framework not in can:
                     raise LookupError(f"node {adm.node} cannot run {job.framework}")
                 self.executor.start(payload, node=adm.node)
+                self.meter.started(job.id)
                 report.admitted += 1
                 report.admissions.append((job.account_id, (now - job.submitted_at).total_seconds()))
             except Exception as exc:
@@ -625,6 +636,8 @@ class SchedulingLoop:
         if not tracked:
             return
         with self._scope() as s:
-            for job in s.exec(select(Job).where(Job.state == JobState.RUNNING)).all():
+            rows: list[dict] = []
+            for job in running_jobs(s):
                 if tracked.get(job.id) == job.attempts:
-                    self._charge(s, job, now, report, started_at=self.executor.task_started_at(job.id))
+                    self._charge(s, job, now, report, rows, started_at=self.executor.task_started_at(job.id))
+            apply.insert_usage(s, rows)

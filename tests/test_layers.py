@@ -21,6 +21,8 @@ ALLOWED = {
     "scheduler/api": {"scheduler.api", "scheduler.services", "scheduler.store", "scheduler.metrics.exporter",
                       "scheduler.scripts", "quota.limits", "fastapi", "starlette", "pydantic", "sqlmodel",
                       "sqlalchemy"},
+    "scheduler/sim": {"scheduler.sim", "quota", "numpy", "matplotlib", "scheduler.store", "scheduler.services",
+                      "sqlmodel"},
 }
 QUOTA_FORBIDDEN_STDLIB = {"time", "datetime"}
 

@@ -5,6 +5,9 @@ Invariants:
 - `to_json`/`to_csv` emit every row (training and latency) with the same keys
   as the runner's result, so scripts read one format.
 - matplotlib is imported only inside `plot()`, with the non-GUI Agg backend.
+- The table's title names the threads, the cores and the repeats; a repeated
+  row's samples/s shows its median and (min-max); a row measured under load
+  (load average above the cores) is flagged "loaded" in its own column.
 """
 from __future__ import annotations
 
@@ -28,22 +31,45 @@ def _ms(x) -> str:
     return "-" if x is None else f"{x * 1e3:,.2f}"
 
 
-def render(rows: list[dict], console) -> None:
+def _rate(r: dict) -> str:
+    text = f"{r['samples_per_second']:,.1f}"
+    spread = r.get("samples_per_second_spread")
+    if r.get("repeats", 1) > 1 and spread:
+        text += f" ({spread[0]:,.1f}-{spread[1]:,.1f})"
+    return text
+
+
+def _load(r: dict) -> str:
+    return f"[yellow]loaded {r['load']:.1f}[/yellow]" if r.get("loaded") else ""
+
+
+def title_line(threads: int | None, cores: int | None, repeats: int = 1) -> str:
+    parts = ["warm-up excluded"]
+    if threads:
+        word = "thread" if threads == 1 else "threads"
+        parts.append(f"{threads} {word} of {cores} cores" if cores else f"{threads} {word}")
+    if repeats > 1:
+        parts.append(f"median of {repeats} runs, min-max")
+    return "; ".join(parts)
+
+
+def render(rows: list[dict], console, threads: int | None = None, cores: int | None = None,
+           repeats: int = 1) -> None:
     from rich.table import Table
 
     train = training_rows(rows)
-    t = Table(title="Training throughput (warm-up excluded)")
+    t = Table(title=f"Training throughput ({title_line(threads, cores, repeats)})")
     for col in ("model", "framework", "device", "batch", "img", "samples/s", "step p50 ms", "step p95 ms",
-                "peak MiB", "params", "GPU/CPU"):
+                "peak MiB", "params", "GPU/CPU", "load"):
         t.add_column(col, justify="left" if col in ("model", "framework", "device") else "right")
     for r in train:
         if "error" in r:
             t.add_row(r["model"], r["framework"], r["device"], str(r["batch_size"] or "-"), "",
-                      f"[red]error[/red]: {r['error'][:60]}", "", "", "", "", "")
+                      f"[red]error[/red]: {r['error'][:60]}", "", "", "", "", "", _load(r))
             continue
         t.add_row(r["model"], r["framework"], r["device"], str(r["batch_size"]), str(r["image_size"]),
-                  f"{r['samples_per_second']:,.1f}", _ms(r["step_time_p50_s"]), _ms(r["step_time_p95_s"]),
-                  _mib(r["peak_memory_bytes"]), f"{r['params']:,}", _num(r.get("gpu_speedup"), ".1f"))
+                  _rate(r), _ms(r["step_time_p50_s"]), _ms(r["step_time_p95_s"]),
+                  _mib(r["peak_memory_bytes"]), f"{r['params']:,}", _num(r.get("gpu_speedup"), ".1f"), _load(r))
     console.print(t)
     ok = [r for r in train if "error" not in r]
     if ok:
@@ -54,7 +80,10 @@ def render(rows: list[dict], console) -> None:
     lat = latency_table(rows)
     if not lat:
         return
-    t = Table(title="Inference latency p50, ms (TF/PT < 1: TensorFlow faster)")
+    loaded = sorted({f"{r['model']} {r['framework']} {r['execution']} b{r['batch_size']}"
+                     for r in rows if r["section"] == "latency" and r.get("loaded")})
+    t = Table(title="Inference latency p50, ms (TF/PT < 1: TensorFlow faster)",
+              caption=f"measured under load: {', '.join(loaded)}" if loaded else None)
     for col in ("model", "device", "batch") + tuple(w[3] for w in LATENCY_WAYS) + (
             "TF/PT eager", "XLA/PT compile", "XLA/PT eager"):
         t.add_column(col, justify="left" if col in ("model", "device") else "right")

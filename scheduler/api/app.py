@@ -13,7 +13,8 @@ Invariants:
   by counting the streamed bytes (chunked uploads), before any handler runs.
 - The app holds no global state: engine, clock and the change hook are arguments.
 - Handlers are ``async def`` and run their short transactions on the event loop
-  (see ``deps``); a route added through ``extra_routes`` may be sync or async.
+  (see ``deps``), except submissions, which are group-committed off the loop
+  (``services.committer``); a route added through ``extra_routes`` may be sync or async.
 """
 from __future__ import annotations
 
@@ -36,15 +37,21 @@ def create_app(
     engine: Engine, *, clock: Callable[[], datetime], on_change: Callable[[], None] | None = None,
     extra_routes: Sequence[BaseRoute] | None = None, max_body_bytes: int = MAX_BODY_BYTES,
     health: Callable[[], LoopHealthLike] | None = None, results_dir: str | None = None,
+    submit_mode: str = "group",
 ) -> FastAPI:
     """The API over ``engine``. ``on_change`` runs after a committed submit or cancel;
     ``extra_routes`` (e.g. ``metrics_route(registry)``) are added as given, outside the
     OpenAPI document; ``health`` (the loop's ``health``) feeds ``/healthz``;
     ``results_dir`` (the executor's, where each job's directory is) lets
-    ``/v1/jobs/{id}/logs`` read the tasks' own output."""
-    from scheduler.api import routes_admin, routes_jobs
+    ``/v1/jobs/{id}/logs`` read the tasks' own output. ``submit_mode``: "group" (submissions
+    are group-committed, ``services.committer``) or "thread" (each in its own transaction
+    in the thread pool); neither blocks the event loop on the database."""
+    from scheduler.api import routes_admin, routes_jobs, routes_reports
     from scheduler.api.openapi import error_schema_only
+    from scheduler.services.committer import Committer
+    from scheduler.services.errors import domain_classes
     from scheduler.services.estimates import EstimateCache
+    from scheduler.services.jobs import write_arrays
 
     app = FastAPI(title="fairgpu", version="1", summary="Fair-share GPU slices for institutions.")
     app.state.engine = engine
@@ -53,10 +60,16 @@ def create_app(
     app.state.health = health
     app.state.results_dir = results_dir
     app.state.estimates = EstimateCache()  # one replay of the queue, kept ~2 s (services.estimates)
+    if submit_mode not in ("group", "thread"):
+        raise ValueError(f"submit_mode must be group or thread, not {submit_mode!r}")
+    app.state.submit_mode = submit_mode
+    app.state.committer = Committer(engine, after_commit=lambda: app.state.on_change and app.state.on_change(),
+                                    refusals=(*domain_classes(), HTTPException), flush=write_arrays)
 
     app.include_router(health_router())
     app.include_router(routes_jobs.router, prefix=API_PREFIX)
     app.include_router(routes_admin.router, prefix=API_PREFIX)
+    app.include_router(routes_reports.router, prefix=API_PREFIX)
     for route in extra_routes or ():
         app.router.routes.append(route)
     _install_error_handlers(app)
@@ -138,7 +151,14 @@ def _install_error_handlers(app: FastAPI) -> None:
         app.add_exception_handler(cls, domain)
 
     @app.exception_handler(RequestValidationError)
-    async def invalid(_request: Request, exc: RequestValidationError) -> JSONResponse:
+    async def invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
+        # a route that checks its token inside its own transaction (submissions) still
+        # answers a bad token before a bad body, as the routes depending on `principal` do
+        token_first = getattr(request.scope.get("endpoint"), "check_token_first", None)
+        refused = await token_first(request) if token_first is not None else None
+        if refused is not None:
+            return JSONResponse({"detail": _one_line(refused.detail)}, status_code=refused.status_code,
+                                headers=getattr(refused, "headers", None))
         errors = exc.errors()
         first = errors[0] if errors else {}
         if first.get("type") == "json_invalid":

@@ -6,15 +6,17 @@ Invariants:
   a refused request writes nothing and a 2xx means the change is durable.
 - Callbacks queued with ``after_commit`` (e.g. waking the scheduling loop) run
   only after a successful commit.
-- The handlers, these dependencies and their short transactions run on the event
-  loop itself, not in the thread pool. SQLite serialises writers anyway, and on
-  these 2-core machines a thread hop costs more than the queries of a request
-  (measured: about 1.4 ms of server CPU per submission with three hops). The
-  price: a request waiting on the database lock (a writer in another process)
-  holds up the others for as long.
+- Submissions (``POST /v1/jobs``) never touch the database on the event loop: the
+  handler hands its work (``authorize`` included) to the app's group committer
+  (``services.committer``), or with ``submit_mode="thread"`` runs it in its own
+  transaction in the thread pool. The other handlers, these dependencies and their
+  short transactions run on the event loop itself, not in the thread pool (a thread
+  hop costs more than their queries; docs/benchmarks.md). The price: such a request
+  waiting on the database holds up the others for as long.
 - Every route but ``/healthz``, ``/metrics`` and the OpenAPI pages depends on
-  ``principal``: a missing, unknown, revoked or expired token is 401, a scrape token
-  (``/metrics`` only) is 403; ``admin`` adds 403 for institution tokens.
+  ``principal`` (submissions: ``bearer``, then ``authorize`` in their transaction):
+  a missing, unknown, revoked or expired token is 401, a scrape token (``/metrics``
+  only) is 403; ``admin`` adds 403 for institution tokens.
 """
 from __future__ import annotations
 
@@ -53,19 +55,29 @@ def now(request: Request) -> datetime:
     return request.app.state.clock()
 
 
-async def principal(
-    request: Request, session: SessionDep,
-    creds: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
-) -> Principal:
+async def bearer(creds: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)]) -> str:
+    """The raw bearer token (not yet checked: ``authorize`` does that); 401 when there is none."""
     if creds is None:
         raise HTTPException(401, "missing bearer token (send 'Authorization: Bearer <token>')",
                             headers={"WWW-Authenticate": "Bearer"})
-    who = authenticate(session, creds.credentials, now(request))
+    return creds.credentials
+
+
+BearerDep = Annotated[str, Depends(bearer)]
+
+
+def authorize(session: Session, token: str, at: datetime) -> Principal:
+    """The principal of a full-scope token, in this transaction; 401 or 403 otherwise."""
+    who = authenticate(session, token, at)
     if who is None:
         raise HTTPException(401, "invalid, expired or revoked token", headers={"WWW-Authenticate": "Bearer"})
     if who.scope != FULL:
         raise HTTPException(403, "a scrape token can read /metrics only")
     return who
+
+
+async def principal(request: Request, session: SessionDep, token: BearerDep) -> Principal:
+    return authorize(session, token, now(request))
 
 
 PrincipalDep = Annotated[Principal, Depends(principal)]

@@ -5,19 +5,29 @@ see is ``principal.accounts`` (None for the admin), enforced by the services.
 """
 from __future__ import annotations
 
+import functools
 from typing import Annotated
 
-from fastapi import APIRouter, Path, Query, Request
+from fastapi import APIRouter, HTTPException, Path, Query, Request
+from starlette.concurrency import run_in_threadpool
 
-from scheduler.api.deps import PrincipalDep, SessionDep, after_commit, now
+from scheduler.api.deps import (
+    BearerDep,
+    PrincipalDep,
+    SessionDep,
+    after_commit,
+    authorize,
+    now,
+)
 from scheduler.api.openapi import AUTH, BODY, AccountQuery, errors
 from scheduler.api.outputs import JobLogs, JobPublic, ShareExplained
 from scheduler.api.schemas import SubmitRequest
 from scheduler.services import jobs, uploads
-from scheduler.services.errors import DomainError
 from scheduler.services import logs as output
+from scheduler.services.committer import Deferred
+from scheduler.services.errors import DomainError
 from scheduler.services.validate import ID, limits
-from scheduler.store import JobState
+from scheduler.store import JobState, session_scope
 
 LOG_TAIL = limits.LOG_TAIL
 
@@ -36,23 +46,69 @@ async def whoami(who: PrincipalDep) -> dict:
 
 @router.post("/jobs", status_code=201, summary="Submit a job (or, with count, a job array)",
              responses=errors(*AUTH, *BODY, 404, 409))
-async def submit(body: SubmitRequest, request: Request, session: SessionDep, who: PrincipalDep) -> dict:
+async def submit(body: SubmitRequest, request: Request, token: BearerDep) -> dict:
+    """The checks and the insert run off the event loop: queued to the app's group
+    committer (one transaction per batch), or with ``submit_mode="thread"`` in a
+    transaction of their own in the thread pool."""
+    state = request.app.state
+    work = functools.partial(_submit, token=token, body=body, at=now(request), root=state.results_dir)
+    if state.submit_mode == "thread":
+        answer = await run_in_threadpool(_alone, state.engine, work)
+        if state.on_change is not None:
+            state.on_change()
+        return answer
+    # _submit refuses before it writes, except a script job (it claims its upload after the insert)
+    return await state.committer.submit_async(work, savepoint=body.model == jobs.SCRIPT)
+
+
+async def _check_token_first(request: Request) -> HTTPException | None:
+    """For a submission whose body is invalid: the 401 or 403 its token earns, if any, so
+    that a bad token is answered before a bad body (in the thread pool: off the loop)."""
+    auth = request.headers.get("authorization", "")
+    scheme, _, token = auth.partition(" ")
+    if scheme.lower() != "bearer" or not token:
+        return None  # the bearer dependency answers a missing token before the body is read
+    try:
+        await run_in_threadpool(_alone, request.app.state.engine, lambda s: authorize(s, token, now(request)))
+    except HTTPException as exc:
+        return exc
+    return None
+
+
+submit.check_token_first = _check_token_first
+
+
+def _submit(session, *, token: str, body: SubmitRequest, at, root) -> Deferred | dict:
+    """One submission inside a transaction (the committer's batch, or its own). Every
+    refusal is raised before anything is written (the token's last use may be stamped
+    already); the jobs are written by the batch's flush (``jobs.write_arrays``), a
+    script job at once (it claims its upload after the insert)."""
+    who = authorize(session, token, at)
     account = body.account or who.account
     if account is None:
         raise jobs.InvalidJob("an admin token must name the account to submit to")
-    args = dict(account=account, model=body.model, framework=body.framework, mode=body.mode, slices=body.slices,
-                spec=body.spec(), at=now(request), accounts=who.accounts, time_limit_s=body.time_limit_s,
-                root=request.app.state.results_dir)
-    warnings = jobs.framework_warnings(session, body.framework)
-    if body.count is not None:
-        ids = jobs.submit_array(session, count=body.count, **args)
-        after_commit(session, request.app.state.on_change)
-        return {"ids": ids, **({"warnings": warnings} if warnings else {})}
-    # one job goes in through the array path too (two Core INSERTs): the same checks and
+    # one job goes in through the array path too (Core INSERTs): the same checks and
     # the same row as jobs.submit, without building an ORM object per request
-    (job_id,) = jobs.submit_array(session, count=1, **args)
-    after_commit(session, request.app.state.on_change)
-    return {"id": job_id, **({"warnings": warnings} if warnings else {})}
+    args = {"count": 1 if body.count is None else body.count, "account": account, "model": body.model,
+            "framework": body.framework, "mode": body.mode, "slices": body.slices, "spec": body.spec(), "at": at,
+            "accounts": who.accounts, "time_limit_s": body.time_limit_s}
+    warnings = jobs.framework_warnings(session, body.framework)
+
+    def answer(ids: list[int]) -> dict:
+        return {**({"ids": ids} if body.count is not None else {"id": ids[0]}),
+                **({"warnings": warnings} if warnings else {})}
+
+    if body.model == jobs.SCRIPT:
+        return answer(jobs.submit_array(session, root=root, **args))
+    return Deferred(jobs.plan_array(session, **args), answer)
+
+
+def _alone(engine, work) -> dict:
+    with session_scope(engine) as session:
+        answer = work(session)
+        if isinstance(answer, Deferred):
+            answer = answer.answer(jobs.write_arrays(session, [answer.plan])[0])
+        return answer
 
 
 @router.post("/uploads", status_code=201, summary="Upload a working directory (tar.gz) for a script job",

@@ -3,11 +3,16 @@
 Invariants: importing this module imports no framework (rows run in worker
 processes). Results go to stdout, messages and the progress bar to stderr.
 Bad input is one line on stderr and exit 1 (`click.ClickException`), checked
-before any row runs.
+before any row runs. A row measured while the machine's load average was above
+the cores given to this process gets a warning on stderr (and `loaded` in its row).
 """
 from __future__ import annotations
 
 import click
+
+# `--threads` and `--repeats` ranges, in quota.limits' form (checked as a job's numbers are).
+THREADS_MAX = 1024
+REPEATS_MAX = 100
 
 
 def _in_range(option: str, value, rng) -> None:
@@ -30,21 +35,31 @@ def _in_range(option: str, value, rng) -> None:
 @click.option("--warmup", type=int, default=None, help="Warm-up steps per row (excluded from figures).")
 @click.option("--batch-size", type=int, default=None, help="Training batch for the CIFAR models (CycleGAN keeps 1).")
 @click.option("--image-size", type=int, default=None, help="CycleGAN image size (default 256; --quick 64).")
+@click.option("--threads", type=int, default=None, metavar="N",
+              help="CPU threads per framework (default: the cores given to this process).")
+@click.option("--repeats", type=int, default=1, show_default=True, metavar="R",
+              help="Run each row R times; report the median and the spread (min-max).")
 @click.option("--no-latency", is_flag=True, help="Skip the four-way inference latency comparison.")
 @click.option("--cifar10-dir", type=click.Path(file_okay=False), default=None, help="Folder with CIFAR-10 python batches.")
 @click.option("--horse2zebra-dir", type=click.Path(file_okay=False), default=None, help="Folder with trainA/ and trainB/.")
 @click.option("--json", "as_json", is_flag=True, help="Print the rows as JSON on stdout.")
 @click.option("--csv", "as_csv", is_flag=True, help="Print the rows as CSV on stdout.")
 @click.option("--plot", "plot_path", type=click.Path(dir_okay=False), default=None, help="Write bar charts to FILE.png.")
-def bench(models, frameworks, devices, quick, steps, warmup, batch_size, image_size, no_latency,
-          cifar10_dir, horse2zebra_dir, as_json, as_csv, plot_path) -> None:
+def bench(models, frameworks, devices, quick, steps, warmup, batch_size, image_size, threads, repeats,
+          no_latency, cifar10_dir, horse2zebra_dir, as_json, as_csv, plot_path) -> None:
     """Rerun the study's table: training throughput per model x framework x device,
     GPU/CPU speedup, and inference latency four ways (PyTorch eager, torch.compile,
     TF eager, XLA) at batch 1 and 32."""
     import dataclasses
 
     from rich.console import Console
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeElapsedColumn,
+    )
 
     from workloads import bench as wb
     from workloads import registry, report
@@ -56,7 +71,9 @@ def bench(models, frameworks, devices, quick, steps, warmup, batch_size, image_s
 
     for option, value, rng in (("--steps", steps, limits.STEPS), ("--warmup", warmup, limits.WARMUP_STEPS),
                                ("--batch-size", batch_size, limits.BATCH_SIZE),
-                               ("--image-size", image_size, limits.IMAGE_SIZE)):
+                               ("--image-size", image_size, limits.IMAGE_SIZE),
+                               ("--threads", threads, limits.Range("threads", 1, THREADS_MAX, "threads")),
+                               ("--repeats", repeats, limits.Range("repeats", 1, REPEATS_MAX, "runs"))):
         _in_range(option, value, rng)
     try:
         model_list = wb.parse_list(models, registry.MODELS, "model")
@@ -88,7 +105,8 @@ def bench(models, frameworks, devices, quick, steps, warmup, batch_size, image_s
         batch_size=batch_size or base.batch_size,
         cyclegan_size=image_size or base.cyclegan_size)
     cfg = wb.BenchConfig(models=model_list, frameworks=fw_list, devices=dev_list, settings=settings,
-                         latency=not no_latency, cifar10_dir=cifar10_dir, horse2zebra_dir=horse2zebra_dir)
+                         latency=not no_latency, cifar10_dir=cifar10_dir, horse2zebra_dir=horse2zebra_dir,
+                         threads=threads or wb.default_threads(), repeats=repeats)
     try:
         jobs = wb.plan(cfg)
     except ValueError as e:
@@ -102,6 +120,8 @@ def bench(models, frameworks, devices, quick, steps, warmup, batch_size, image_s
             what = f"{row['section']} {row['model']} {row['framework']} {row['device']}"
             if "error" in row:
                 err.print(f"[yellow]warning[/yellow]: {what} failed: {row['error']}")
+            for line in wb.load_warnings([row]):
+                err.print(f"[yellow]warning[/yellow]: {line}", highlight=False, soft_wrap=True)
             progress.update(task, advance=1, description=what)
 
         rows = wb.run(jobs, on_row)
@@ -115,7 +135,7 @@ def bench(models, frameworks, devices, quick, steps, warmup, batch_size, image_s
         out = Console()
         if not out.is_terminal:  # files and pipes get the whole table, not 80 columns
             out = Console(width=170)
-        report.render(rows, out)
+        report.render(rows, out, threads=cfg.threads, cores=wb.default_threads(), repeats=repeats)
     if plot_path:
         report.plot(rows, plot_path)
         err.print(f"plot written to {plot_path}")

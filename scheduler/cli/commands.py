@@ -11,6 +11,7 @@ _COMMANDS = [
     ("scheduler.cli.service", "demo"),
     ("scheduler.cli.admin", "admin"),
     ("scheduler.cli.share", "share"),
+    ("scheduler.cli.report", "report"),
     ("scheduler.cli.bench", "bench"),
     ("scheduler.cli.jobs", "login"),
     ("scheduler.cli.jobs", "submit"),

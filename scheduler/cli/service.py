@@ -31,6 +31,7 @@ def up(db_url, ray_address, gpus, gpu_type, slices_per_gpu, host, port, state_di
     import logging
     import os
 
+    from scheduler.executor import RayUnavailable
     from scheduler.server import Embedded, PortInUse, default_state_dir
     from scheduler.store.lease import LeaseHeld
 
@@ -62,6 +63,8 @@ def up(db_url, ray_address, gpus, gpu_type, slices_per_gpu, host, port, state_di
         raise click.ClickException(str(exc)) from None
     except LeaseHeld as exc:
         raise click.ClickException(f"{exc} (or start with --standby to wait for it)") from None
+    except RayUnavailable as exc:
+        raise click.ClickException(str(exc)) from None
     if server.lost is not None:  # already said, in one line, when it happened
         raise SystemExit(1)
     if n is None:

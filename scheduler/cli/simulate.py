@@ -3,6 +3,13 @@
 Thin over scheduler.sim: read or generate a trace, pick the cluster and account tree (the
 trace's own, the options', or the live server's with --from-db), run quota's policy under
 each chosen policy, print a table (or --json keyed by policy name) and optionally a plot.
+
+With --from-db and no --trace, the trace is the server's own job history
+(scheduler.sim.history), replayed under the server's policy settings ("live") and, with
+--set, under the changed tree too ("live+set"), beside what really happened ("actual").
+The changes are never written. Jobs left out are counted on stderr by reason; a run that
+leaves out every job exits 1. A malformed --set is a usage error (2); an unknown account
+or a value out of range is a domain error (1).
 """
 from __future__ import annotations
 
@@ -38,14 +45,38 @@ def _cluster(gpus, gpus_per_node, spg, gpu_type):
     return Capacity(tuple(nodes))
 
 
-def _from_db(url):
+def _from_db(url, with_history: bool):
+    """The live specs, capacity and policy settings, and the job history if asked: one read."""
+    from datetime import UTC, datetime
+
     from scheduler.cli.common import open_engine
-    from scheduler.services.accounts import load_tree
+    from scheduler.services.accounts import account_specs
     from scheduler.services.capacity import load_capacity
+    from scheduler.services.settings import policy_settings
+    from scheduler.sim.history import read_history
     from scheduler.store import session_scope
 
     with session_scope(open_engine(url)) as session:
-        return load_tree(session), load_capacity(session)
+        history = read_history(session, datetime.now(UTC)) if with_history else None
+        return account_specs(session), load_capacity(session), policy_settings(session), history
+
+
+def _changes(texts):
+    from scheduler.sim.history import BadChange, parse_change
+
+    try:
+        return [parse_change(t) for t in texts]
+    except BadChange as exc:
+        raise click.UsageError(str(exc)) from None
+
+
+def _say_left_out(skipped: dict[str, int], prefix: str = "  ") -> None:
+    for why, n in sorted(skipped.items()):
+        info(f"{prefix}left out {n} jobs: {why}")
+
+
+def _reasons(skipped: dict[str, int]) -> str:
+    return ", ".join(f"{n} {why}" for why, n in sorted(skipped.items()))
 
 
 @click.command()
@@ -73,66 +104,121 @@ def _from_db(url):
 @click.option("--slices-per-gpu", type=click.IntRange(min=1), default=4, show_default=True)
 @click.option("--gpu-type", default="T4", show_default=True)
 @click.option("--from-db", "db_url", default=None, metavar="URL",
-              help="Use the live server's account tree and capacity as they stand.")
+              help="Use the live server's account tree, capacity and policy settings as they stand; "
+                   "without --trace, replay its own job history and compare with what really happened.")
+@click.option("--set", "set_texts", multiple=True, metavar="ACCOUNT.FIELD=VALUE",
+              help="With --from-db: what if ACCOUNT's weight, guaranteed or max (none: no cap) were VALUE "
+                   "(repeatable; never written).")
 @click.option("--policy", "policies", type=click.Choice(POLICY_NAMES), multiple=True,
               help="Policies to run (repeatable; default all five).")
-@click.option("--algorithm", type=click.Choice(["classic", "fair-tree"]), default="classic", show_default=True,
-              help="Fair-share factor algorithm.")
-@click.option("--half-life-days", type=click.FloatRange(min=0, min_open=True), default=7.0, show_default=True,
-              help="Usage decay half-life.")
+@click.option("--algorithm", type=click.Choice(["classic", "fair-tree"]), default=None,
+              help="Fair-share factor algorithm (default: the server's with --from-db, else classic).")
+@click.option("--half-life-days", type=click.FloatRange(min=0, min_open=True), default=None,
+              help="Usage decay half-life (default: the server's with --from-db, else 7).")
 @click.option("--plot", "plot_path", type=click.Path(dir_okay=False), default=None, help="Write a PNG comparison.")
 @json_option
 @domain_errors
 def simulate(trace_path, fmt, pai_jobs, pai_groups, institution, jobs, days, institutions, load, seed, gpus,
-             gpus_per_node, slices_per_gpu, gpu_type, db_url, policies, algorithm, half_life_days, plot_path,
-             as_json):
+             gpus_per_node, slices_per_gpu, gpu_type, db_url, set_texts, policies, algorithm, half_life_days,
+             plot_path, as_json):
     """Compare scheduling policies on a trace, on a virtual clock, with quota's own policy code."""
     import json
+    from dataclasses import replace
 
     if plot_path:
         _need_matplotlib()  # before the runs, not after them
+    if set_texts and not db_url:
+        raise click.UsageError("--set changes the live tree: it needs --from-db")
+    changes = _changes(set_texts)
+    from quota import AccountTree
     from quota.usage import DEFAULT_HALF_LIFE_S
     from scheduler.sim.engine import SimOptions
-    from scheduler.sim.report import compare, institution_rows, table_rows, to_json, TABLE_COLUMNS
+    from scheduler.sim.history import actual_metrics, slice_hours, what_if_tree
+    from scheduler.sim.report import (
+        TABLE_COLUMNS,
+        configs_for,
+        institution_comparison,
+        institution_rows,
+        run_configs,
+        table_rows,
+        to_json,
+    )
     from scheduler.sim.synthetic import synthetic
     from scheduler.sim.trace import TraceError
 
-    try:
-        if trace_path:
-            trace = _read_trace(trace_path, fmt, slices_per_gpu, pai_jobs, pai_groups, institution)
-        else:
-            trace = synthetic(jobs=jobs, days=days, institutions=institutions, gpus=gpus,
-                              slices_per_gpu=slices_per_gpu, gpus_per_node=gpus_per_node, load=load, seed=seed,
-                              gpu_type=gpu_type)
-    except TraceError as exc:
-        raise click.ClickException(str(exc)) from None
-    if not trace.jobs:
-        raise click.ClickException(f"trace {trace.name} has no jobs that can run")
+    history = changed = settings = None
     if db_url:
-        tree, capacity = _from_db(db_url)
+        specs, capacity, settings, history = _from_db(db_url, with_history=not trace_path)
         if capacity.total_slices == 0:
             raise click.ClickException("the database declares no capacity (fairgpu admin capacity set)")
+        tree = AccountTree.build(specs)
         if not tree.leaves():
             raise click.ClickException("the database has no accounts (fairgpu admin account add)")
+        changed = what_if_tree(specs, changes, capacity.total_slices) if changes else None
+    if history is not None:
+        trace = history.trace
+        info(f"history: {history.read} jobs on record, {len(trace.jobs)} to replay")
+        if not trace.jobs:
+            why = f"all {history.read} were left out ({_reasons(history.skipped)})" if history.read else "there are none"
+            raise click.ClickException(f"no job history to replay: {why}")
     else:
+        try:
+            if trace_path:
+                trace = _read_trace(trace_path, fmt, slices_per_gpu, pai_jobs, pai_groups, institution)
+            else:
+                trace = synthetic(jobs=jobs, days=days, institutions=institutions, gpus=gpus,
+                                  slices_per_gpu=slices_per_gpu, gpus_per_node=gpus_per_node, load=load, seed=seed,
+                                  gpu_type=gpu_type)
+        except TraceError as exc:
+            raise click.ClickException(str(exc)) from None
+        if not trace.jobs:
+            raise click.ClickException(f"trace {trace.name} has no jobs that can run")
+    if not db_url:
         tree = trace.default_tree()
         capacity = trace.capacity or _cluster(gpus, gpus_per_node, slices_per_gpu, gpu_type)
     info(f"trace {trace.name}: {len(trace.jobs)} jobs, {len(trace.institutions())} accounts; cluster "
          f"{capacity.total_slices} slices on {len(capacity.nodes)} nodes")
     for why, n in sorted(trace.skipped.items()):
-        info(f"  skipped {n} rows: {why}")
-    options = SimOptions(half_life_s=half_life_days * 86400.0 if half_life_days else DEFAULT_HALF_LIFE_S)
+        info(f"  left out {n} jobs: {why}" if history is not None else f"  skipped {n} rows: {why}")
+    if changes:
+        info(f"what if: {', '.join(c.text for c in changes)} (runs named +set; nothing is written)")
+    if settings is not None:
+        half_life_s = half_life_days * 86400.0 if half_life_days else settings.half_life_s
+        algorithm = algorithm or settings.config.algorithm
+    else:
+        half_life_s = half_life_days * 86400.0 if half_life_days else DEFAULT_HALF_LIFE_S
+    options = SimOptions(half_life_s=half_life_s)
+    if history is not None and not policies:  # the server's own policy, as its settings say
+        configs = {"live": replace(settings.config, algorithm=algorithm)}
+    else:
+        configs = configs_for(list(policies) or None, algorithm)
 
     def progress(r):
         info(f"  {r.policy}: {r.events} events, {r.cycles} cycles ({r.skipped_cycles} skipped), "
              f"{r.wall_s:.1f} s, {r.events_per_s:,.0f} events/s")
-        for why, n in sorted(r.skipped_jobs.items()):
-            if why not in trace.skipped:
-                info(f"    left out {n} jobs: {why}")
+        _say_left_out({why: n for why, n in r.skipped_jobs.items() if why not in trace.skipped}, "    ")
 
-    results = compare(trace, tree, capacity, list(policies) or None, options, algorithm, progress)
+    results = {}
+    for name, cfg in configs.items():
+        results.update(run_configs(trace, tree, capacity, {name: cfg}, options, progress))
+        if changed is not None:
+            results.update(run_configs(trace, changed, capacity, {f"{name}+set": cfg}, options, progress))
+    first = next(iter(results.values()))
+    dropped = {why: n for why, n in first.skipped_jobs.items() if why not in trace.skipped}
+    if sum(dropped.values()) >= len(trace.jobs):
+        raise click.ClickException(f"all {len(trace.jobs)} jobs of trace {trace.name} were left out "
+                                   f"({_reasons(dropped)}): nothing to compare")
+    actual = hours = None
+    if history is not None:
+        actual = actual_metrics(history.jobs, tree, capacity, options.samples)
+        hours = slice_hours(history.jobs, tree)
     if as_json:
-        click.echo(json.dumps(to_json(results), indent=2))
+        click.echo(json.dumps(to_json(results, actual, hours), indent=2))
+    elif actual is not None:
+        emit(table_rows(results, actual), False, TABLE_COLUMNS, title="history: what really happened and the replay")
+        rows = institution_comparison(results, actual, hours)
+        emit(rows, False, list(rows[0]) if rows else [],
+             title="per institution: real slice-hours, wait p50/p95 (hours), contended share ratio")
     else:
         emit(table_rows(results), False, TABLE_COLUMNS, title=f"{trace.name}: policies compared")
         rows = institution_rows(results)

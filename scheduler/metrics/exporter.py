@@ -8,8 +8,9 @@ Invariants:
   counters and histograms live in SchedulerMetrics and only the loop moves them.
 - Names: `fairgpu_` prefix, base units, `_total` on counters, 0-1 ratios end `_ratio`.
 - No per-job labels. Label values come from bounded sets (accounts, GPUs, nodes,
-  workload kinds, PENDING_REASONS, PREEMPTION_REASONS, FINISHED_STATUSES); free text
-  is mapped onto them, never exported.
+  workload kinds, PENDING_REASONS, PREEMPTION_REASONS, FINISHED_STATUSES). A preemption
+  is labelled by its kind (quota.Preemption.kind), never by parsing its message; a value
+  outside the set is counted as `other`.
 - Every series with an `account` label is named `fairgpu_account_*`; `render(...,
   per_account=False)` leaves them all out (what /metrics serves without an admin or
   scrape token, see scheduler.api.metrics).
@@ -22,7 +23,8 @@ Invariants:
 from __future__ import annotations
 
 import logging
-from typing import Callable, Iterable, Protocol
+from collections.abc import Callable, Iterable
+from typing import Protocol
 
 from prometheus_client import CollectorRegistry, Counter, Histogram
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
@@ -33,21 +35,12 @@ from scheduler.metrics.view import PENDING_REASONS, ClusterView
 log = logging.getLogger("fairgpu.metrics")
 ACCOUNT_PREFIX = "fairgpu_account_"  # every per-account family, and only those
 GPU_LABELS = ("gpu", "UUID", "model_name", "hostname")
+# quota.PREEMPTION_KINDS (repeated: metrics import no policy), then node_lost and other
 PREEMPTION_REASONS = ("reclaim_guarantee", "reclaim_fair_share", "node_lost", "other")
 FINISHED_STATUSES = ("succeeded", "failed", "cancelled")
 CYCLE_PHASES = ("collect", "settle", "load", "decide", "admit", "start")  # scheduler.loop's phases
 CYCLE_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 QUEUE_WAIT_BUCKETS = (0.1, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600, 1800, 3600, 7200, 21600, 86400)
-
-
-def preemption_reason(text: str) -> str:
-    """Map a policy's free-text reason ("reclaim: a is below its guarantee of 4 slices") to a label."""
-    t = text.lower()
-    if t.startswith("reclaim"):
-        return "reclaim_guarantee" if "guarantee" in t else "reclaim_fair_share"
-    if "node" in t and ("lost" in t or "gone" in t or "removed" in t or "dead" in t):
-        return "node_lost"
-    return "other"
 
 
 class FairgpuCollector(Collector):
@@ -240,9 +233,10 @@ class SchedulerMetrics:
         self.admissions.labels(account).inc()
         self.queue_wait.labels(account).observe(max(0.0, queue_wait_s))
 
-    def preempted(self, account: str, reason: str) -> None:
-        """`reason` may be a PREEMPTION_REASONS label or the policy's free text."""
-        label = reason if reason in PREEMPTION_REASONS else preemption_reason(reason)
+    def preempted(self, account: str, kind: str) -> None:
+        """`kind`: the preemption's kind (quota.Preemption.kind), one of PREEMPTION_REASONS;
+        anything else counts as `other` (a message is never parsed)."""
+        label = kind if kind in PREEMPTION_REASONS else "other"
         self.preemptions.labels(account, label).inc()
 
     def job_finished(self, account: str, status: str) -> None:

@@ -19,8 +19,8 @@ import logging
 import os
 import socket
 import time
+from collections.abc import Hashable, Iterable, Mapping
 from dataclasses import dataclass
-from typing import Hashable, Iterable, Mapping
 
 log = logging.getLogger(__name__)
 ENV_MODULE = "FAIRGPU_NVML_MODULE"

@@ -11,8 +11,8 @@ Invariants:
 """
 from __future__ import annotations
 
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from typing import Iterable, Mapping
 
 from scheduler.metrics.nvml import JobId, NodeSample, NvmlReader, job_memory
 from scheduler.metrics.view import GpuView

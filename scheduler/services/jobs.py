@@ -17,6 +17,10 @@ Invariants:
 - Pending limits on PostgreSQL: the limited accounts' rows are locked
   (``SELECT ... FOR UPDATE``) before counting, so concurrent submissions cannot
   overshoot; SQLite transactions are already serialised (``BEGIN IMMEDIATE``).
+  Several submissions in one transaction (``services.committer``) lock and count
+  once and see each other's jobs, planned (``plan_array``) or written; a caller that
+  rolls back part of the transaction (a savepoint) must put ``session.info``, where
+  those locks and counts are kept, back as it was.
 - Every job gets its wall-time limit at submit (``inherited.job_time_limit``): the one
   asked for, else the account's effective default, else its effective maximum, else
   none; a job array's jobs get the same one each.
@@ -28,6 +32,7 @@ Invariants:
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Iterable
 
@@ -40,7 +45,7 @@ from scheduler.services.directory import capacity, directory
 from scheduler.services.estimates import start_time
 from scheduler.services.errors import DomainError, Forbidden, Invalid, NotFound
 from scheduler.store import Account, Job, JobEvent, JobState, Node, submit_job, transition
-from scheduler.store.transitions import submit_jobs
+from scheduler.store.transitions import submit_job_arrays, submit_jobs
 
 HOLD = "hold"
 SCRIPT = "script"
@@ -63,6 +68,8 @@ _PENDING_BY_ACCOUNT = (
     .where(Job.state == JobState.PENDING, Job.account_id.in_(sa.bindparam("ids", expanding=True)))
     .group_by(Job.account_id)
 )
+_PENDING = "fairgpu.pending_counts"  # session.info: {account id: pending jobs}, read in this transaction
+_LOCKED = "fairgpu.pending_locked"  # session.info: ids of the accounts locked in this transaction
 _LOCK_ACCOUNTS = (select(Account.id).where(Account.id.in_(sa.bindparam("ids", expanding=True)))
                   .order_by(Account.id).with_for_update())
 
@@ -212,9 +219,48 @@ def submit_array(
                                            time_limit_s=time_limit_s, root=root)
     ids = submit_jobs(session, count=count, account_id=entry.id, model=model, framework=framework, mode=mode,
                       slices=slices, spec=spec, at=at, time_limit_s=limit)
+    _count_pending(session, entry.id, count)
     if model == SCRIPT:  # the row exists: its working directory moves into the job's directory
         uploads.claim(root, entry.id, spec["upload"], ids[0])
     return ids
+
+
+@dataclass(frozen=True)
+class ArrayPlan:
+    """A job array checked in this transaction and not yet written (``write_arrays``)."""
+    count: int
+    row: dict  # submit_jobs' keyword arguments but count
+
+
+def plan_array(
+    session: Session, *, count: int, account: str, model: str, framework: str | None, mode: str, slices: int,
+    spec: dict, at: datetime, accounts: frozenset[str] | set[str] | None = None, time_limit_s: float | None = None,
+) -> ArrayPlan:
+    """``submit_array``'s checks without its insert, for a group commit: the pending
+    counts of this transaction already include the planned jobs, so later submissions in
+    the batch are checked against them; ``write_arrays`` must write the plan in the same
+    transaction. Script jobs are not planned (their upload is claimed after the insert)."""
+    validate.number(limits.JOB_COUNT, count)
+    if model == SCRIPT:
+        raise InvalidJob("a script job is written at once (submit_array), not planned")
+    entry, spec, limit = _check_submission(session, account=account, model=model, framework=framework, mode=mode,
+                                           slices=slices, spec=spec, accounts=accounts, count=count,
+                                           time_limit_s=time_limit_s)
+    _count_pending(session, entry.id, count)
+    return ArrayPlan(count, {"account_id": entry.id, "model": model, "framework": framework, "mode": mode,
+                             "slices": slices, "spec": spec, "at": at, "time_limit_s": limit})
+
+
+def write_arrays(session: Session, plans: list[ArrayPlan]) -> list[list[int]]:
+    """Write planned arrays: every job in one INSERT, every event in another; each
+    plan's ids, ascending, in the order given."""
+    return submit_job_arrays(session, [(p.count, p.row) for p in plans])
+
+
+def _count_pending(session: Session, account_id: int, count: int) -> None:
+    counts = session.info.get(_PENDING)
+    if counts is not None and account_id in counts:  # the pending counts read in this transaction
+        counts[account_id] += count
 
 
 def uploading_account(session: Session, account: str | None, accounts):
@@ -244,14 +290,26 @@ def framework_warnings(session: Session, framework: str | None) -> list[str]:
 
 
 def _check_pending_limits(session: Session, tree, entry, count: int = 1) -> None:
+    """Refuse when ``count`` more jobs would put ``entry`` or an ancestor over its pending
+    limit. Within one transaction (a group commit's batch) each limited account is locked
+    once and each count read once (``session.info``), then kept up to date by
+    ``submit_array``'s inserts; whoever would change them meanwhile needs the same locks."""
     limited = [e for e in tree.ancestors(entry) if e.max_pending is not None]
     if not limited:
         return
+    info = session.info
     if session.get_bind().dialect.name != "sqlite":
-        session.connection().execute(_LOCK_ACCOUNTS, {"ids": [e.id for e in limited]}).all()
+        locked = info.setdefault(_LOCKED, set())
+        want = [e.id for e in limited if e.id not in locked]
+        if want:
+            session.connection().execute(_LOCK_ACCOUNTS, {"ids": want}).all()
+            locked.update(want)
     widest = limited[-1]
-    ids = tree.subtree_ids(widest)
-    counts = dict(session.connection().execute(_PENDING_BY_ACCOUNT, {"ids": ids}).all())
+    counts = info.setdefault(_PENDING, {})
+    missing = [i for i in tree.subtree_ids(widest) if i not in counts]
+    if missing:
+        found = dict(session.connection().execute(_PENDING_BY_ACCOUNT, {"ids": missing}).all())
+        counts.update((i, found.get(i, 0)) for i in missing)
     for e in limited:
         pending = sum(counts.get(i, 0) for i in tree.subtree_ids(e))
         if pending + count > e.max_pending:

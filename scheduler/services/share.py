@@ -1,7 +1,10 @@
 """The share report (like Slurm's sshare): shares, usage, fair-share factor, entitlement.
 
-Rows come in tree order (depth first). Keys are exactly SHARE_KEYS. Allocated slices and
-pending jobs are rolled up the tree; raw_usage is decayed slice-seconds, rolled up.
+Rows come in tree order (depth first). Keys are exactly SHARE_KEYS. Every figure is
+`quota.report`'s, the same the /metrics gauges publish (so `fairgpu share` and
+`fairgpu_account_entitled_slices` agree, a node gone or not): allocated slices and pending
+jobs are rolled up the tree; raw_usage is decayed slice-seconds, rolled up; entitlement
+is water-filled from the capacity now, over running and feasible pending slices.
 `under` limits the report to one account's subtree (an institution's own view).
 
 `explain` (``fairgpu share --explain``) says the same figures in words: owed (entitled),
@@ -14,7 +17,7 @@ from datetime import datetime
 
 from sqlmodel import Session
 
-from quota import entitlements, fair_share
+import quota
 from scheduler.services.errors import NotFound
 from scheduler.services.snapshot import load_snapshot
 
@@ -24,48 +27,22 @@ SHARE_KEYS = ("account", "parent", "weight", "norm_shares", "raw_usage", "norm_u
 
 
 def share_rows(session: Session, now: datetime, under: str | None = None) -> list[dict]:
-    loaded = load_snapshot(session, now)
-    snap = loaded.snapshot
-    tree = snap.tree
-    if under is not None and under not in tree:
+    """`quota.report`'s figures of the database's snapshot as SHARE_KEYS rows (allocated:
+    the slices running jobs hold now)."""
+    snap = load_snapshot(session, now).snapshot
+    if under is not None and under not in snap.tree:
         raise NotFound(f"unknown account {under}")
-    factors = fair_share(tree, snap.usage, snap.config.algorithm)
-    demand: dict[str, float] = {}
-    alloc = {n: 0 for n in tree.order}
-    pending = {n: 0 for n in tree.order}
-    for job in snap.running:
-        demand[job.account] = demand.get(job.account, 0.0) + job.slices
-        for a in tree.ancestors(job.account):
-            alloc[a] += job.slices
-    for req in snap.pending:
-        if req.account in tree:
-            demand[req.account] = demand.get(req.account, 0.0) + req.slices
-            for a in tree.ancestors(req.account):
-                pending[a] += 1
-    entitled = entitlements(tree, snap.capacity.total_slices, demand)
-    names = tree.subtree(under) if under else list(tree.order)
-    keep = set(names)
-    rows = []
-    for n in tree.order:
-        if n not in keep:
-            continue
-        spec = tree.accounts[n]
-        rows.append({
-            "account": n,
-            "parent": spec.parent,
-            "weight": spec.weight,
-            "norm_shares": factors.norm_shares[n],
-            "raw_usage": factors.raw_usage[n],
-            "norm_usage": factors.norm_usage[n],
-            "effective_usage": factors.effective_usage[n],
-            "fairshare_factor": factors.factor[n],
-            "guaranteed_slices": spec.guaranteed,
-            "max_slices": spec.cap,
-            "entitled_slices": entitled.get(n, 0.0),
-            "allocated_slices": alloc[n],
-            "pending_jobs": pending[n],
-        })
-    return rows
+    keep = set(snap.tree.subtree(under)) if under else None
+    return [row(f) for f in quota.report(snap) if keep is None or f.name in keep]
+
+
+def row(f: quota.AccountFigures) -> dict:
+    """One account's figures as a share row (SHARE_KEYS)."""
+    return {"account": f.name, "parent": f.parent, "weight": f.weight, "norm_shares": f.norm_shares,
+            "raw_usage": f.raw_usage, "norm_usage": f.norm_usage, "effective_usage": f.effective_usage,
+            "fairshare_factor": f.fairshare_factor, "guaranteed_slices": f.guaranteed_slices,
+            "max_slices": f.max_slices, "entitled_slices": f.entitled_slices,
+            "allocated_slices": f.allocated_slices, "pending_jobs": f.pending_jobs}
 
 
 # -- share --explain ------------------------------------------------------------------------
@@ -130,7 +107,7 @@ def _usage_words(r: dict, ratio: float | None) -> str:
 
 def _slices(x: float) -> str:
     """``1 slice``, ``3 slices``, ``1.67 slices``."""
-    n = f"{x:.3g}" if abs(x - round(x)) > EPS else str(int(round(x)))
+    n = f"{x:.3g}" if abs(x - round(x)) > EPS else str(round(x))
     return f"{n} slice" if n == "1" else f"{n} slices"
 
 

@@ -1,26 +1,37 @@
 """Load: build the policy's Snapshot from the database (the first step of load, decide, apply).
 
 Invariants: one read transaction; nothing is written; times become epoch seconds for
-quota/. Active jobs are read as light column rows (`JobRow`), not ORM objects, since the
-loop reads every waiting job every cycle. Running jobs whose node is gone stay in the
-snapshot (they still count against their account) until the loop requeues them.
+quota/. Active jobs are read as light column rows (`JobRow`), not ORM objects. The loop
+keeps one incremental cache, `SnapshotLoader`: rows and a quota.PolicyState fed only with
+the jobs that changed (a change cursor on job events), so a cycle reads what changed, not
+the whole queue. Running jobs whose node is gone stay in the state (they still count
+against their account) until the loop requeues them.
 """
 from __future__ import annotations
 
 import json
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from datetime import datetime
-from typing import Callable, Mapping, NamedTuple
+from datetime import UTC, datetime
+from typing import NamedTuple
 
 import sqlalchemy as sa
 from sqlmodel import Session
 
-from quota import PendingRequest, RunningJob, Snapshot
+from quota import (
+    AccountTree,
+    Capacity,
+    PendingRequest,
+    PolicyConfig,
+    PolicyState,
+    RunningJob,
+    Snapshot,
+)
 from scheduler.services.accounts import load_tree
 from scheduler.services.capacity import load_capacity
 from scheduler.services.settings import policy_settings
 from scheduler.services.usage import decayed_by_account
-from scheduler.store import Account, Job, JobState, Node, Setting
+from scheduler.store import Account, Job, JobEvent, JobState, Node, Setting
 
 _J = Job.__table__.c
 # JSON columns come back as text and are decoded only when used (every waiting job is read
@@ -74,24 +85,55 @@ class JobRow(NamedTuple):
 # Built once (the loop runs them every cycle; building a statement costs more than running it)
 _ACTIVE = sa.select(*_COLUMNS).where(_J.state.in_([JobState.PENDING, JobState.RUNNING]))
 _BY_IDS = sa.select(*_COLUMNS).where(_J.id.in_(sa.bindparam("ids", expanding=True)))
-# Read on the driver's cursor: every active job's (id, version) every cycle, where building
-# SQLAlchemy rows for them cost more than the query (the states are constants, no binds).
-_VERSIONS_SQL = (f"SELECT id, version FROM {Job.__tablename__} "
-                 f"WHERE state IN ('{JobState.PENDING.name}', '{JobState.RUNNING.name}')")
+_RUNNING = sa.select(*_COLUMNS).where(_J.state == JobState.RUNNING)
 
 
-def _active_versions(session: Session) -> dict[int, int]:
-    cursor = session.connection().connection.dbapi_connection.cursor()
+# SQLite: the same columns read through the driver's cursor, in the session's transaction.
+# SQLAlchemy's result processing (a regular expression per stored time, then UTCDateTime)
+# was most of the cost of a re-read; the driver gives text, parsed here by
+# `datetime.fromisoformat` (SQLAlchemy stores naive UTC). PostgreSQL keeps the statements
+# above (psycopg gives datetimes).
+_RAW_SELECT = (f"SELECT {', '.join(f.removesuffix('_json') for f in JobRow._fields)} "
+               f"FROM {Job.__tablename__} WHERE ")
+_RAW_ACTIVE = _RAW_SELECT + f"state IN ('{JobState.PENDING.value}', '{JobState.RUNNING.value}')"
+
+
+_STATES = {s.value: s for s in JobState}
+
+
+def _raw_rows(conn, sql: str, params: tuple) -> list[JobRow]:
+    cursor = conn.connection.cursor()
     try:
-        cursor.execute(_VERSIONS_SQL)
-        return dict(cursor.fetchall())
+        rows = cursor.execute(sql, params).fetchall()
     finally:
         cursor.close()
+    state, parse, utc = _STATES.__getitem__, datetime.fromisoformat, UTC
+    return [JobRow(r[0], r[1], state(r[2]), r[3], r[4], r[5], parse(r[6]).replace(tzinfo=utc),
+                   r[7] and parse(r[7]).replace(tzinfo=utc), *r[8:17], r[17] and parse(r[17]).replace(tzinfo=utc),
+                   r[18], r[19])
+            for r in rows]
+
+
+def running_jobs(session: Session) -> list[JobRow]:
+    conn = session.connection()
+    if conn.dialect.name == "sqlite":
+        return _raw_rows(conn, _RAW_SELECT + f"state = '{JobState.RUNNING.value}'", ())
+    return [JobRow(r[0], r[1], JobState(r[2]), *r[3:]) for r in conn.execute(_RUNNING)]
 
 
 def active_jobs(session: Session, ids=None) -> list[JobRow]:
     """Active jobs as JobRows; with `ids`, those jobs whatever their state."""
     conn = session.connection()
+    if conn.dialect.name == "sqlite":
+        if ids is None:
+            return _raw_rows(conn, _RAW_ACTIVE, ())
+        ids = tuple(ids)
+        out: list[JobRow] = []
+        for at in range(0, len(ids), 900):  # SQLite's limit on bound parameters
+            chunk = ids[at:at + 900]
+            if chunk:
+                out += _raw_rows(conn, _RAW_SELECT + f"id IN ({', '.join('?' * len(chunk))})", chunk)
+        return out
     rows = conn.execute(_ACTIVE) if ids is None else conn.execute(_BY_IDS, {"ids": list(ids)})
     return [JobRow(r[0], r[1], JobState(r[2]), *r[3:]) for r in rows]
 
@@ -103,38 +145,85 @@ class Loaded:
     account_ids: dict[str, int]
 
 
+@dataclass
+class Synced:
+    """What `SnapshotLoader.sync` gives the loop: the live PolicyState and the rows it was
+    fed from. `jobs` is the loader's own dict (no copy): valid until the next sync."""
+
+    state: PolicyState
+    jobs: dict[int, JobRow]
+    tree: AccountTree
+    capacity: Capacity
+    config: PolicyConfig
+    half_life_s: float
+    account_ids: dict[str, int]
+    changed: list[int]  # the jobs re-read by this sync (new, or moved since the last one); none after a rebuild
+    rebuilt: bool = False  # the state was built afresh from every active row (changed is empty then)
+
+
 _A = Account.__table__.c
 _N = Node.__table__.c
 _S = Setting.__table__.c
+_E = JobEvent.__table__.c
 _ACCOUNT_ROWS = sa.select(_A.id, _A.name, _A.parent_id, _A.weight, _A.guaranteed_slices, _A.max_slices,
                           _A.max_pending).order_by(_A.id)
 _NODE_ROWS = sa.select(_N.name, _N.gpus, _N.slices_per_gpu, _N.gpu_type).where(_N.active == sa.true()).order_by(_N.name)
 _SETTING_ROWS = sa.select(_S.key, _S.value).order_by(_S.key)
+_LAST_EVENT = sa.select(sa.func.max(_E.id))
+_EVENTS_SINCE = sa.select(_E.id, _E.job_id).where(_E.id > sa.bindparam("after"))
+
+
+def event_horizon(engine) -> int | None:
+    """The largest job_event id below which every event is committed (PostgreSQL; None on
+    SQLite, whose writers are serialised so a transaction's own read is the horizon).
+
+    Every transaction that adds a job event writes the job table first (submit, transition),
+    so once `LOCK TABLE job IN SHARE MODE` is granted none of them is in flight: ids up to
+    the max are final. The lock is held by this short transaction only (it takes no other
+    lock, so it cannot deadlock), never by the cycle's write transaction."""
+    if engine.dialect.name == "sqlite":
+        return None
+    with Session(engine) as s:
+        s.connection().exec_driver_sql(f"LOCK TABLE {Job.__tablename__} IN SHARE MODE")
+        top = s.connection().execute(_LAST_EVENT).scalar()
+        s.commit()
+    return top or 0
 
 
 class SnapshotLoader:
-    """Loads snapshots cycle after cycle, re-reading only the active jobs that changed.
+    """The loop's one incremental cache: the active jobs' rows and a quota.PolicyState fed
+    with what changed (the simulator drives the same PolicyState).
 
-    Each load reads (id, version) of every active job, then full rows only for jobs that
-    are new or whose version moved (every status change bumps the version, so a job the
-    API cancelled or the loop admitted is re-read); the policy's requests are kept per
-    job and rebuilt only for those, so a load costs the query plus what changed, not a
-    pass over every waiting job in Python. Accounts, active nodes and settings
-    are small and their raw rows are read every time, but the tree, capacity and policy
-    settings built from them are rebuilt only when those rows differ from the last load.
-    The result equals a fresh load (tests check it).
-    """
+    Change cursor: every status change and every submission appends a JobEvent in the same
+    transaction (scheduler/store/transitions.py), so the jobs to re-read are those with an
+    event past the last id seen; a sync costs what changed, not a pass over the queue. Each
+    re-read job is taken out of the state (wherever the state has it: queued, running, or
+    moved there by the last `state.cycle`) and put back as its row now says. Accounts, active
+    nodes and settings are small and read every time; the tree, capacity and settings built
+    from them are rebuilt, and with them the whole state, only when those rows differ.
+    Reasons written by the loop do not move the cursor (they are not status changes).
+    Requests the loop holds back (`withhold`) are kept out of the state until released.
+    On PostgreSQL the caller bounds the events read by `event_horizon` (ids are taken
+    before commit, so a later id can commit first); on SQLite writers are serialised.
+    After a failed cycle the caller drops the loader: a new one reads everything again.
+    `load()` equals a fresh load (tests check it)."""
 
     def __init__(self) -> None:
-        self._rows: dict[int, JobRow] = {}  # the active jobs as last read
-        self._versions: dict[int, int] = {}  # id -> version of the row kept
-        self._pending: dict[int, PendingRequest] = {}  # id order
-        self._running: dict[int, RunningJob] = {}  # id order
-        self._unsorted: set[str] = set()
-        self._names: Mapping[int, str] | None = None  # the account names the requests were built with
-        self._finish_time = False
+        self.rows: dict[int, JobRow] = {}  # the active jobs as last read
+        self.state: PolicyState | None = None
+        self.reasons_written: dict[tuple[int, int], tuple[str, str]] = {}  # (account id, slices) -> reason
+        self._cursor = 0  # the last job_event id seen
+        self._built_from: tuple | None = None  # (config, tree, capacity) the state was built with
+        self._names: Mapping[int, str] = {}
         self._account_ids: dict[str, int] = {}
         self._inputs: dict[str, tuple[object, object]] = {}  # kind -> (raw rows, what was built from them)
+        self._held: dict[int, PendingRequest] = {}  # requests withheld from the state
+        self.by_framework: dict[str | None, set[int]] = {}  # pending job ids per framework
+        self.timed: set[int] = set()  # the running jobs (as last read) with a time limit
+
+    @property
+    def account_names(self) -> Mapping[int, str]:
+        return self._names
 
     def _cached(self, kind: str, raw, build):
         hit = self._inputs.get(kind)
@@ -157,79 +246,144 @@ class SnapshotLoader:
                                 lambda _raw: load_capacity(session))
         return settings, tree, capacity, names
 
+    def sync(self, session: Session, config: PolicyConfig | None = None, horizon: int | None = None) -> Synced:
+        """Bring the rows and the state up to the database (see the class docstring)."""
+        settings, tree, capacity, names = self.policy_inputs(session)
+        config = config or settings.config
+        conn = session.connection()
+        if self.state is None or self._built_from != (config, tree, capacity):
+            top = conn.execute(_LAST_EVENT).scalar() or 0
+            self._cursor = top if horizon is None else min(top, horizon)
+            self._build(session, tree, capacity, config, names)
+            changed = []  # all new: reasons_written is empty, so every group is written anyway
+            rebuilt = True
+        else:
+            bound = {"after": self._cursor}
+            ids: set[int] = set()
+            for event_id, job_id in conn.execute(_EVENTS_SINCE, bound):
+                if horizon is None or event_id <= horizon:
+                    ids.add(job_id)
+                    self._cursor = max(self._cursor, event_id)
+            changed = sorted(ids)
+            rebuilt = False
+            for chunk in range(0, len(changed), 900):
+                fresh = {j.id: j for j in active_jobs(session, changed[chunk:chunk + 900])}
+                for job_id in changed[chunk:chunk + 900]:
+                    job = fresh.get(job_id)
+                    if job is not None and job.state == JobState.RUNNING and self._runs_as(job):
+                        self._untrack_row(job_id)  # the state runs it already (the loop admitted it)
+                        self.rows[job_id] = job
+                        if job.time_limit_s is not None:
+                            self.timed.add(job_id)
+                        continue
+                    self._drop(job_id)
+                    if job is not None and job.state in (JobState.PENDING, JobState.RUNNING):
+                        self._add(job)
+        return Synced(self.state, self.rows, tree, capacity, config, settings.half_life_s, self._account_ids,
+                      changed, rebuilt)
+
+    def _build(self, session: Session, tree, capacity, config: PolicyConfig, names) -> None:
+        self.state = PolicyState(tree, capacity, config, ties_by_id=True)
+        self._built_from = (config, tree, capacity)
+        self._names = names
+        self._account_ids = {v: k for k, v in names.items()}
+        self.rows, self._held, self.by_framework, self.reasons_written = {}, {}, {}, {}
+        self.timed = set()
+        for job in active_jobs(session):  # any order: the state's queues break ties by id, as decide's
+            self._add(job)
+
+    def _request(self, job: JobRow) -> PendingRequest:
+        work = job.spec.get("seconds") if self.state.config.ordering == "finish-time" else None
+        return PendingRequest(job.id, self._names.get(job.account_id, f"#{job.account_id}"), job.slices,
+                              seq=job.queue_seq, submitted_at=job.submitted_at.timestamp(), work_s=work)
+
+    def _add(self, job: JobRow) -> None:
+        self.rows[job.id] = job
+        if job.state == JobState.PENDING:
+            self.state.submit(self._request(job))
+            self.by_framework.setdefault(job.framework, set()).add(job.id)
+        else:
+            if job.time_limit_s is not None:
+                self.timed.add(job.id)
+            running = RunningJob(job.id, self._names.get(job.account_id, f"#{job.account_id}"), job.node or "",
+                                 tuple(tuple(x) for x in job.gpu_slices),
+                                 (job.started_at or job.submitted_at).timestamp())
+            self.state.add_running(running, self._request(job))
+
+    def _runs_as(self, job: JobRow) -> bool:
+        """The state has `job` running exactly as its row says (the last `state.cycle`
+        admitted it and the loop wrote that admission)."""
+        r = self.state.running.get(job.id)
+        return (r is not None and r.node == (job.node or "") and job.id not in self._held
+                and r.started_at == (job.started_at or job.submitted_at).timestamp()
+                and r.gpu_slices == tuple(tuple(x) for x in job.gpu_slices))
+
+    def _untrack_row(self, job_id: int) -> JobRow | None:
+        job = self.rows.pop(job_id, None)
+        self.timed.discard(job_id)
+        if job is not None:
+            ids = self.by_framework.get(job.framework)
+            if ids is not None:
+                ids.discard(job_id)
+        return job
+
+    def _drop(self, job_id: int) -> None:
+        """Take a job out of the state, wherever the state has it."""
+        job = self._untrack_row(job_id)
+        if job is None:
+            return
+        state = self.state
+        if self._held.pop(job_id, None) is not None:
+            return
+        if job_id in state.running:
+            state.finish(job_id)
+        else:
+            state.cancel(job_id, self._names.get(job.account_id, f"#{job.account_id}"))
+
+    def withhold(self, ids: set[int]) -> list[int]:
+        """Keep exactly these pending jobs out of the state (the loop holds them back);
+        release the others withheld before, and return those."""
+        released = [j for j in self._held if j not in ids]
+        for job_id in released:
+            self.state.submit(self._held.pop(job_id))
+        for job_id in ids:
+            job = self.rows.get(job_id)
+            if job_id in self._held or job is None or job.state != JobState.PENDING:
+                continue
+            account = self._names.get(job.account_id, f"#{job.account_id}")
+            if self.state.cancel(job_id, account):
+                self._held[job_id] = self._request(job)
+        return released
+
     def load(self, session: Session, now: datetime, config=None, usage: Mapping[str, float] | None = None,
              usage_by_id: Callable[[float], Mapping[int, float]] | None = None) -> Loaded:
-        """`usage` by account name; or `usage_by_id(half_life_s)` by account id; or, with
-        neither, the decayed usage read from the usage records."""
-        settings, tree, capacity, names = self.policy_inputs(session)
+        """A Snapshot of the synced state, jobs in id order. `usage` by account name; or
+        `usage_by_id(half_life_s)` by account id; or, with neither, the decayed usage read
+        from the usage records."""
+        synced = self.sync(session, config)
+        names = self._names
         if usage is None and usage_by_id is not None:
-            usage = {names[i]: v for i, v in usage_by_id(settings.half_life_s).items() if i in names}
-        config = config or settings.config
-        finish_time = config.ordering == "finish-time"
-        if names is not self._names or finish_time != self._finish_time:
-            # requests carry account names (and, for finish-time ordering, the work):
-            # build them all again
-            self._versions, self._rows, self._pending, self._running = {}, {}, {}, {}
-            self._names, self._finish_time = names, finish_time
-            self._account_ids = {v: k for k, v in names.items()}
-        versions = _active_versions(session)
-        # set operations on dict views run in C: what left, and what is new or moved
-        for job_id in self._versions.keys() - versions.keys():
-            self._forget(job_id)
-        changed = sorted(i for i, _v in versions.items() - self._versions.items())
-        for chunk in range(0, len(changed), 900):
-            for job in active_jobs(session, changed[chunk:chunk + 900]):
-                if job.state not in (JobState.PENDING, JobState.RUNNING):  # finished meanwhile (PostgreSQL)
-                    self._forget(job.id)
-                    versions.pop(job.id, None)
-                    continue
-                versions[job.id] = job.version  # the version of the row kept
-                self._keep(job, names, finish_time)
-        self._versions = versions
+            usage = {names[i]: v for i, v in usage_by_id(synced.half_life_s).items() if i in names}
         if usage is None:
-            usage = decayed_by_account(session, now, settings.half_life_s)
-        snap = Snapshot(tree=tree, capacity=capacity, pending=self._in_order("_pending"),
-                        running=self._in_order("_running"), usage=dict(usage), now=now.timestamp(), config=config)
-        return Loaded(snap, dict(self._rows), self._account_ids)
-
-    def _forget(self, job_id: int) -> None:
-        self._rows.pop(job_id, None)
-        self._pending.pop(job_id, None)
-        self._running.pop(job_id, None)
-
-    def _keep(self, job: JobRow, names: Mapping[int, str], finish_time: bool) -> None:
-        self._forget(job.id)
-        self._rows[job.id] = job
-        account = names.get(job.account_id, f"#{job.account_id}")
-        if job.state == JobState.PENDING:
-            work = job.spec.get("seconds") if finish_time else None
-            self._put("_pending", PendingRequest(job.id, account, job.slices, seq=job.queue_seq,
-                                                 submitted_at=job.submitted_at.timestamp(), work_s=work))
-        else:
-            self._put("_running", RunningJob(job.id, account, job.node or "", tuple(tuple(x) for x in job.gpu_slices),
-                                             (job.started_at or job.submitted_at).timestamp()))
-
-    def _put(self, which: str, request) -> None:
-        """Requests are kept in id order (a fresh load's order); new jobs have the largest
-        ids, so only a job that moves back (a requeue) makes a re-sort necessary."""
-        kept = getattr(self, which)
-        if kept and request.id < next(reversed(kept)):
-            self._unsorted.add(which)
-        kept[request.id] = request
-
-    def _in_order(self, which: str) -> tuple:
-        if which in self._unsorted:
-            setattr(self, which, dict(sorted(getattr(self, which).items())))
-            self._unsorted.discard(which)
-        return tuple(getattr(self, which).values())
+            usage = decayed_by_account(session, now, synced.half_life_s)
+        state = synced.state
+        pending = [*state._infeasible_reqs.values(), *state.pending, *self._held.values()]
+        running = [state.running[i] for i in sorted(state.running)]
+        snap = Snapshot(tree=synced.tree, capacity=synced.capacity, pending=tuple(sorted(pending, key=_by_id)),
+                        running=tuple(running), usage=dict(usage), now=now.timestamp(), config=synced.config)
+        return Loaded(snap, dict(self.rows), self._account_ids)
 
     def note_reasons(self, reasons: Mapping[int, tuple[str | None, str | None]]) -> None:
         """Remember the pending reasons the caller has just committed (writing a reason does
         not bump a job's version, so the rows kept would otherwise hold the old one)."""
         for job_id, (reason, message) in reasons.items():
-            row = self._rows.get(job_id)
+            row = self.rows.get(job_id)
             if row is not None:
-                self._rows[job_id] = row._replace(reason=reason, reason_message=message)
+                self.rows[job_id] = row._replace(reason=reason, reason_message=message)
+
+
+def _by_id(request: PendingRequest):
+    return request.id
 
 
 def load_snapshot(session: Session, now: datetime, config=None, usage: Mapping[str, float] | None = None) -> Loaded:

@@ -19,20 +19,50 @@ A sub-account's name is either one segment, or its parent's name, '/', one segme
 Durations: ``parse_duration`` takes a number with a unit or plain seconds;
 ``parse_time_limit`` takes Slurm's ``--time`` forms, where a bare number is minutes,
 and hands the unit forms to ``parse_duration`` (docs/institutions.md, "Time limits").
+
+Moments: ``parse_when`` takes ``YYYY-MM-DD`` (midnight UTC) or
+``YYYY-MM-DDTHH:MM[:SS[.ffffff]]`` with ``Z`` or ``+HH:MM``/``-HH:MM`` (UTC without one),
+and returns an aware UTC datetime no earlier than ``EPOCH``; week dates, ordinal dates,
+compact forms and hours alone are refused.
 """
 from __future__ import annotations
 
 import math
 import re
 from dataclasses import replace
+from datetime import UTC, datetime
 
 from quota import limits
-from quota.limits import ID, NAME_MAX_LEN, NAME_SEGMENT_PATTERN, NAME_SEGMENT_RULE, Range
+from quota.limits import (
+    ID,
+    NAME_MAX_LEN,
+    NAME_SEGMENT_PATTERN,
+    NAME_SEGMENT_RULE,
+    Range,
+)
 from scheduler.services.errors import Invalid
 
-__all__ = ["ID", "NAME_MAX_LEN", "DURATION_MAX_LEN", "limits", "JOB_NUMBERS", "number", "optional", "job_numbers",
-           "parse_duration", "parse_time_limit", "describe_duration", "human_duration", "TIME_LIMIT_FORMS", "text",
-           "account_name", "account_place", "lookup_name"]
+__all__ = [
+    "DURATION_MAX_LEN",
+    "EPOCH",
+    "ID",
+    "JOB_NUMBERS",
+    "NAME_MAX_LEN",
+    "TIME_LIMIT_FORMS",
+    "account_name",
+    "account_place",
+    "describe_duration",
+    "human_duration",
+    "job_numbers",
+    "limits",
+    "lookup_name",
+    "number",
+    "optional",
+    "parse_duration",
+    "parse_time_limit",
+    "parse_when",
+    "text",
+]
 
 _SEGMENT = re.compile(NAME_SEGMENT_PATTERN)
 _DURATION = re.compile(r"([0-9]+(?:\.[0-9]+)?)([smhdw]?)")
@@ -42,6 +72,9 @@ DURATION_MAX_LEN = 32  # characters: far more than any duration in range needs
 # a ':' are two digits, hours after 'D-' one or two.
 _SLURM_TIME = re.compile(r"(?:(?P<d>[0-9]+)-(?P<dh>[0-9]{1,2})(?::(?P<dm>[0-9]{2})(?::(?P<ds>[0-9]{2}))?)?"
                          r"|(?P<a>[0-9]+)(?::(?P<b>[0-9]{2})(?::(?P<c>[0-9]{2}))?)?)")
+EPOCH = datetime(1970, 1, 1, tzinfo=UTC)  # the earliest moment parse_when accepts
+_WHEN = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}"
+                   r"(?:[T ][0-9]{2}:[0-9]{2}(?::[0-9]{2}(?:\.[0-9]{1,6})?)?(?:[Zz]|[+-][0-9]{2}:[0-9]{2})?)?")
 TIME_LIMIT_FORMS = "MM, MM:SS, HH:MM:SS, D-HH, D-HH:MM or D-HH:MM:SS (a bare number is minutes), or 90s, 10m, 2h, 3d"
 
 # The numbers of a job submission, by the name the API and the CLI give them.
@@ -113,6 +146,24 @@ def parse_time_limit(text: str, field: str = limits.TIME_LIMIT.field) -> float:
     if seconds not in rng:
         raise Invalid(f"{field} must be {describe_duration(rng)} (got {text})")
     return seconds
+
+
+def parse_when(text: str, field: str) -> datetime:
+    """A date (``2026-11-01``: midnight UTC) or an ISO 8601 time (``2026-11-01T09:30Z``;
+    UTC without a zone) -> an aware UTC datetime, ``EPOCH`` or later (see the module
+    docstring for the forms)."""
+    value = None
+    if isinstance(text, str) and _WHEN.fullmatch(text):
+        try:
+            value = datetime.fromisoformat(text[:-1] + "+00:00" if text.endswith(("Z", "z")) else text)
+            value = value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+        except (ValueError, OverflowError):  # a day or hour that does not exist, or past year 9999
+            value = None
+    if value is None:
+        raise Invalid(f"{field} must be a date (YYYY-MM-DD) or an ISO 8601 time (got {_show(text)})")
+    if value < EPOCH:
+        raise Invalid(f"{field} must be 1970-01-01 or later (got {text})")
+    return value
 
 
 def human_duration(seconds: float) -> str:

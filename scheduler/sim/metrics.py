@@ -3,8 +3,9 @@
 - contended window: the share samples (taken every span / samples seconds) at which the
   institutions' demand (running + queued slices) exceeds the capacity; fairness only
   means something there, since below capacity everyone gets all they ask for;
-- entitled share e_i(t): quota's weighted water-filling of the capacity over the
-  institutions' demand at t (quota.entitlements, guarantees and caps included), the
+- entitled share e_i(t): the institution's entitled slices in `quota.report` of the
+  policy's state at t (weighted water-filling of the capacity over the demand,
+  guarantees and caps included: the figure `fairgpu share` and the gauges show), the
   same reference for every policy;
 - x_i = sum over contended samples of allocated_i / sum of e_i (slice-time share over
   entitled share); jain_index = Jain's index of the x_i over institutions with e_i > 0;
@@ -26,7 +27,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from quota import AccountTree, Capacity, jain_index
-from quota.entitlement import entitlements
+from quota import report as account_figures
 
 
 @dataclass
@@ -82,14 +83,11 @@ class Recorder:
             self.next_sample += self.every
 
     def _sample(self, at: float) -> None:
-        demand = dict(self.state.pending_slices)
-        for a, n in self.state.running_slices.items():
-            demand[a] = demand.get(a, 0) + n
-        ent = entitlements(self.tree, self.capacity, demand)
+        top = {f.name: f for f in account_figures(self.state.snapshot(at, {})) if f.parent is None}
         self.times.append(at - self.start)
         self.shares.append([self.alloc[i] for i in self.insts])
-        self.entitled.append([ent.get(i, 0.0) for i in self.insts])
-        self.demand_total.append(float(sum(demand.values())))
+        self.entitled.append([top[i].entitled_slices for i in self.insts])
+        self.demand_total.append(float(sum(f.running_slices + f.pending_slices for f in top.values())))
 
     def change(self, account: str, t: float, delta: int) -> None:
         self.busy_area += self.busy * (t - self.t_busy)

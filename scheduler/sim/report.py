@@ -9,6 +9,11 @@ POLICIES maps each report name to the quota.PolicyConfig that gives it:
 - finish-time: the Themis-style ordering, largest finish-time fairness ratio first.
 Every policy runs on its own PolicyState; the trace, tree and cluster are shared and
 never mutated, so the runs are independent and deterministic.
+
+What-if on the live tree (`fairgpu simulate --from-db`): `actual` is what really happened
+(scheduler.sim.history.actual_metrics), shown as a first row and JSON key beside the
+simulated runs, measured with the same definitions; `institution_comparison` puts each
+institution's real and simulated waits and contended share side by side.
 """
 from __future__ import annotations
 
@@ -16,6 +21,7 @@ from dataclasses import replace
 
 from quota import AccountTree, Capacity, PolicyConfig
 from scheduler.sim.engine import SimOptions, SimResult, simulate
+from scheduler.sim.metrics import RunMetrics
 from scheduler.sim.trace import Trace
 
 POLICIES: dict[str, PolicyConfig] = {
@@ -31,25 +37,47 @@ TABLE_COLUMNS = ["policy", "jain_index", "max_share_deviation", "mean_jct_h", "m
                  "max_rho", "wait_p95_h", "preemptions", "unfinished", "wall_s"]
 
 
-def compare(trace: Trace, tree: AccountTree, capacity: Capacity, policies: list[str] | None = None,
-            options: SimOptions = SimOptions(), algorithm: str | None = None,
-            progress=None) -> dict[str, SimResult]:
+def configs_for(policies: list[str] | None = None, algorithm: str | None = None) -> dict[str, PolicyConfig]:
     names = policies or list(POLICIES)
     unknown = [n for n in names if n not in POLICIES]
     if unknown:
         raise ValueError(f"unknown policy {unknown[0]!r} (choose {', '.join(POLICIES)})")
+    return {n: POLICIES[n] if algorithm is None else replace(POLICIES[n], algorithm=algorithm) for n in names}
+
+
+def run_configs(trace: Trace, tree: AccountTree, capacity: Capacity, configs: dict[str, PolicyConfig],
+                options: SimOptions | None = None, progress=None) -> dict[str, SimResult]:
+    """One simulated run per named PolicyConfig, in order."""
+    options = options or SimOptions()
     out = {}
-    for name in names:
-        cfg = POLICIES[name] if algorithm is None else replace(POLICIES[name], algorithm=algorithm)
+    for name, cfg in configs.items():
         out[name] = simulate(trace, tree, capacity, cfg, name=name, options=options)
         if progress:
             progress(out[name])
     return out
 
 
-def to_json(results: dict[str, SimResult]) -> dict:
-    """An object keyed by policy name; per-institution waits and rho under `institutions`."""
+def compare(trace: Trace, tree: AccountTree, capacity: Capacity, policies: list[str] | None = None,
+            options: SimOptions | None = None, algorithm: str | None = None,
+            progress=None) -> dict[str, SimResult]:
+    return run_configs(trace, tree, capacity, configs_for(policies, algorithm), options, progress)
+
+
+def to_json(results: dict[str, SimResult], actual: RunMetrics | None = None,
+            slice_hours: dict[str, float] | None = None) -> dict:
+    """An object keyed by policy name; per-institution waits and rho under `institutions`.
+    With `actual`, what really happened comes first under "actual", with the same keys
+    (events, cycles and the timings are null: nothing was simulated), and each institution's
+    real slice-hours under `institutions`."""
     out = {}
+    if actual is not None:
+        entry = {k: getattr(actual, k) for k in JSON_KEYS}
+        entry.update(jobs=actual.jobs, unfinished=actual.unfinished, preemptions=actual.preemptions,
+                     contended_fraction=actual.contended_fraction, events=None, cycles=None, skipped_cycles=None,
+                     wall_s=None, events_per_s=None,
+                     institutions={i: {**p, "slice_hours": (slice_hours or {}).get(i, 0.0)}
+                                   for i, p in actual.per_institution.items()})
+        out["actual"] = entry
     for name, r in results.items():
         m = r.metrics
         entry = {k: getattr(m, k) for k in JSON_KEYS}
@@ -60,18 +88,18 @@ def to_json(results: dict[str, SimResult]) -> dict:
     return out
 
 
-def table_rows(results: dict[str, SimResult]) -> list[dict]:
-    rows = []
-    for name, r in results.items():
-        m = r.metrics
-        rows.append({"policy": name, "jain_index": round(m.jain_index, 4),
-                     "max_share_deviation": round(m.max_share_deviation, 4),
-                     "mean_jct_h": round(m.mean_jct_s / 3600, 2), "makespan_d": round(m.makespan_s / 86400, 2),
-                     "utilisation": round(m.utilisation, 3), "max_rho": round(m.max_rho, 2),
-                     "wait_p95_h": round(m.wait_p95_s / 3600, 2), "preemptions": m.preemptions,
-                     "unfinished": m.unfinished,
-                     "wall_s": round(r.wall_s, 1)})
-    return rows
+def _row(name: str, m: RunMetrics, wall_s: float | None) -> dict:
+    return {"policy": name, "jain_index": round(m.jain_index, 4), "max_share_deviation": round(m.max_share_deviation, 4),
+            "mean_jct_h": round(m.mean_jct_s / 3600, 2), "makespan_d": round(m.makespan_s / 86400, 2),
+            "utilisation": round(m.utilisation, 3), "max_rho": round(m.max_rho, 2),
+            "wait_p95_h": round(m.wait_p95_s / 3600, 2), "preemptions": m.preemptions, "unfinished": m.unfinished,
+            "wall_s": None if wall_s is None else round(wall_s, 1)}
+
+
+def table_rows(results: dict[str, SimResult], actual: RunMetrics | None = None) -> list[dict]:
+    """One row per run; with `actual`, what really happened first (policy "actual")."""
+    rows = [_row("actual", actual, None)] if actual is not None else []
+    return rows + [_row(name, r.metrics, r.wall_s) for name, r in results.items()]
 
 
 def institution_rows(results: dict[str, SimResult], top: int = 10) -> list[dict]:
@@ -85,5 +113,29 @@ def institution_rows(results: dict[str, SimResult], top: int = 10) -> list[dict]
             p = r.metrics.per_institution.get(inst, {})
             row[f"{name} p50/p95 h"] = (f"{p.get('wait_p50_s', 0) / 3600:.2f}/{p.get('wait_p95_s', 0) / 3600:.2f}"
                                         if p else "-")
+        rows.append(row)
+    return rows
+
+
+def institution_comparison(results: dict[str, SimResult], actual: RunMetrics, slice_hours: dict[str, float],
+                           top: int = 20) -> list[dict]:
+    """Per institution (the largest `top` by real slice-hours): its real slice-hours, then
+    wait p50/p95 (hours) and contended share ratio (slice-time over entitled slice-time;
+    "-" outside contention), really and in each simulated run."""
+    def cells(p: dict | None) -> tuple[str, str]:
+        if not p:
+            return "-", "-"
+        ratio = p.get("share_ratio")
+        return (f"{p['wait_p50_s'] / 3600:.2f}/{p['wait_p95_s'] / 3600:.2f}",
+                "-" if ratio is None else f"{ratio:.2f}")
+
+    insts = sorted(actual.per_institution, key=lambda i: (-slice_hours.get(i, 0.0), i))[:top]
+    rows = []
+    for inst in insts:
+        row = {"institution": inst, "jobs": actual.per_institution[inst]["jobs"],
+               "slice_h": round(slice_hours.get(inst, 0.0), 2)}
+        row["actual p50/p95 h"], row["actual share"] = cells(actual.per_institution[inst])
+        for name, r in results.items():
+            row[f"{name} p50/p95 h"], row[f"{name} share"] = cells(r.metrics.per_institution.get(inst))
         rows.append(row)
     return rows

@@ -29,6 +29,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlmodel import Session, select
 
+from scheduler.store.bulk import execute_many
 from scheduler.store.engine import StoreError
 from scheduler.store.models import Job, JobEvent, JobState
 
@@ -201,12 +202,12 @@ def transition_many(session: Session, moves: list[Move], to: JobState, *, event:
             locked = fresh and session.get_bind().dialect.name == "sqlite"
             savepoint = None if locked else session.begin_nested()
             conn = session.connection()  # emits the SAVEPOINT, if any
-            matched = conn.execute(stmt, params).rowcount
+            matched = execute_many(conn, stmt, params)  # executemany, less SQLAlchemy's per-row work
             if locked and matched != len(group):
                 raise StaleBatch(f"{len(group) - matched} of {len(group)} jobs changed under the write lock")
             if matched == len(group):
-                conn.execute(_INSERT_EVENT, [{"job_id": m.job.id, "kind": kind, "message": m.message,
-                                                 "at": m.at} for m in group])
+                execute_many(conn, _INSERT_EVENT, [{"job_id": m.job.id, "kind": kind, "message": m.message,
+                                                    "at": m.at} for m in group])
                 if savepoint is not None:
                     savepoint.commit()
                 done.extend(group)
@@ -294,6 +295,30 @@ def submit_jobs(
     ids = [r[0] for r in conn.execute(stmt, [dict(row) for _ in range(count)])]
     conn.execute(_INSERT_EVENT, [{"job_id": i, "kind": "submitted", "message": None, "at": at} for i in ids])
     return sorted(ids)
+
+
+def submit_job_arrays(session: Session, arrays: list[tuple[int, dict[str, Any]]]) -> list[list[int]]:
+    """Several job arrays at once, each (count, ``submit_jobs`` keyword arguments but
+    count): every job in one multi-row INSERT and every "submitted" event in another (a
+    group commit's batch). Returns each array's ids, ascending, in the order given."""
+    rows = []
+    for count, kw in arrays:
+        if count <= 0:
+            raise StoreError(f"a job array needs at least one job, not {count}")
+        row = _new_job_row(**kw)
+        rows.extend(dict(row) for _ in range(count))
+    if not rows:
+        return []
+    conn = session.connection()
+    stmt = _JOBS.insert().returning(_JOBS.c.id, sort_by_parameter_order=True)
+    ids = [r[0] for r in conn.execute(stmt, rows)]
+    conn.execute(_INSERT_EVENT, [{"job_id": i, "kind": "submitted", "message": None, "at": row["submitted_at"]}
+                                 for i, row in zip(ids, rows)])
+    out, start = [], 0
+    for count, _ in arrays:
+        out.append(sorted(ids[start:start + count]))
+        start += count
+    return out
 
 
 @functools.cache

@@ -63,7 +63,7 @@ class ContendedRun:
             m.add_usage(name, alloc[name] * self.tick_s)
             m.job_finished(name, rng.choice(["SUCCEEDED", "SUCCEEDED", "FAILED", "CANCELLED"]))
             if rng.random() < 0.3:
-                m.preempted(name, f"reclaim: {name} is below its guarantee of {w} slices")
+                m.preempted(name, "reclaim_guarantee")
         self.view = contended_view(time.time(), alloc, util=rng.uniform(0.6, 0.95))
         m.observe_cycle(time.perf_counter() - started + rng.uniform(0.001, 0.02))
 

@@ -11,6 +11,8 @@ import copy
 import json
 import os
 import re
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -235,3 +237,48 @@ def test_server_and_every_ray_pod_share_the_state_volume():
                   if "persistentVolumeClaim" in v}
         mounts = {m["mountPath"]: m["name"] for c in pod["containers"] for m in c.get("volumeMounts", [])}
         assert claims.get(mounts.get(state_dir)) == pvc["metadata"]["name"], pod["containers"][0]["name"]
+
+
+# ---- the image ---------------------------------------------------------------------------
+
+def dockerfile_lines() -> list[str]:
+    """deploy/Dockerfile's instructions, continuation lines joined, comments dropped."""
+    text = (DEPLOY / "Dockerfile").read_text()
+    text = re.sub(r"\\\n", " ", text)
+    return [ln.strip() for ln in text.splitlines() if ln.strip() and not ln.lstrip().startswith("#")]
+
+
+def image_extras() -> list[str]:
+    (arg,) = [ln for ln in dockerfile_lines() if ln.startswith("ARG EXTRAS=")]
+    return arg.split("=", 1)[1].split(",")
+
+
+def pyproject_extras() -> dict[str, list[str]]:
+    import tomllib
+
+    return tomllib.loads((DEPLOY.parent / "pyproject.toml").read_text())["project"]["optional-dependencies"]
+
+
+def test_the_image_ships_both_frameworks_with_their_cuda_builds():
+    """TensorFlow jobs must run in the shipped image too, and on GPUs: tensorflow[and-cuda],
+    not the CPU-only build, at the version the tests run (the `tensorflow` extra's)."""
+    extras = pyproject_extras()
+    assert image_extras() == ["torch", "tensorflow-cuda"]
+    assert all(e in extras for e in image_extras())
+    assert 'RUN pip install ".[${EXTRAS}]"' in dockerfile_lines()
+    cpu_tf = extras["tensorflow"][0].split("==")[1]
+    assert extras["tensorflow-cuda"] == [f"tensorflow[and-cuda]=={cpu_tf}"]
+    assert [t for t in extras["torch"] if t.startswith("torch==")]  # PyPI's Linux wheel brings CUDA
+
+
+def test_the_build_fails_unless_each_framework_it_asked_for_imports():
+    """The image's own check, run here with this environment: it maps every framework
+    extra and passes where both frameworks are installed."""
+    (run,) = [ln for ln in dockerfile_lines() if "installed_frameworks" in ln]
+    code = re.fullmatch(r'RUN python -c "(.*)"', run).group(1).replace("${EXTRAS}", ",".join(image_extras()))
+    framework_extras = {e for e in pyproject_extras() if e in ("torch",) or e.startswith("tensorflow")}
+    assert {k for k in re.findall(r"'([\w-]+)': '(?:pytorch|tensorflow)'", code)} == framework_extras
+    proc = subprocess.run([sys.executable, "-c", code], check=False, cwd=DEPLOY.parent, capture_output=True,
+                          text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.split() == ["frameworks:", "pytorch", "tensorflow"]

@@ -1,6 +1,7 @@
 """Benchmark of the API: sustained job submissions per second from concurrent clients.
 
-Not a timed test. Run: `.venv/bin/python tests/perf/bench_api.py [--db URL] [--clients 8] [--jobs 4000]`
+Not a timed test. Run: `.venv/bin/python tests/perf/bench_api.py [--db URL] [--clients 8] [--jobs 4000]
+[--mode group|thread]`
 (default: a fresh SQLite file; `--db postgres` makes a throwaway database on the
 PostgreSQL server at 127.0.0.1:5432 and drops it afterwards).
 
@@ -56,19 +57,21 @@ def seed(url: str, clients: int) -> list[str]:
     return tokens
 
 
-def serve(url: str, fd: int) -> None:
+def serve(url: str, fd: int, mode: str = "group", switch_ms: float | None = None) -> None:
     """Serve the API on the listening socket inherited as `fd` (bound by the parent)."""
+    if switch_ms is not None:
+        sys.setswitchinterval(switch_ms / 1000)
     import uvicorn
 
     from scheduler.api import create_app
     from scheduler.store import make_engine
 
-    app = create_app(make_engine(url), clock=_now)
+    app = create_app(make_engine(url), clock=_now, submit_mode=mode)
     sock = socket.socket(fileno=fd)
     uvicorn.Server(uvicorn.Config(app, log_level="warning", access_log=False)).run(sockets=[sock])
 
 
-def start_server(url: str) -> tuple[subprocess.Popen, str]:
+def start_server(url: str, mode: str = "group", switch_ms: float | None = None) -> tuple[subprocess.Popen, str]:
     """The server process, on a loopback socket bound here (port 0) and handed down: the
     port is the server's from the start, nothing else can take it meanwhile."""
     import httpx
@@ -77,7 +80,8 @@ def start_server(url: str) -> tuple[subprocess.Popen, str]:
 
     sock = bind_socket("127.0.0.1", 0)
     port = sock.getsockname()[1]
-    proc = subprocess.Popen([sys.executable, __file__, "--serve", "--db", url, "--fd", str(sock.fileno())],
+    proc = subprocess.Popen([sys.executable, __file__, "--serve", "--db", url, "--fd", str(sock.fileno()),
+                             "--mode", mode, *(["--switch-interval-ms", str(switch_ms)] if switch_ms else [])],
                             cwd=ROOT, pass_fds=[sock.fileno()])
     sock.close()  # the child holds it now
     base = f"http://127.0.0.1:{port}"
@@ -157,9 +161,10 @@ def stored(url: str) -> tuple[int, int]:
     return rows[0], rows[1]
 
 
-def run(url: str, clients: int, jobs: int, warmup: int = 200) -> dict:
+def run(url: str, clients: int, jobs: int, warmup: int = 200, mode: str = "group",
+        switch_ms: float | None = None) -> dict:
     tokens = seed(url, clients)
-    proc, base = start_server(url)
+    proc, base = start_server(url, mode, switch_ms)
     try:
         burst(base, tokens, max(1, warmup // clients), proc.pid)
         result = burst(base, tokens, jobs // clients, proc.pid)
@@ -169,7 +174,7 @@ def run(url: str, clients: int, jobs: int, warmup: int = 200) -> dict:
     total, distinct = stored(url)
     expected = result["accepted"] + clients * max(1, warmup // clients)
     ids = result.pop("ids")
-    result.update(backend=url.split(":", 1)[0], clients=clients, rows=total, distinct_ids=distinct,
+    result.update(backend=url.split(":", 1)[0], mode=mode, clients=clients, rows=total, distinct_ids=distinct,
                   exactly_once=(total == expected == distinct and len(set(ids)) == len(ids)))
     return result
 
@@ -179,12 +184,17 @@ def main() -> None:
     ap.add_argument("--db", default=None, help="sqlite:///PATH, a PostgreSQL URL, or 'postgres' (throwaway db)")
     ap.add_argument("--clients", type=int, default=8)
     ap.add_argument("--jobs", type=int, default=4000)
+    ap.add_argument("--mode", choices=["group", "thread"], default="group",
+                    help="group: submissions group-committed (the default); thread: each in its own "
+                         "transaction in the thread pool")
+    ap.add_argument("--switch-interval-ms", type=float, default=None,
+                    help="the server's thread switch interval (default: Python's, 5 ms)")
     ap.add_argument("--json", action="store_true")
     ap.add_argument("--serve", action="store_true", help=argparse.SUPPRESS)
     ap.add_argument("--fd", type=int, default=-1, help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.serve:
-        serve(args.db, args.fd)
+        serve(args.db, args.fd, args.mode, args.switch_interval_ms)
         return
     cleanup = None
     if args.db is None:
@@ -205,14 +215,14 @@ def main() -> None:
     else:
         url = args.db
     try:
-        result = run(url, args.clients, args.jobs)
+        result = run(url, args.clients, args.jobs, mode=args.mode, switch_ms=args.switch_interval_ms)
     finally:
         if cleanup:
             cleanup()
     if args.json:
         print(json.dumps(result, indent=2))
     else:
-        print(f"{result['backend']}: {result['accepted']} submissions from {result['clients']} clients in "
+        print(f"{result['backend']} ({result['mode']}): {result['accepted']} submissions from {result['clients']} clients in "
               f"{result['wall_s']:.2f} s = {result['per_s']:.0f}/s (p50 {result['p50_ms']:.1f} ms, "
               f"p99 {result['p99_ms']:.1f} ms; CPU per submit: server {result['server_cpu_ms_per_submit']:.2f} ms, "
               f"clients {result['client_cpu_ms_per_submit']:.2f} ms; load {result['load_avg_1m']:.1f}); errors {result['errors']}; rows {result['rows']}, "

@@ -245,7 +245,11 @@ def main() -> None:
     ap.add_argument("--json", action="store_true")
     ap.add_argument("--rounds", type=int, default=5, help="overhead: alternating rounds (default 5)")
     ap.add_argument("--no-per-post", action="store_true", help="overhead: job arrays only")
+    ap.add_argument("--switch-interval-ms", type=float, default=None,
+                    help="the interpreter's thread switch interval in this process (default: Python's, 5 ms)")
     args = ap.parse_args()
+    if args.switch_interval_ms is not None:
+        sys.setswitchinterval(args.switch_interval_ms / 1000)
     results = {}
     if args.which in ("fairness", "all"):
         results["fairness"] = fairness()

@@ -76,3 +76,13 @@ def test_quota_never_imports_frameworks_or_io():
                 names = [node.module]
             for name in names:
                 assert name.split(".")[0] not in banned, f"{path.name} imports {name}"
+
+
+def test_gini_stays_finite_where_its_sums_overflow():
+    """2 * sum((i+1) x) can overflow while the sum itself does not (found by test_total's
+    properties): the Gini is then computed on the values scaled, as it is for 1:2:3."""
+    import sys
+
+    big = sys.float_info.max / 6
+    assert q.gini([big, 2 * big]) == pytest.approx(q.gini([1, 2]))  # sum finite, 2 * weighted not
+    assert q.gini([big, 2 * big, 3 * big]) == pytest.approx(q.gini([1, 2, 3]))

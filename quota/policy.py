@@ -155,7 +155,7 @@ def decide(snap: Snapshot) -> Decision:
         q.sort(key=by_seq)  # stable: equal seqs keep the snapshot's order
     active = {j.account for j in ledger_running} | set(queues)
     return run_cycle(cache, cfg, snap.now, snap.usage, free, ledger_running, running_slices, queues,
-                     pending_slices, waiting, len(active))
+                     pending_slices, waiting, len(active), queues_kept=True)
 
 
 def run_cycle(cache: TreeCache, cfg: PolicyConfig, now: float, usage: Mapping[str, float], free: FreeSlices,
@@ -163,7 +163,8 @@ def run_cycle(cache: TreeCache, cfg: PolicyConfig, now: float, usage: Mapping[st
               queues: Mapping[str, list[PendingRequest]], pending_slices: Mapping[str, int],
               waiting: dict, n_active: int, *, by_age: Sequence[RunningJob] | None = None,
               pending_work: Mapping[str, float] | None = None, size_sets: Mapping[str, Collection[int]] | None = None,
-              factors: Mapping[str, float] | None = None, explain: bool = True) -> Decision:
+              factors: Mapping[str, float] | None = None, explain: bool = True,
+              queues_kept: bool = False) -> Decision:
     """Phases 3-6 on a cycle's state. Shared by `decide` and quota.state.PolicyState, so both
     paths run the same policy code.
 
@@ -173,7 +174,9 @@ def run_cycle(cache: TreeCache, cfg: PolicyConfig, now: float, usage: Mapping[st
     `by_age` (running jobs, youngest first), `pending_work` (finish-time ordering) and
     `size_sets` (the request sizes in each queue) may be passed by a caller that keeps them
     between cycles, and `factors` (cache.factors(usage)) by one that computed them for the
-    same usage already; otherwise they are computed here."""
+    same usage already; otherwise they are computed here. `queues_kept`: the caller never
+    changes those lists in place afterwards (decide's are its own; PolicyState copies a
+    list it lent before changing it), so the explanation keeps them without a copy."""
     tree = cache.tree
     total = cache.total
     demand: dict[str, float] = {a: float(n) for a, n in running_slices.items()}
@@ -240,7 +243,8 @@ def run_cycle(cache: TreeCache, cfg: PolicyConfig, now: float, usage: Mapping[st
             for k in size_sets[name]:
                 others_took = start_fits.get(k, False) and bool(admitted_accounts - {name})
                 reasons[(name, k)] = _explain(name, k, ledger, free, others_took)
-        waiting = Explained(waiting, [(name, list(s.queue)) for name, s in states.items()], admitted_ids, reasons)
+        kept = [(name, s.queue if queues_kept else list(s.queue)) for name, s in states.items()]
+        waiting = Explained(waiting, kept, admitted_ids, reasons)
 
     return Decision(
         admissions=tuple(admissions),
@@ -267,7 +271,7 @@ class Explained(Mapping):
                  reasons: dict[tuple[str, int], tuple[str, str]]):
         self.explicit = explicit
         self.reasons = reasons
-        self._queues = queues  # copies: a caller's queues change after the cycle
+        self._queues = queues  # never changed after the cycle (copies, or lists run_cycle was told are kept)
         self._admitted = admitted
         self._all: dict | None = None
 

@@ -87,6 +87,7 @@ class PolicyState:
         self._infeasible_reqs: dict[JobId, PendingRequest] = {}
         self._work: dict[str, float] = {}
         self._dirty: set[str] = set()
+        self._lent: set[str] = set()  # accounts whose queue list the last decision keeps: copy before changing
         self._usage: dict[str, float] = {}
         self._factors = self.cache.factors(self._usage)
         guaranteed = ((a, tree.accounts[a].guaranteed) for a in self.cache.leaves)
@@ -109,7 +110,7 @@ class PolicyState:
         self._key_of[req.id] = key
         i = bisect_left(keys, key)
         keys.insert(i, key)
-        self.queues[a].insert(i, req)
+        self._queue(a).insert(i, req)
         self.pending_slices[a] = self.pending_slices.get(a, 0) + req.slices
         self.sizes[req.slices] += 1
         self._sizes_of.setdefault(a, Counter())[req.slices] += 1
@@ -189,8 +190,10 @@ class PolicyState:
             self.cache, self.config, now, usage, self.free, running, self.running_slices, self.queues,
             self.pending_slices, dict(self.infeasible) if explain else {}, n_active,
             by_age=running, pending_work=self._work, explain=explain,
-            size_sets={a: c.keys() for a, c in self._sizes_of.items()}, factors=self._factors,
+            size_sets={a: c.keys() for a, c in self._sizes_of.items()}, factors=self._factors, queues_kept=True,
         )
+        if explain:  # decision.waiting keeps the queue lists themselves (copy-on-write, see _queue)
+            self._lent = set(self.queues)
         self._apply(decision, now)
         return decision
 
@@ -218,8 +221,16 @@ class PolicyState:
                 self._track(RunningJob(req.id, a, adm.node, adm.gpu_slices, now), req)
 
     # -- bookkeeping ------------------------------------------------------------------
+    def _queue(self, a: str) -> list[PendingRequest]:
+        """Account a's queue, to change in place: a copy first if the last decision keeps it."""
+        q = self.queues[a]
+        if a in self._lent:
+            self._lent.discard(a)
+            q = self.queues[a] = list(q)
+        return q
+
     def _drop(self, a: str, idx: set[int]) -> None:
-        q, keys = self.queues[a], self._keys[a]
+        q, keys = self._queue(a), self._keys[a]
         mine = self._sizes_of[a]
         key_of = self._key_of
         for i in idx:
@@ -237,6 +248,7 @@ class PolicyState:
         self._dirty.add(a)
         if not q:
             del self.queues[a], self._keys[a], self.pending_slices[a], self._sizes_of[a]
+            self._lent.discard(a)
             self._work.pop(a, None)
 
     def _track(self, job: RunningJob, request: PendingRequest) -> None:

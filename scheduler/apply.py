@@ -9,6 +9,7 @@ Invariants:
 """
 from __future__ import annotations
 
+import json
 import logging
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -146,15 +147,27 @@ def _admit_args(node: str, gpu_slices) -> dict:
             "message": f"on node {node[:12]}, GPU slices {list(map(list, gpu_slices))}"}
 
 
-def admit_many(session: Session, admissions: list[tuple], *, at: datetime, fresh: bool = False) -> set[int]:
+def admit_many(session: Session, admissions: list[tuple], *, at: datetime, fresh: bool = False,
+               rows: list | None = None) -> set[int]:
     """`admit` for many (job, node, gpu_slices) at once; returns the ids admitted (a
-    stale job is skipped, as `admit` would raise StaleJob). `fresh`: see transition_many."""
+    stale job is skipped, as `admit` would raise StaleJob). `fresh`: see transition_many.
+    `rows`: the jobs are JobRows (scheduler.services.snapshot); each admitted one is
+    appended as the UPDATE leaves it (the columns transitions sets for RUNNING), so the
+    caller need not read it back."""
     moves = []
     for job, node, gpu_slices in admissions:
         args = _admit_args(node, gpu_slices)
         message = args.pop("message")
         moves.append(Move(job, at, message, args))
-    return {m.job.id for m in transition_many(session, moves, JobState.RUNNING, fresh=fresh)}
+    done = transition_many(session, moves, JobState.RUNNING, fresh=fresh)
+    if rows is not None:
+        as_text = session.get_bind().dialect.name == "sqlite"  # psycopg gives JSON decoded
+        for m in done:
+            job, slices = m.job, m.fields["gpu_slices"]
+            rows.append(job._replace(state=JobState.RUNNING, version=job.version + 1, started_at=at,
+                                     node=m.fields["node"], gpu_slices_json=json.dumps(slices) if as_text else slices,
+                                     attempts=job.attempts + 1, reason=None, reason_message=m.message))
+    return {m.job.id for m in done}
 
 
 def finish_ok_many(session: Session, finished: list[tuple], *, fresh: bool = False) -> set[int]:

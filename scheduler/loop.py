@@ -8,7 +8,8 @@ docs/ARCHITECTURE.md quote the tuple):
               (requeued, or FAILED once a job's own failures reach the retry limit);
  3. load:     bring the one incremental cache (SnapshotLoader: rows and a long-lived
               quota.PolicyState) up to the database, re-reading only the jobs with a
-              job event past its change cursor;
+              job event past its change cursor (not those the loop itself admitted or
+              ended SUCCEEDED: it keeps the rows it wrote);
  4. decide:   `PolicyState.cycle` (the same policy code as quota.decide); an injected
               `decide` gets the state's snapshot instead;
  5. admit:    reconcile with what the API changed, mark admitted jobs RUNNING and store
@@ -351,10 +352,14 @@ class SchedulingLoop(AttemptWatch):
             stop, gone = self._reconcile(s, loaded, now, report)
             stop += self._time_out(s, loaded, now, report)
             self._copy_progress(s)
+            own = [] if self.decide is quota.decide else None  # admitted rows as written (the state made them)
             if not decision.preemptions:
-                started, reasons = self._admit(s, decision, loaded, now, held)
+                started, reasons = self._admit(s, decision, loaded, now, held, rows=own)
+            own_to = self.loader.event_mark(s) if own else 0
             lap("admit")
         self._unsettled = []
+        if own:
+            self.loader.note_admitted(own, own_to)
         if loaded.rebuilt:  # after commit: the queue's rows live long, keep the collector off them
             gc.collect()  # (garbage frozen with them would never be collected)
             gc.freeze()
@@ -450,6 +455,8 @@ class SchedulingLoop(AttemptWatch):
                 report.finishes.append((job.account_id, JobState.SUCCEEDED.value))
                 report.ray_start_delays.append(result.get("ray_start_delay_s", 0.0))
         apply.insert_usage(s, usage)
+        if done:  # final: the loader drops them now instead of reading them back
+            self.loader.note_finished(done, self.loader.event_mark(s))
 
     # -- jobs Ray refused -----------------------------------------------------------------
     def _note_refusal(self, job_id: int, error: str | None) -> str:
@@ -560,14 +567,14 @@ class SchedulingLoop(AttemptWatch):
         return started
 
     def _admit(self, s, decision: quota.Decision, loaded, now: datetime, held: dict[int, tuple[str, str]],
-               fresh: bool = True) -> tuple[list, dict]:
+               fresh: bool = True, rows: list | None = None) -> tuple[list, dict]:
         """Mark the admitted jobs RUNNING and store every waiting job's reason (no Ray call);
         returns the jobs to start and the reasons written. `fresh`: `loaded` was read in
-        this same transaction (see transition_many)."""
+        this same transaction (see transition_many); `rows`: see apply.admit_many."""
         jobs = loaded.jobs
         chosen = [(jobs[adm.request_id], adm) for adm in decision.admissions if adm.request_id in jobs]
         admitted = apply.admit_many(s, [(job, adm.node, adm.gpu_slices) for job, adm in chosen], at=now,
-                                    fresh=fresh)
+                                    fresh=fresh, rows=rows)
         started = [(job, adm) for job, adm in chosen if job.id in admitted]
         return started, self._write_reasons(s, decision, loaded, held)
 

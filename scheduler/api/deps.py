@@ -14,7 +14,8 @@ Invariants:
   hop costs more than their queries; docs/benchmarks.md). The price: such a request
   waiting on the database holds up the others for as long.
 - Every route but ``/healthz``, ``/metrics`` and the OpenAPI pages depends on
-  ``principal`` (submissions: ``bearer``, then ``authorize`` in their transaction):
+  ``principal`` (submissions: ``bearer``, then ``authorize`` in their transaction; a
+  committer batch authenticates all its tokens at once first, ``authorize_batch``):
   a missing, unknown, revoked or expired token is 401, a scrape token (``/metrics``
   only) is 403; ``admin`` adds 403 for institution tokens.
 """
@@ -28,10 +29,11 @@ from fastapi import Depends, HTTPException, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from sqlmodel import Session
 
-from scheduler.services.auth import FULL, Principal, authenticate
+from scheduler.services.auth import FULL, Principal, authenticate, authenticate_many
 from scheduler.store import session_scope
 
 _AFTER_COMMIT = "fairgpu.after_commit"
+_PRINCIPALS = "fairgpu.principals"  # (raw token, time) -> Principal | None, found by authorize_batch
 
 
 async def db_session(request: Request) -> AsyncIterator[Session]:
@@ -66,9 +68,16 @@ async def bearer(creds: Annotated[HTTPAuthorizationCredentials | None, Depends(_
 BearerDep = Annotated[str, Depends(bearer)]
 
 
+def authorize_batch(session: Session, keys: list[tuple[str, datetime]]) -> None:
+    """Authenticate a committer batch's (token, time) pairs in one query (``authenticate_many``)
+    and leave the principals where ``authorize`` looks first, for this transaction."""
+    session.info.setdefault(_PRINCIPALS, {}).update(zip(keys, authenticate_many(session, keys), strict=True))
+
+
 def authorize(session: Session, token: str, at: datetime) -> Principal:
     """The principal of a full-scope token, in this transaction; 401 or 403 otherwise."""
-    who = authenticate(session, token, at)
+    found = session.info.get(_PRINCIPALS)
+    who = found[token, at] if found is not None and (token, at) in found else authenticate(session, token, at)
     if who is None:
         raise HTTPException(401, "invalid, expired or revoked token", headers={"WWW-Authenticate": "Bearer"})
     if who.scope != FULL:

@@ -17,6 +17,7 @@ from scheduler.api.deps import (
     SessionDep,
     after_commit,
     authorize,
+    authorize_batch,
     now,
 )
 from scheduler.api.openapi import AUTH, BODY, AccountQuery, errors
@@ -51,14 +52,16 @@ async def submit(body: SubmitRequest, request: Request, token: BearerDep) -> dic
     committer (one transaction per batch), or with ``submit_mode="thread"`` in a
     transaction of their own in the thread pool."""
     state = request.app.state
-    work = functools.partial(_submit, token=token, body=body, at=now(request), root=state.results_dir)
+    at = now(request)
+    work = functools.partial(_submit, token=token, body=body, at=at, root=state.results_dir)
     if state.submit_mode == "thread":
         answer = await run_in_threadpool(_alone, state.engine, work)
         if state.on_change is not None:
             state.on_change()
         return answer
     # _submit refuses before it writes, except a script job (it claims its upload after the insert)
-    return await state.committer.submit_async(work, savepoint=body.model == jobs.SCRIPT)
+    return await state.committer.submit_async(work, savepoint=body.model == jobs.SCRIPT,
+                                              prepare=(authorize_batch, (token, at)))
 
 
 async def _check_token_first(request: Request) -> HTTPException | None:

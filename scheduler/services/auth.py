@@ -7,6 +7,11 @@ Invariants:
   compares in constant time (``verify``); revoked and expired tokens are refused
   exactly like unknown ones (None). ``last_used_at`` is written at most once a
   minute per token, so reads stay reads.
+- ``authenticate_many`` is ``authenticate`` for a batch of (token, time) requests
+  (the group committer's): one SELECT for all their distinct hashes, the same rules
+  for each request at its own time, and one UPDATE stamping ``last_used_at`` (the
+  batch's latest accepted time) on the tokens due for it. ``authenticate`` is the
+  batch of one, so the two cannot drift apart.
 - A token with no account is an admin token (sees everything); an account's
   token acts for that account and its whole subtree (an institution's token
   covers its departments and users).
@@ -18,6 +23,7 @@ Invariants:
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -34,10 +40,14 @@ from scheduler.store import ApiToken, display_prefix, hash_token, new_token, ver
 LAST_USED_EVERY_S = 60.0
 FULL, SCRAPE = "full", "scrape"
 SCOPES = (FULL, SCRAPE)
-_LOOKUP = select(ApiToken.id, ApiToken.account_id, ApiToken.token_hash, ApiToken.expires_at, ApiToken.revoked_at,
-                 ApiToken.last_used_at, ApiToken.scope).where(ApiToken.token_hash == sa.bindparam("digest"))
-_TOUCH = (sa.update(ApiToken).where(ApiToken.id == sa.bindparam("token_id"))
-          .values(last_used_at=sa.bindparam("at", type_=ApiToken.__table__.c.last_used_at.type)))
+_COLUMNS = (ApiToken.id, ApiToken.account_id, ApiToken.token_hash, ApiToken.expires_at, ApiToken.revoked_at,
+            ApiToken.last_used_at, ApiToken.scope)
+_LOOKUP = select(*_COLUMNS).where(ApiToken.token_hash == sa.bindparam("digest"))
+_LOOKUP_MANY = select(*_COLUMNS).where(ApiToken.token_hash.in_(sa.bindparam("digests", expanding=True)))
+_AT = sa.bindparam("at", type_=ApiToken.__table__.c.last_used_at.type)
+_TOUCH = sa.update(ApiToken).where(ApiToken.id == sa.bindparam("token_id")).values(last_used_at=_AT)
+_TOUCH_MANY = (sa.update(ApiToken).where(ApiToken.id.in_(sa.bindparam("ids", expanding=True)))
+               .values(last_used_at=_AT))
 
 
 @dataclass(frozen=True)
@@ -123,7 +133,7 @@ def token_to_public(row: ApiToken, account_name: str | None, at: datetime | None
         state = "revoked"
     elif at is not None and row.expires_at is not None and row.expires_at <= at:
         state = "expired"
-    iso = lambda v: v.isoformat() if v is not None else None  # noqa: E731
+    iso = lambda v: v.isoformat() if v is not None else None
     return {"id": row.id, "prefix": row.prefix, "name": row.name, "account": account_name,
             "admin": row.account_id is None and row.scope != SCRAPE, "scope": row.scope or FULL, "state": state,
             "created_at": iso(row.created_at),
@@ -139,17 +149,43 @@ def list_tokens(session: Session, at: datetime | None = None) -> list[dict]:
 
 def authenticate(session: Session, raw_token: str | None, at: datetime) -> Principal | None:
     """The principal a raw bearer token stands for, or None (unknown, revoked or expired)."""
-    if not raw_token:
-        return None
-    digest = hash_token(raw_token)
+    return authenticate_many(session, [(raw_token, at)])[0]
+
+
+def authenticate_many(session: Session, requests: Sequence[tuple[str | None, datetime]]) -> list[Principal | None]:
+    """``authenticate`` for each (raw token, time) of ``requests``, in order: one SELECT
+    for every distinct token and at most one UPDATE (``last_used_at``) for them all."""
+    digests = {raw: hash_token(raw) for raw, _ in requests if raw}
+    if not digests:
+        return [None] * len(requests)
     conn = session.connection()  # Core, not ORM: this runs on every API request
-    row = conn.execute(_LOOKUP, {"digest": digest}).first()
-    if row is None or not verify(raw_token, row.token_hash):
-        return None
-    if row.revoked_at is not None or (row.expires_at is not None and row.expires_at <= at):
-        return None
-    if row.last_used_at is None or (at - row.last_used_at).total_seconds() >= LAST_USED_EVERY_S:
-        conn.execute(_TOUCH, {"token_id": row.id, "at": at})
+    if len(digests) == 1:
+        rows = conn.execute(_LOOKUP, {"digest": next(iter(digests.values()))}).all()
+    else:
+        rows = conn.execute(_LOOKUP_MANY, {"digests": sorted(set(digests.values()))}).all()
+    by_hash = {row.token_hash: row for row in rows}
+    found: list[Principal | None] = []
+    due: dict[int, datetime] = {}  # token id -> the latest time it was used at, when its stamp is due
+    for raw, at in requests:
+        row = by_hash.get(digests[raw]) if raw else None
+        if row is None or not verify(raw, row.token_hash):
+            found.append(None)
+            continue
+        if row.revoked_at is not None or (row.expires_at is not None and row.expires_at <= at):
+            found.append(None)
+            continue
+        if row.last_used_at is None or (at - row.last_used_at).total_seconds() >= LAST_USED_EVERY_S:
+            due[row.id] = max(due.get(row.id, at), at)
+        found.append(_principal(session, row))
+    if len(due) == 1:
+        [(token_id, at)] = due.items()
+        conn.execute(_TOUCH, {"token_id": token_id, "at": at})
+    elif due:
+        conn.execute(_TOUCH_MANY, {"ids": sorted(due), "at": max(due.values())})
+    return found
+
+
+def _principal(session: Session, row) -> Principal | None:
     if row.scope == SCRAPE:
         return Principal(is_admin=False, account=None, accounts=frozenset(), scope=SCRAPE)
     if row.account_id is None:

@@ -24,6 +24,12 @@ Invariants:
   If the batch's commit itself fails, nothing of it was written: every piece is
   then run again alone, in its own transaction, and its caller gets that outcome.
   So every answered success is stored exactly once.
+- A piece may carry ``prepare=(fn, key)``: before the batch's pieces run, each
+  distinct ``fn`` is called once, in the batch's transaction, with the keys of its
+  pieces in arrival order (``api.deps.authorize_batch``: one token query a batch);
+  ``fn`` leaves what it found where the pieces look (``session.info``). Alone, a
+  piece's ``fn`` gets its key only. A ``fn`` that raises aborts the batch (then each
+  piece runs alone, as below).
 - ``after_commit`` (the scheduling loop's wake-up) runs once per batch that
   committed at least one success, after the commit and before the callers are answered.
 - The thread starts on the first piece and exits after ``idle_exit_s`` with nothing
@@ -64,6 +70,7 @@ class _Piece:
     future: Any  # a concurrent.futures.Future, or an asyncio.Future of `loop`
     loop: asyncio.AbstractEventLoop | None = None
     savepoint: bool = True
+    prepare: tuple[Callable[[Any, list], None], Any] | None = None
     ok: bool = False
     value: Any = None
 
@@ -88,16 +95,18 @@ class Committer:
         self._thread: threading.Thread | None = None
 
     # -- callers ------------------------------------------------------------------------
-    def submit(self, work: Callable[[Any], Any], *, savepoint: bool = True) -> Future:
+    def submit(self, work: Callable[[Any], Any], *, savepoint: bool = True,
+               prepare: tuple[Callable[[Any, list], None], Any] | None = None) -> Future:
         """Queue ``work``; a future answered after the commit (for callers in a thread)."""
-        piece = _Piece(work, Future(), savepoint=savepoint)
+        piece = _Piece(work, Future(), savepoint=savepoint, prepare=prepare)
         self._put(piece)
         return piece.future
 
-    def submit_async(self, work: Callable[[Any], Any], *, savepoint: bool = True) -> asyncio.Future:
+    def submit_async(self, work: Callable[[Any], Any], *, savepoint: bool = True,
+                     prepare: tuple[Callable[[Any, list], None], Any] | None = None) -> asyncio.Future:
         """Queue ``work`` from a coroutine; await the answer without blocking the loop."""
         loop = asyncio.get_running_loop()
-        piece = _Piece(work, loop.create_future(), loop, savepoint)
+        piece = _Piece(work, loop.create_future(), loop, savepoint, prepare)
         self._put(piece)
         return piece.future
 
@@ -130,6 +139,7 @@ class Committer:
     def _commit(self, batch: list[_Piece]) -> None:
         try:
             with session_scope(self.engine) as s:
+                self._prepare(s, batch)
                 for piece in batch:
                     self._run_piece(s, piece)
                 self._flush(s, [p for p in batch if p.ok and isinstance(p.value, Deferred)])
@@ -139,6 +149,7 @@ class Committer:
             for piece in batch:
                 try:
                     with session_scope(self.engine) as s:
+                        self._prepare(s, [piece])
                         self._run_piece(s, piece, alone=True)
                         self._flush(s, [piece] if isinstance(piece.value, Deferred) else [])
                 except Exception as again:  # noqa: BLE001 - its caller gets it, whatever it is
@@ -151,6 +162,16 @@ class Committer:
             except Exception:  # a wake-up that fails must not lose the answers
                 log.exception("after_commit failed")
         self._answer(batch)
+
+    @staticmethod
+    def _prepare(s, pieces: list[_Piece]) -> None:
+        keys: dict[Callable, list] = {}
+        for piece in pieces:
+            if piece.prepare is not None:
+                fn, key = piece.prepare
+                keys.setdefault(fn, []).append(key)
+        for fn, of_fn in keys.items():
+            fn(s, of_fn)
 
     def _run_piece(self, s, piece: _Piece, alone: bool = False) -> None:
         """Run one piece in the batch's transaction. Alone (its own transaction), whatever

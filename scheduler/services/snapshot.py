@@ -202,6 +202,8 @@ class SnapshotLoader:
     nodes and settings are small and read every time; the tree, capacity and settings built
     from them are rebuilt, and with them the whole state, only when those rows differ.
     Reasons written by the loop do not move the cursor (they are not status changes).
+    The loop's own admissions and SUCCEEDED settlements are not read back: it hands the
+    loader the rows it wrote (`note_admitted`, `note_finished`) and their events are skipped.
     Requests the loop holds back (`withhold`) are kept out of the state until released.
     On PostgreSQL the caller bounds the events read by `event_horizon` (ids are taken
     before commit, so a later id can commit first); on SQLite writers are serialised.
@@ -220,6 +222,7 @@ class SnapshotLoader:
         self._held: dict[int, PendingRequest] = {}  # requests withheld from the state
         self.by_framework: dict[str | None, set[int]] = {}  # pending job ids per framework
         self.timed: set[int] = set()  # the running jobs (as last read) with a time limit
+        self._own: dict[int, int] = {}  # job id -> event id: its events up to there are the loop's own, known
 
     @property
     def account_names(self) -> Mapping[int, str]:
@@ -260,10 +263,14 @@ class SnapshotLoader:
         else:
             bound = {"after": self._cursor}
             ids: set[int] = set()
+            own = self._own
             for event_id, job_id in conn.execute(_EVENTS_SINCE, bound):
                 if horizon is None or event_id <= horizon:
-                    ids.add(job_id)
                     self._cursor = max(self._cursor, event_id)
+                    if event_id > own.get(job_id, 0):
+                        ids.add(job_id)
+            if own:
+                self._own = {j: m for j, m in own.items() if m > self._cursor}
             changed = sorted(ids)
             rebuilt = False
             for chunk in range(0, len(changed), 900):
@@ -288,7 +295,7 @@ class SnapshotLoader:
         self._names = names
         self._account_ids = {v: k for k, v in names.items()}
         self.rows, self._held, self.by_framework, self.reasons_written = {}, {}, {}, {}
-        self.timed = set()
+        self.timed, self._own = set(), {}
         for job in active_jobs(session):  # any order: the state's queues break ties by id, as decide's
             self._add(job)
 
@@ -372,6 +379,33 @@ class SnapshotLoader:
         snap = Snapshot(tree=synced.tree, capacity=synced.capacity, pending=tuple(sorted(pending, key=_by_id)),
                         running=tuple(running), usage=dict(usage), now=now.timestamp(), config=synced.config)
         return Loaded(snap, dict(self.rows), self._account_ids)
+
+    def event_mark(self, session: Session) -> int:
+        """The largest job_event id the caller's write transaction sees (for `note_admitted`)."""
+        return session.connection().execute(_LAST_EVENT).scalar() or 0
+
+    def note_admitted(self, rows: list[JobRow], mark: int) -> None:
+        """The caller committed these admissions, which the state's own cycle made (it runs
+        them already): keep the rows as written (apply.admit_many(rows=...)) and skip their events
+        up to `mark` (event_mark, read after them in the same transaction) rather than read
+        them back. Sound because each row was changed under its version guard in that
+        transaction: another writer's change to it commits after it, with a later event
+        id (SQLite serialises writers; on PostgreSQL it waits for the row lock)."""
+        for row in rows:
+            self._untrack_row(row.id)
+            self.rows[row.id] = row
+            if row.time_limit_s is not None:
+                self.timed.add(row.id)
+            self._own[row.id] = mark
+
+    def note_finished(self, job_ids, mark: int) -> None:
+        """The caller's transaction has just ended these jobs (a final state: they never
+        change again): out of the rows and the state now, their events up to `mark` skipped."""
+        if self.state is None:
+            return
+        for job_id in job_ids:
+            self._drop(job_id)
+            self._own[job_id] = mark
 
     def note_reasons(self, reasons: Mapping[int, tuple[str | None, str | None]]) -> None:
         """Remember the pending reasons the caller has just committed (writing a reason does

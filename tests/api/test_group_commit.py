@@ -2,7 +2,8 @@
 
 Concurrent POST /v1/jobs go through one committer; each accepted one is stored exactly
 once, pending limits hold exactly under a race, a refused or failing submission leaves
-its neighbours in the batch alone, and the loop is woken only once the batch is durable.
+its neighbours in the batch alone, a batch checks all its tokens in one query, and the
+loop is woken only once the batch is durable.
 """
 from __future__ import annotations
 
@@ -109,28 +110,37 @@ def _committer(seeded, **kw):
 
 def _held_batch(committer, works, savepoint=True):
     """Run `works` as one batch: a first piece holds the committer's thread until all of
-    them are queued behind it. Returns their futures."""
+    them are queued behind it. A work is a callable, or (callable, prepare) as the submit
+    route queues it. Returns their futures."""
     gate = threading.Event()
     first = committer.submit(lambda s: gate.wait(10))
-    futures = [committer.submit(w, savepoint=savepoint) for w in works]
+    futures = []
+    for w in works:
+        work, prepare = w if isinstance(w, tuple) else (w, None)
+        futures.append(committer.submit(work, savepoint=savepoint, prepare=prepare))
     gate.set()
     first.result(10)
     concurrent.futures.wait(futures, timeout=10)
     return futures
 
 
-def _submitter(seeded, token, **body):
+def _submitter(seeded, token, prepared=False, **body):
+    """A submission as the route queues it: with ``prepared``, its token is checked with the
+    batch's others (``authorize_batch``) before the pieces run."""
     import functools
 
+    from scheduler.api.deps import authorize_batch
     from scheduler.api.routes_jobs import _submit
     from scheduler.api.schemas import SubmitRequest
 
-    return functools.partial(_submit, token=seeded.tokens[token], body=SubmitRequest(**{**HOLD, **body}),
-                             at=seeded.clock(), root=None)
+    raw, at = seeded.tokens[token], seeded.clock()
+    work = functools.partial(_submit, token=raw, body=SubmitRequest(**{**HOLD, **body}), at=at, root=None)
+    return (work, (authorize_batch, (raw, at))) if prepared else work
 
 
+@pytest.mark.parametrize("prepared", [False, True], ids=["own-token-query", "batch-token-query"])
 @pytest.mark.parametrize("savepoint", [True, False], ids=["savepoints", "no-savepoints"])
-def test_refused_and_failing_submissions_do_not_fail_their_neighbours(seeded, savepoint):
+def test_refused_and_failing_submissions_do_not_fail_their_neighbours(seeded, savepoint, prepared):
     """With savepoints the broken piece is rolled back alone; without, it aborts the
     batch and every piece runs again alone: either way the same answers."""
     from fastapi import HTTPException
@@ -141,9 +151,10 @@ def test_refused_and_failing_submissions_do_not_fail_their_neighbours(seeded, sa
         s.connection().exec_driver_sql("INSERT INTO job (no_such_column) VALUES (1)")
 
     committer = _committer(seeded, refusals=(*domain_classes(), HTTPException))
-    works = [_submitter(seeded, "a_vision"), _submitter(seeded, "a_vision", count=3),  # over the limit of 3
-             _submitter(seeded, "a", account="uni-x"), broken, _submitter(seeded, "revoked"),
-             _submitter(seeded, "a_vision", count=2), _submitter(seeded, "b")]
+    p = prepared
+    works = [_submitter(seeded, "a_vision", p), _submitter(seeded, "a_vision", p, count=3),  # over the limit of 3
+             _submitter(seeded, "a", p, account="uni-x"), broken, _submitter(seeded, "revoked", p),
+             _submitter(seeded, "a_vision", p, count=2), _submitter(seeded, "b", p)]
     futures = _held_batch(committer, works, savepoint)
     assert committer.batches == 2  # the gate's piece, then the seven together
     assert committer.failed_batches == (0 if savepoint else 1)
@@ -250,3 +261,44 @@ def test_a_bad_token_is_answered_before_a_bad_body(seeded, token, body, status):
                       json=None if isinstance(body, str) else body, headers=headers)
     assert r.status_code == status, r.text
     assert _jobs(seeded.engine) == []
+
+
+def test_a_batch_checks_its_tokens_in_one_query_and_each_gets_its_own_answer(seeded):
+    """A good token, a revoked, an expired and a scrape one in one batch: one SELECT and one
+    UPDATE of api_token for them all, each submission the answer its own token earns, and
+    last_used_at stamped on the tokens that were accepted, only."""
+    from fastapi import HTTPException
+
+    from scheduler.services import auth
+    from scheduler.services.errors import domain_classes
+    from scheduler.store import session_scope
+
+    with session_scope(seeded.engine) as s:
+        seeded.tokens["scrape"] = auth.issue_token(s, account=None, name="prom", expires_s=None, at=seeded.clock(),
+                                                   scope=auth.SCRAPE)
+    seeded.clock.advance(5)
+    names = ["a_vision", "revoked", "expired", "scrape", "b", "a_vision"]
+    statements: list[str] = []
+
+    def seen(conn, cursor, statement, *args):
+        statements.append(" ".join(statement.split()).lower())
+
+    committer = _committer(seeded, refusals=(*domain_classes(), HTTPException))
+    sa.event.listen(seeded.engine, "before_cursor_execute", seen)
+    try:
+        futures = _held_batch(committer, [_submitter(seeded, n, prepared=True) for n in names])
+    finally:
+        sa.event.remove(seeded.engine, "before_cursor_execute", seen)
+    assert committer.batches == 2 and committer.failed_batches == 0  # the gate's piece, then the six together
+    outcomes = [f.exception(10) for f in futures]
+    assert [getattr(o, "status_code", o) for o in outcomes] == [None, 401, 401, 403, None, None]
+    assert outcomes[1].detail == outcomes[2].detail == "invalid, expired or revoked token"
+    assert outcomes[3].detail == "a scrape token can read /metrics only"
+    assert len(_jobs(seeded.engine)) == 3
+    assert len([q for q in statements if q.startswith("select") and "from api_token" in q]) == 1
+    assert len([q for q in statements if q.startswith("update api_token")]) == 1
+    with session_scope(seeded.engine) as s:
+        stamped = {n: auth.token_row(s, seeded.tokens[n]).last_used_at for n in names}
+    # the scrape token was accepted as a token (stamped), then refused by scope, as before
+    assert stamped == {"a_vision": seeded.clock(), "b": seeded.clock(), "scrape": seeded.clock(),
+                       "revoked": None, "expired": None}

@@ -13,7 +13,8 @@ Invariants:
   GPU, check.json says `"gpu": false` and `"nvml": "absent (no GPU)"`, the bench runs
   CPU rows only, and the NVML and per-job GPU memory checks are left out, not passed.
 - fairgpu runs only as its CLI (`python -m scheduler.cli`) in subprocesses, so this
-  script needs the standard library and httpx (and nvidia-ml-py to look for a GPU).
+  script needs the standard library and httpx, plus `workloads.bench`'s NVML count
+  (nvidia-ml-py; it loads no framework) to look for a GPU.
 - The end-to-end pass runs first, then the bench; check.json is rewritten after each
   (`finished_at` null: cut off before the end). Exit 0 only if every check passed;
   otherwise exit 1 after writing check.json and naming the failed checks on stderr.
@@ -39,19 +40,11 @@ CPU_JOB = {"model": "conv6", "framework": "pytorch", "mode": "train", "steps": 2
 
 
 def gpu_count() -> int:
-    """GPUs NVML reports; 0 without nvidia-ml-py, a driver or a device."""
-    try:
-        import pynvml
-    except ImportError:
-        return 0
-    try:
-        pynvml.nvmlInit()
-        try:
-            return int(pynvml.nvmlDeviceGetCount())
-        finally:
-            pynvml.nvmlShutdown()
-    except (pynvml.NVMLError, OSError):
-        return 0
+    """GPUs NVML reports; 0 without nvidia-ml-py, a driver or a device (workloads.bench's
+    own count: importing it loads no framework)."""
+    from workloads.bench import nvml_gpu_count
+
+    return nvml_gpu_count()
 
 
 def parse_args(argv: list[str]) -> argparse.Namespace:

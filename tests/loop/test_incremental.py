@@ -219,3 +219,51 @@ def test_execute_many_stores_what_sqlalchemy_stores(sqlite_url, tmp_path):
         kinds = c.exec_driver_sql("SELECT job_id, kind, message, at FROM job_event WHERE kind != 'submitted' "
                                   "ORDER BY id").all()
         assert kinds[0][0] == a and kinds[0][1:] == kinds[1][1:] and kinds[2][1:3] == ("started", None)
+
+
+def test_the_loops_own_admissions_are_not_read_back(db_url, tmp_path):
+    """The rows the loader keeps for jobs the loop admitted are the rows in the database
+    (apply.admitted_row), their admission events are skipped, and a change made by
+    someone else afterwards is still read."""
+    engine, ex, loop, now, reports = world(db_url, tmp_path)
+    jobs = submit(engine, now, "b", 2, 3) + submit(engine, now, "a", 1, 2)
+    run_checked(engine, loop, now, reports)
+    admitted = sorted(ex.attempts)
+    assert admitted and set(admitted) <= set(jobs)
+    with session_scope(engine) as s:
+        assert loop.loader.rows == {j.id: j for j in active_jobs(s)}  # as written, to the byte
+        synced = loop.loader.sync(s, horizon=snapshot.event_horizon(engine))
+        assert not set(synced.changed) & set(admitted)  # their events were skipped
+    with session_scope(engine) as s:
+        cancel(s, admitted[0], None, now[0])  # someone else's change: read as usual
+    r = run_checked(engine, loop, now, reports)
+    assert admitted[0] not in ex.attempts and r.decision is not None
+    with session_scope(engine) as s:
+        assert loop.loader.rows == {j.id: j for j in active_jobs(s)}
+    ex.finish(admitted[1])  # settled by the loop: dropped at once, its events skipped
+    loop.run_once()
+    assert admitted[1] not in loop.loader.rows and admitted[1] not in loop.loader.state.running
+    with session_scope(engine) as s:
+        assert loop.loader.rows == {j.id: j for j in active_jobs(s)}
+        assert admitted[1] not in loop.loader.sync(s, horizon=snapshot.event_horizon(engine)).changed
+    run_checked(engine, loop, now, reports)
+
+
+def test_a_decisions_waiting_list_survives_the_states_later_changes():
+    """PolicyState lends its queue lists to `decision.waiting` (no copy per cycle) and
+    copies a list before changing it: an old decision still reads as decide() said."""
+    capacity = quota.Capacity((quota.NodeCapacity("n1", 1, 4),))
+    tree = quota.AccountTree.build([quota.AccountSpec("a", 1), quota.AccountSpec("b", 1)], 4)
+    state = quota.PolicyState(tree, capacity, ties_by_id=True)
+    for i in range(6):
+        state.submit(quota.PendingRequest(i, "ab"[i % 2], 1 + i % 2, seq=float(i), submitted_at=0.0))
+    snap = state.snapshot(10.0, {})
+    decision = state.cycle(10.0, {})
+    want = dict(quota.decide(snap).waiting)
+    assert decision.admissions and len(want) > 1
+    for i in range(6, 12):  # later arrivals, finishes and a second cycle change the queues
+        state.submit(quota.PendingRequest(i, "ab"[i % 2], 1, seq=float(i), submitted_at=1.0))
+    for adm in decision.admissions:
+        state.finish(adm.request_id)
+    assert state.cycle(20.0, {}).admissions
+    assert dict(decision.waiting) == want

@@ -26,14 +26,14 @@ import tempfile
 import threading
 import time
 import uuid
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 PG_ADMIN = "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
 
 
 def _now() -> datetime:
-    return datetime.now(timezone.utc)
+    return datetime.now(UTC)
 
 
 def seed(url: str, clients: int) -> list[str]:
@@ -68,6 +68,13 @@ def serve(url: str, fd: int, mode: str = "group", switch_ms: float | None = None
 
     app = create_app(make_engine(url), clock=_now, submit_mode=mode)
     sock = socket.socket(fileno=fd)
+
+    def batches() -> None:  # at shutdown (uvicorn re-raises SIGTERM after it), warm-up included
+        committer = app.state.committer
+        print(f"committer: {committer.pieces} submissions in {committer.batches} batches "
+              f"({committer.pieces / max(1, committer.batches):.1f} a batch)", file=sys.stderr)
+
+    app.router.on_shutdown.append(batches)
     uvicorn.Server(uvicorn.Config(app, log_level="warning", access_log=False)).run(sockets=[sock])
 
 

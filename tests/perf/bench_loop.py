@@ -113,7 +113,6 @@ def run(args) -> dict:
                 else:
                     gc_s[0] += time.perf_counter() - gc_start[0]
             gc.callbacks.append(on_gc)
-            gc_before = 0.0
             prof = None
             if args.profile:
                 import cProfile
@@ -132,12 +131,12 @@ def run(args) -> dict:
                         arrivals -= n
                 if prof is not None:
                     prof.enable()
+                gc_before = gc_s[0]  # the pauses inside the cycle only (not the arrivals' submits)
                 t, c = time.perf_counter(), time.thread_time()
                 report = loop.cycle()
                 times.append(time.perf_counter() - t)
                 cpu.append(time.thread_time() - c)
                 gcs.append(gc_s[0] - gc_before)
-                gc_before = gc_s[0]
                 if prof is not None:
                     prof.disable()
                 admitted += report.admitted

@@ -361,7 +361,8 @@ class SchedulingLoop(AttemptWatch):
         if own:
             self.loader.note_admitted(own, own_to)
         if loaded.rebuilt:  # after commit: the queue's rows live long, keep the collector off them
-            gc.collect()  # (garbage frozen with them would never be collected)
+            gc.unfreeze()  # what an earlier rebuild froze may be garbage now: nothing stays frozen for good
+            gc.collect()  # (garbage frozen with the rows would never be collected)
             gc.freeze()
         self.loader.note_reasons(reasons)
         report.decision, report.snapshot = decision, snapshot

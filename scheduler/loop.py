@@ -39,7 +39,6 @@ and time limits only at the running jobs that have one.
 """
 from __future__ import annotations
 
-import gc
 import logging
 import os
 import threading
@@ -360,10 +359,6 @@ class SchedulingLoop(AttemptWatch):
         self._unsettled = []
         if own:
             self.loader.note_admitted(own, own_to)
-        if loaded.rebuilt:  # after commit: the queue's rows live long, keep the collector off them
-            gc.unfreeze()  # what an earlier rebuild froze may be garbage now: nothing stays frozen for good
-            gc.collect()  # (garbage frozen with the rows would never be collected)
-            gc.freeze()
         self.loader.note_reasons(reasons)
         report.decision, report.snapshot = decision, snapshot
         report.account_names = {i: name for name, i in loaded.account_ids.items()}

@@ -27,6 +27,7 @@ from scheduler.store import (
     JobState,
     StaleJob,
     UsageRecord,
+    WaitReason,
     add_event,
     head_queue_seq,
     transition,
@@ -288,22 +289,24 @@ def set_progress(session: Session, job_id: int, progress: dict) -> None:
     session.connection().execute(_SET_PROGRESS, {"job_id": job_id, "new_progress": progress})
 
 
-_SET_GROUP_REASON = Job.__table__.update().where(
-    _J.state == JobState.PENDING, _J.account_id == sa.bindparam("g_account"), _J.slices == sa.bindparam("g_slices"),
-    _J.id.not_in(sa.bindparam("skip", expanding=True)),
-    sa.or_(_J.reason.is_(None), _J.reason != sa.bindparam("new_reason"),
-           _J.reason_message.is_(None), _J.reason_message != sa.bindparam("new_message")),
-).values(reason=sa.bindparam("new_reason"), reason_message=sa.bindparam("new_message"))
+_W = WaitReason.__table__
+_DELETE_GROUP = _W.delete().where(_W.c.account_id == sa.bindparam("g_account"), _W.c.slices == sa.bindparam("g_slices"))
+_INSERT_GROUP = _W.insert()
 
 
-def set_group_reasons(session: Session, groups: list[tuple[tuple[int, int], tuple[str, str]]], skip=()) -> None:
-    """Store one reason for every pending job of each (account id, slices) group, but the
-    jobs in `skip`; rows that hold it already are not written (one UPDATE per group)."""
+def set_group_reasons(session: Session, changed: list[tuple[tuple[int, int], tuple[str, str]]],
+                      gone=(), *, at: datetime, replace_all: bool = False) -> None:
+    """Store the reason of each changed (account id, slices) group in the wait_reason table
+    and drop the groups `gone` (no job of theirs waits now); `replace_all` drops every
+    stored group first (the caller gives them all). A few rows, whatever the queue's size."""
     conn = session.connection()
-    skip = list(skip)
-    for (account_id, k), (reason, message) in groups:
-        conn.execute(_SET_GROUP_REASON, {"g_account": account_id, "g_slices": k, "skip": skip,
-                                         "new_reason": reason, "new_message": message})
+    if replace_all:
+        conn.execute(_W.delete())
+    else:
+        execute_many(conn, _DELETE_GROUP, [{"g_account": a, "g_slices": k} for a, k in
+                                           [key for key, _why in changed] + list(gone)])
+    execute_many(conn, _INSERT_GROUP, [{"account_id": a, "slices": k, "reason": reason, "message": message, "at": at}
+                                       for (a, k), (reason, message) in changed])
 
 
 def set_reasons(session: Session, reasons: dict[int, tuple[str, str]]) -> dict:

@@ -572,44 +572,49 @@ class SchedulingLoop(AttemptWatch):
         admitted = apply.admit_many(s, [(job, adm.node, adm.gpu_slices) for job, adm in chosen], at=now,
                                     fresh=fresh, rows=rows)
         started = [(job, adm) for job, adm in chosen if job.id in admitted]
-        return started, self._write_reasons(s, decision, loaded, held)
+        return started, self._write_reasons(s, decision, loaded, held, now)
 
-    def _write_reasons(self, s, decision: quota.Decision, loaded, held: dict[int, tuple[str, str]]) -> dict:
-        """Store every waiting job's reason, writing only what differs from the database.
-        The policy explains per (account, size) (`quota.policy.Explained`): a group whose
-        reason changed since it was last written is rewritten with one UPDATE (rows that
-        have it already are not touched); jobs that joined a group (re-read this cycle, or
-        released from being held back) and the jobs with a reason of their own (held back,
-        Infeasible) are compared with their rows. Returns the per-job reasons written."""
+    def _write_reasons(self, s, decision: quota.Decision, loaded, held: dict[int, tuple[str, str]],
+                       now: datetime) -> dict:
+        """Store why jobs wait, writing only what differs from what is stored. The policy
+        explains per (account, size) (`quota.policy.Explained`): a group whose reason
+        changed since it was last written is stored once in the wait_reason table, and a
+        group with no job waiting is dropped (one whose last jobs started this cycle, in the
+        next; after a rebuild, all are written afresh).
+        A pending job's own reason column holds only a reason of its own (held back,
+        Infeasible): a job re-read this cycle (every pending job after a rebuild) that is
+        explained by its group has its own reason cleared. A policy that explains request
+        by request (an injected decide) has every reason stored on its job. Returns the
+        per-job reasons written."""
         jobs, pending = loaded.jobs, JobState.PENDING
         groups = getattr(decision.waiting, "reasons", None)
         if groups is None:  # a policy that explains request by request (an injected decide)
             per_job = {jid: (w.reason, w.message) for jid, w in decision.waiting.items()}
         else:
             per_job = {jid: (w.reason, w.message) for jid, w in decision.waiting.explicit.items()}
-            ids, names = loaded.account_ids, self.loader.account_names
-            written = self.loader.reasons_written
-            dirty = []
-            for (account, k), why in groups.items():
-                key = (ids[account], k)
-                if written.get(key) != why:
-                    written[key] = why
-                    dirty.append((key, why))
-            apply.set_group_reasons(s, dirty, skip=held.keys())
+            ids, written = loaded.account_ids, self.loader.reasons_written
+            live = {(ids[account], k): why for (account, k), why in groups.items()}
+            fresh = loaded.rebuilt  # a new state: replace what is stored (written is empty)
+            changed = [(key, why) for key, why in live.items() if written.get(key) != why]
+            gone = [key for key in written if key not in live]
+            if changed or gone or fresh:
+                apply.set_group_reasons(s, changed, gone, at=now, replace_all=fresh)
+            written.update(changed)
+            for key in gone:
+                del written[key]
             admitted = {a.request_id for a in decision.admissions}
-            for jid in loaded.changed:
+            for jid in (jobs if loaded.rebuilt else loaded.changed):
                 row = jobs.get(jid)
-                if row is not None and row.state == pending and jid not in admitted and jid not in held:
-                    why = groups.get((names.get(row.account_id), row.slices))
-                    if why is not None:
-                        per_job[jid] = why
+                if (row is not None and row.state == pending and row.reason is not None and jid not in admitted
+                        and jid not in held and jid not in per_job):
+                    per_job[jid] = (None, None)  # its group's reason is the one shown
         per_job.update(held)
-        changed = {}  # only reasons that differ from the rows as loaded are written
+        changed_rows = {}  # only reasons that differ from the rows as loaded are written
         for jid, why in per_job.items():
             row = jobs.get(jid)
             if row is None or row.state != pending or (row.reason, row.reason_message) != why:
-                changed[jid] = why
-        return apply.set_reasons(s, changed)
+                changed_rows[jid] = why
+        return apply.set_reasons(s, changed_rows)
 
     def _start(self, started: list, now: datetime, report: CycleReport) -> None:
         for job, adm in started:  # after commit: a crash here leaves RUNNING rows that recovery requeues

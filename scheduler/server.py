@@ -30,20 +30,17 @@ import os
 import socket
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import datetime
 from pathlib import Path
-from typing import Callable
 
 from scheduler.services.capacity import slices_per_gpu_for
+from scheduler.store import utcnow
 
 log = logging.getLogger("fairgpu.server")
 
 DEFAULT_LEASE_TTL_S = 15.0
-
-
-def utcnow() -> datetime:
-    return datetime.now(timezone.utc)
 
 
 def default_state_dir() -> Path:
@@ -215,9 +212,9 @@ class Embedded:
         wait until its lease lapses, then take it (True; False if stopped meanwhile).
         Raises LeaseHeld if the lease is renewed meanwhile (then its holder lives after
         all, e.g. in another PID namespace)."""
-        from scheduler.store.lease import LeaseHeld, wall_now
+        from scheduler.store.lease import LeaseHeld
 
-        left = max(0.0, (holder.expires_at - wall_now()).total_seconds())
+        left = max(0.0, (holder.expires_at - self.lease.now()).total_seconds())  # the lease's own clock
         self.say(f"the last server on this database (pid {holder.pid} on this host) is gone; "
                  f"taking over when its lease lapses (in {left:.0f} s)")
         deadline = time.monotonic() + left + 2 * max(0.2, self.lease_ttl_s / 5) + 1.0
@@ -311,6 +308,13 @@ class Embedded:
                           extra_routes=[metrics_route(self.registry)], results_dir=str(self.state_dir / "results"))
 
     def start_loop(self) -> None:
+        from scheduler import collector
+        from scheduler.store.checkpoint import WalCheckpointer
+
+        collector.tune()  # this process holds a row per waiting job (scheduler.collector)
+        self.checkpointer = WalCheckpointer.for_engine(self.engine)
+        if self.checkpointer is not None:
+            self.checkpointer.start()
         t = threading.Thread(target=self.loop.run, kwargs={"period_s": self.period_s}, name="fairgpu-loop",
                              daemon=True)
         t.start()
@@ -338,7 +342,7 @@ class Embedded:
                 raise RuntimeError(f"the API did not start on {self.url}")
             time.sleep(0.02)
 
-    def start_background(self, timeout: float = 60.0) -> "Embedded":
+    def start_background(self, timeout: float = 60.0) -> Embedded:
         """Start everything, the HTTP server in a thread; returns once it answers."""
         if not self.start_core():
             raise RuntimeError("stopped while standing by")
@@ -346,7 +350,7 @@ class Embedded:
         self.start_http(timeout)
         return self
 
-    def serve_foreground(self, announce: Callable[["Embedded"], None] | None = None) -> int | None:
+    def serve_foreground(self, announce: Callable[[Embedded], None] | None = None) -> int | None:
         """`fairgpu up`: serve until SIGTERM or Ctrl-C (or a lost lease), then stop.
         `announce` is called once the API serves. Returns how many running jobs were
         queued again on the way out; None if stopped while standing by."""
@@ -419,6 +423,8 @@ class Embedded:
             self.uvicorn.should_exit = True
         if getattr(self, "publisher", None) is not None:
             self.publisher.stop()
+        if getattr(self, "checkpointer", None) is not None:
+            self.checkpointer.stop()
         requeued = 0
         if self.loop is not None:
             self.loop.stop()

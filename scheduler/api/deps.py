@@ -54,6 +54,8 @@ _bearer = HTTPBearer(auto_error=False, description="An API token from `fairgpu a
 
 
 def now(request: Request) -> datetime:
+    """The app's injected clock (``create_app(clock=...)``; the server hands it
+    ``store.utcnow``): the way every route reads the time, so tests can fix it."""
     return request.app.state.clock()
 
 

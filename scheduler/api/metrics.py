@@ -17,6 +17,7 @@ from fastapi import HTTPException, Request
 from starlette.responses import Response
 from starlette.routing import Route
 
+from scheduler.api.deps import now
 from scheduler.services.auth import authenticate
 from scheduler.store import session_scope
 
@@ -45,7 +46,7 @@ def may_scrape(request: Request) -> bool:
         raise HTTPException(401, "malformed Authorization header (send 'Authorization: Bearer <token>')",
                             headers=UNAUTHORIZED)
     with session_scope(request.app.state.engine) as session:
-        who = authenticate(session, token.strip(), request.app.state.clock())
+        who = authenticate(session, token.strip(), now(request))
     if who is None:
         raise HTTPException(401, "invalid, expired or revoked token", headers=UNAUTHORIZED)
     return who.may_scrape

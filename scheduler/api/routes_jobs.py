@@ -6,6 +6,7 @@ see is ``principal.accounts`` (None for the admin), enforced by the services.
 from __future__ import annotations
 
 import functools
+from datetime import datetime
 from typing import Annotated
 
 from fastapi import APIRouter, HTTPException, Path, Query, Request
@@ -61,7 +62,25 @@ async def submit(body: SubmitRequest, request: Request, token: BearerDep) -> dic
         return answer
     # _submit refuses before it writes, except a script job (it claims its upload after the insert)
     return await state.committer.submit_async(work, savepoint=body.model == jobs.SCRIPT,
-                                              prepare=(authorize_batch, (token, at)))
+                                              prepare=(_prepare_batch, (token, at, body.account)))
+
+
+def _prepare_batch(session, keys: list[tuple[str, datetime, str | None]]) -> None:
+    """What a committer batch's submissions share, read before they run: every token in
+    one query (``authorize_batch``), then the pending limits of every account they submit
+    to, locked and counted at once (``jobs.load_pending_limits``). Each submission still
+    makes every check itself; this only spares it the round trips."""
+    authorize_batch(session, [(token, at) for token, at, _ in keys])
+    accounts = []
+    for token, at, account in keys:
+        try:
+            who = authorize(session, token, at)  # found by authorize_batch: no query
+        except HTTPException:
+            continue  # refused by its own piece
+        name = account or who.account
+        if name is not None and who.may_see(name):
+            accounts.append(name)
+    jobs.load_pending_limits(session, accounts)
 
 
 async def _check_token_first(request: Request) -> HTTPException | None:
@@ -144,8 +163,8 @@ async def list_jobs(
     account: AccountQuery = None,
 ) -> list[dict]:
     rows = jobs.list_jobs(session, accounts=who.accounts, include_finished=include_finished, account=account)
-    estimates = _estimates(request, session, who, rows)
-    return [jobs.public(session, j, estimates) for j in rows]
+    estimates, waits = _estimates(request, session, who, rows), jobs.wait_reasons(session, rows)
+    return [jobs.public(session, j, estimates, waits) for j in rows]
 
 
 @router.get("/jobs/{job_id}", summary="Everything known about a job", responses=errors(*AUTH, 404, 422),

@@ -5,20 +5,25 @@ writes nothing.
 """
 from __future__ import annotations
 
-from datetime import datetime, timezone
-
 import click
 
-from scheduler.cli.common import db_option, domain_errors, emit, info, json_option, open_engine
-
-
-def _now() -> datetime:
-    return datetime.now(timezone.utc)
+from scheduler.cli.common import (
+    db_option,
+    db_session,
+    domain_errors,
+    emit,
+    info,
+    json_option,
+)
+from scheduler.cli.tokens import token
 
 
 @click.group()
 def admin() -> None:
     """Administer accounts, quotas, capacity, usage and tokens."""
+
+
+admin.add_command(token)
 
 
 @admin.group()
@@ -72,10 +77,9 @@ def _time(text: str | None, field: str):
 def account_add(name, weight, guaranteed, cap, max_pending, parent, default_time, max_time, allow_scripts, db_url):
     """Add an account (an institution, or with --parent a department, project or user)."""
     from scheduler.services.accounts import add_account
-    from scheduler.store import session_scope
 
     times = {"default_time_s": _time(default_time, "default_time"), "max_time_s": _time(max_time, "max_time")}
-    with session_scope(open_engine(db_url)) as session:
+    with db_session(db_url) as session:
         add_account(session, name, weight=weight, guaranteed=guaranteed or 0, cap=cap, max_pending=max_pending,
                     parent=parent, allow_scripts=allow_scripts, **times)
     info(f"added account {name}")
@@ -92,20 +96,19 @@ def account_set(name, weight, guaranteed, cap, max_pending, parent, no_max, defa
                 no_default_time, no_max_time, inherit_scripts, db_url):
     """Change an account's weight, guarantee, cap, pending limit, parent, times or scripts."""
     from scheduler.services.accounts import UNSET, set_account
-    from scheduler.store import session_scope
 
     for given, clear, names in ((cap, no_max, "--max and --no-max"),
                                 (default_time, no_default_time, "--default-time and --no-default-time"),
                                 (max_time, no_max_time, "--max-time and --no-max-time"),
-                                (allow_scripts, inherit_scripts, "--allow-scripts/--no-allow-scripts and "
-                                                                 "--inherit-scripts")):
+                                (allow_scripts, inherit_scripts, ("--allow-scripts/--no-allow-scripts and "
+                                                                  "--inherit-scripts"))):
         if clear and given is not None:
             raise click.UsageError(f"{names} exclude each other")
     inherit = {"default_time_s": (no_default_time, _time(default_time, "default_time")),
                "max_time_s": (no_max_time, _time(max_time, "max_time")),
                "allow_scripts": (inherit_scripts, allow_scripts)}
     changes = {k: None if clear else v for k, (clear, v) in inherit.items() if clear or v is not None}
-    with session_scope(open_engine(db_url)) as session:
+    with db_session(db_url) as session:
         set_account(session, name, weight=weight, guaranteed=guaranteed,
                     cap=None if no_max else (cap if cap is not None else UNSET),
                     max_pending=max_pending if max_pending is not None else UNSET,
@@ -121,9 +124,8 @@ def account_list(as_json, db_url):
     """List accounts in tree order, with the time limits and scripts setting in force (a
     value inherited from an ancestor names it in parentheses)."""
     from scheduler.services.accounts import list_accounts
-    from scheduler.store import session_scope
 
-    with session_scope(open_engine(db_url)) as session:
+    with db_session(db_url) as session:
         rows = list_accounts(session)
     if not as_json:
         for r in rows:
@@ -155,9 +157,8 @@ def _in_force(row: dict) -> dict:
 def account_remove(name, db_url):
     """Remove an account that has no sub-accounts and no jobs."""
     from scheduler.services.accounts import remove_account
-    from scheduler.store import session_scope
 
-    with session_scope(open_engine(db_url)) as session:
+    with db_session(db_url) as session:
         remove_account(session, name)
     info(f"removed account {name}")
 
@@ -177,12 +178,12 @@ def capacity() -> None:
 def capacity_set(gpus, slices_per_gpu, gpu_type, node, db_url):
     """Declare a node's GPUs (the service discovers them from Ray instead)."""
     from scheduler.services.capacity import set_node
-    from scheduler.store import session_scope
+    from scheduler.store import utcnow
 
-    with session_scope(open_engine(db_url)) as session:
-        row = set_node(session, node=node, gpus=gpus, slices_per_gpu=slices_per_gpu, gpu_type=gpu_type, at=_now())
-        info(f"node {row.name}: {row.gpus} x {row.gpu_type}, {row.slices_per_gpu} slices each "
-             f"({row.gpus * row.slices_per_gpu} slices)")
+    with db_session(db_url) as session:
+        row = set_node(session, node=node, gpus=gpus, slices_per_gpu=slices_per_gpu, gpu_type=gpu_type, at=utcnow())
+    info(f"node {row.name}: {row.gpus} x {row.gpu_type}, {row.slices_per_gpu} slices each "
+         f"({row.gpus * row.slices_per_gpu} slices)")
 
 
 @capacity.command("list")
@@ -192,9 +193,8 @@ def capacity_set(gpus, slices_per_gpu, gpu_type, node, db_url):
 def capacity_list(as_json, db_url):
     """List nodes and their slices."""
     from scheduler.services.capacity import list_nodes
-    from scheduler.store import session_scope
 
-    with session_scope(open_engine(db_url)) as session:
+    with db_session(db_url) as session:
         rows = list_nodes(session)
     emit(rows, as_json, ["node", "gpu_type", "gpus", "slices_per_gpu", "slices", "active", "source"])
 
@@ -211,9 +211,8 @@ def usage() -> None:
 def usage_import(file, db_url):
     """Import FILE.csv with columns account,slice_seconds,at (ISO 8601), all or nothing."""
     from scheduler.services.usage import import_usage_csv
-    from scheduler.store import session_scope
 
-    with session_scope(open_engine(db_url)) as session:
+    with db_session(db_url) as session:
         n = import_usage_csv(session, file)
     info(f"imported {n} usage records from {file}")
 
@@ -231,9 +230,8 @@ def settings() -> None:
 def settings_set(key, value, db_url):
     """Set KEY to VALUE (e.g. half_life 7d, algorithm fair-tree, preemption off, reclaim entitlement)."""
     from scheduler.services.settings import set_setting
-    from scheduler.store import session_scope
 
-    with session_scope(open_engine(db_url)) as session:
+    with db_session(db_url) as session:
         stored = set_setting(session, key, value)
     info(f"{key} = {stored}")
 
@@ -245,10 +243,7 @@ def settings_set(key, value, db_url):
 def settings_list(as_json, db_url):
     """Show the policy settings in force."""
     from scheduler.services.settings import all_settings
-    from scheduler.store import session_scope
 
-    with session_scope(open_engine(db_url)) as session:
+    with db_session(db_url) as session:
         rows = [{"key": k, "value": v} for k, v in all_settings(session).items()]
     emit(rows, as_json, ["key", "value"])
-
-from scheduler.cli.tokens import token; admin.add_command(token)  # noqa: E402,E702

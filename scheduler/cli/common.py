@@ -1,15 +1,23 @@
-"""Shared CLI pieces: the --db and --json options, output, and the one place that turns
-domain errors into exit codes, read from ``services.errors.ERRORS`` (the API reads the
-same table): 1 for every domain error; click itself exits 2 on usage errors.
+"""Shared CLI pieces: the --db and --json options, output, the one place that opens a
+database session, and the one place that turns domain errors into exit codes, read from
+``services.errors.ERRORS`` (the API reads the same table): 1 for every domain error;
+click itself exits 2 on usage errors.
 
-Messages go to stderr; results (tables, JSON) to stdout.
+Invariants:
+- Messages go to stderr; results (tables, JSON) to stdout.
+- A command that reads or writes the database does it inside ``db_session(db_url)``:
+  one transaction, committed when the block ends normally, rolled back otherwise.
+  Checks that need no database run before the block, and success is reported
+  after it, so nothing is announced before its commit.
 """
 from __future__ import annotations
 
+import contextlib
 import functools
 import json
 import sys
-from typing import Any, Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from typing import Any
 
 import click
 
@@ -22,17 +30,24 @@ json_option = click.option("--json", "as_json", is_flag=True, help="Print JSON i
 
 def domain_errors(func: Callable) -> Callable:
     """Turn the errors a user can act on (``services.errors.ERRORS``) into one line on
-    stderr and their exit status (1); anything else is a bug and keeps its traceback."""
+    stderr and their exit status (1); anything else is a bug and keeps its traceback.
+    The table is imported only when something was raised: it loads the store, which a
+    command that never opens a database (``forecast --csv``) should not pay for."""
 
     @functools.wraps(func)
     def wrapper(*args, **kwargs):
-        from scheduler.services.errors import classify, domain_classes, one_line
-
         try:
             return func(*args, **kwargs)
-        except domain_classes() as exc:
+        except click.ClickException:
+            raise
+        except Exception as exc:
+            from scheduler.services.errors import classify, one_line
+
+            outcome = classify(exc)
+            if outcome is None:
+                raise
             error = click.ClickException(one_line(exc))
-            error.exit_code = classify(exc).exit_code
+            error.exit_code = outcome.exit_code
             raise error from None
 
     return wrapper
@@ -44,6 +59,20 @@ def open_engine(db_url: str | None):
     engine = make_engine(db_url)
     init_db(engine)
     return engine
+
+
+@contextlib.contextmanager
+def db_session(db_url: str | None) -> Iterator[Any]:
+    """A session on the database at ``db_url`` (migrated first), in one transaction
+    (``store.session_scope``); the engine is disposed of when the block ends."""
+    from scheduler.store import session_scope
+
+    engine = open_engine(db_url)
+    try:
+        with session_scope(engine) as session:
+            yield session
+    finally:
+        engine.dispose()
 
 
 def info(message: str) -> None:

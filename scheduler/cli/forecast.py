@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import click
 
-from scheduler.cli.common import emit, info, json_option
+from scheduler.cli.common import domain_errors, emit, info, json_option
 
 
 @click.command()
@@ -26,13 +26,19 @@ from scheduler.cli.common import emit, info, json_option
 @click.option("--log", "log_y", is_flag=True, help="Fit log(y): growth by a factor, intervals multiplicative.")
 @click.option("--plot", "plot_path", type=click.Path(dir_okay=False), default=None, help="Write a PNG.")
 @json_option
+@domain_errors
 def forecast(csv_path, x_col, y_col, db_url, metric, horizon, degree, max_degree, level, log_y, plot_path, as_json):
     """Forecast GPU memory or slice demand by polynomial regression, with prediction intervals."""
     import json
 
     from scheduler.forecast import data
     from scheduler.forecast.fit import ForecastError, fit
-    from scheduler.forecast.report import forecast_rows, horizon_points, plot_forecast, to_json
+    from scheduler.forecast.report import (
+        forecast_rows,
+        horizon_points,
+        plot_forecast,
+        to_json,
+    )
 
     if csv_path and db_url:
         raise click.UsageError("give --csv or --from-db, not both")
@@ -71,15 +77,11 @@ def forecast(csv_path, x_col, y_col, db_url, metric, horizon, degree, max_degree
 
 
 def _db_series(url, metric):
-    from scheduler.cli.common import open_engine
+    from scheduler.cli.common import db_session
     from scheduler.forecast import data
-    from scheduler.store import StoreError, session_scope
 
-    try:
-        with session_scope(open_engine(url)) as session:
-            return data.job_series(session, metric)
-    except StoreError as exc:
-        raise click.ClickException(str(exc).splitlines()[0]) from None
+    with db_session(url) as session:  # a database that cannot be opened: one line, exit 1 (domain_errors)
+        return data.job_series(session, metric)
 
 
 def _need_matplotlib() -> None:

@@ -11,17 +11,17 @@ Bad dates exit 1 with one line, before anything is written.
 from __future__ import annotations
 
 import sys
-from datetime import UTC, datetime
+from datetime import datetime
 
 import click
 
 from scheduler.cli.common import (
     db_option,
+    db_session,
     domain_errors,
     emit,
     info,
     json_option,
-    open_engine,
 )
 
 # The table's short headers for the rows' keys (--json and --csv keep the keys).
@@ -61,10 +61,10 @@ def report(since, until, under, as_json, as_csv, plot_path, db_url, url):
         data = Api.from_settings(url).call("GET", "/v1/report", params={**params, "buckets": buckets})
     else:
         from scheduler.services import report as reports
-        from scheduler.store import session_scope
+        from scheduler.store import utcnow
 
-        start, end = reports.period(since, until, datetime.now(UTC))
-        with session_scope(open_engine(db_url)) as session:
+        start, end = reports.period(since, until, utcnow())
+        with db_session(db_url) as session:
             data = reports.report(session, since=start, until=end, under=under, buckets=buckets)
     rows = data["accounts"]
     if as_csv:

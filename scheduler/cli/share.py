@@ -8,11 +8,9 @@ subtree. ``--url`` always means the API; otherwise ``--db`` / ``FAIRGPU_DB`` win
 """
 from __future__ import annotations
 
-from datetime import datetime, timezone
-
 import click
 
-from scheduler.cli.common import db_option, domain_errors, emit, json_option, open_engine
+from scheduler.cli.common import db_option, db_session, domain_errors, emit, json_option
 
 COLUMNS = ["account", "weight", "norm_shares", "raw_usage", "effective_usage", "fairshare_factor",
            "guaranteed_slices", "max_slices", "entitled_slices", "allocated_slices", "pending_jobs"]
@@ -36,8 +34,8 @@ def share(under, explain, as_json, db_url, url):
                                            params={"account": under} if under else None)
     else:
         from scheduler.services.share import explain_rows, share_rows
-        from scheduler.store import session_scope
+        from scheduler.store import utcnow
 
-        with session_scope(open_engine(db_url)) as session:
-            rows = (explain_rows if explain else share_rows)(session, datetime.now(timezone.utc), under=under)
+        with db_session(db_url) as session:
+            rows = (explain_rows if explain else share_rows)(session, utcnow(), under=under)
     emit(rows, as_json, EXPLAIN_COLUMNS if explain else COLUMNS)

@@ -47,17 +47,15 @@ def _cluster(gpus, gpus_per_node, spg, gpu_type):
 
 def _from_db(url, with_history: bool):
     """The live specs, capacity and policy settings, and the job history if asked: one read."""
-    from datetime import UTC, datetime
-
-    from scheduler.cli.common import open_engine
+    from scheduler.cli.common import db_session
     from scheduler.services.accounts import account_specs
     from scheduler.services.capacity import load_capacity
     from scheduler.services.settings import policy_settings
     from scheduler.sim.history import read_history
-    from scheduler.store import session_scope
+    from scheduler.store import utcnow
 
-    with session_scope(open_engine(url)) as session:
-        history = read_history(session, datetime.now(UTC)) if with_history else None
+    with db_session(url) as session:
+        history = read_history(session, utcnow()) if with_history else None
         return account_specs(session), load_capacity(session), policy_settings(session), history
 
 

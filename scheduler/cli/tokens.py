@@ -6,15 +6,16 @@ Prometheus: ``fairgpu admin token issue --scrape > scrape.token``, docs/metrics.
 """
 from __future__ import annotations
 
-from datetime import datetime, timezone
-
 import click
 
-from scheduler.cli.common import db_option, domain_errors, emit, info, json_option, open_engine
-
-
-def _now() -> datetime:
-    return datetime.now(timezone.utc)
+from scheduler.cli.common import (
+    db_option,
+    db_session,
+    domain_errors,
+    emit,
+    info,
+    json_option,
+)
 
 
 @click.group()
@@ -39,11 +40,11 @@ def issue(account, expires, name, as_admin, as_scrape, db_url):
     from quota.limits import TOKEN_LIFETIME
     from scheduler.services.auth import FULL, SCRAPE, issue_token, token_row
     from scheduler.services.validate import parse_duration
-    from scheduler.store import session_scope
+    from scheduler.store import utcnow
 
     expires_s = parse_duration(expires, TOKEN_LIFETIME) if expires is not None else None
-    with session_scope(open_engine(db_url)) as session:
-        raw = issue_token(session, account=account, name=name or "", expires_s=expires_s, at=_now(),
+    with db_session(db_url) as session:
+        raw = issue_token(session, account=account, name=name or "", expires_s=expires_s, at=utcnow(),
                           scope=SCRAPE if as_scrape else FULL)
         row = token_row(session, raw)
     click.echo(raw)
@@ -59,10 +60,10 @@ def issue(account, expires, name, as_admin, as_scrape, db_url):
 def revoke(token_id, db_url):
     """Revoke a token by its ID or the prefix shown by `token list`."""
     from scheduler.services.auth import revoke_token
-    from scheduler.store import session_scope
+    from scheduler.store import utcnow
 
-    with session_scope(open_engine(db_url)) as session:
-        row = revoke_token(session, token_id, _now())
+    with db_session(db_url) as session:
+        row = revoke_token(session, token_id, utcnow())
     info(f"revoked token {row.id} ({row.prefix}...)")
 
 
@@ -73,9 +74,9 @@ def revoke(token_id, db_url):
 def list_(as_json, db_url):
     """List tokens (never the tokens themselves: id, prefix, account, state, dates)."""
     from scheduler.services.auth import list_tokens
-    from scheduler.store import session_scope
+    from scheduler.store import utcnow
 
-    with session_scope(open_engine(db_url)) as session:
-        rows = list_tokens(session, _now())
+    with db_session(db_url) as session:
+        rows = list_tokens(session, utcnow())
     emit(rows, as_json, ["id", "prefix", "name", "account", "scope", "state", "created_at", "expires_at",
                          "last_used_at"])

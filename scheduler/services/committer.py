@@ -26,7 +26,8 @@ Invariants:
   So every answered success is stored exactly once.
 - A piece may carry ``prepare=(fn, key)``: before the batch's pieces run, each
   distinct ``fn`` is called once, in the batch's transaction, with the keys of its
-  pieces in arrival order (``api.deps.authorize_batch``: one token query a batch);
+  pieces in arrival order (``api.routes_jobs._prepare_batch``: one token query, one
+  lock and one count of the pending limits a batch);
   ``fn`` leaves what it found where the pieces look (``session.info``). Alone, a
   piece's ``fn`` gets its key only. A ``fn`` that raises aborts the batch (then each
   piece runs alone, as below).
@@ -34,6 +35,8 @@ Invariants:
   committed at least one success, after the commit and before the callers are answered.
 - The thread starts on the first piece and exits after ``idle_exit_s`` with nothing
   to do (the next piece starts it again), so an app that is dropped leaves no thread.
+  While it runs it keeps one connection for its batches (returned when it exits, and
+  after a batch whose transaction failed, so that the pool checks it before its next use).
 - No event loop is ever blocked here: ``submit_async`` returns an awaitable answered
   from the committer's thread through ``call_soon_threadsafe``, once per batch and loop.
 """
@@ -119,26 +122,54 @@ class Committer:
 
     # -- the committer's thread -----------------------------------------------------------
     def _run(self) -> None:
-        while True:
-            try:
-                first = self._queue.get(timeout=self.idle_exit_s)
-            except queue.Empty:
-                with self._lock:  # exit only if nothing came in meanwhile (_put checks under the lock)
-                    if self._queue.empty():
-                        self._thread = None
-                        return
-                continue
-            batch = [first]
-            while len(batch) < self.max_batch:
-                try:
-                    batch.append(self._queue.get_nowait())
-                except queue.Empty:
-                    break
-            self._commit(batch)
-
-    def _commit(self, batch: list[_Piece]) -> None:
+        conn = None  # held from batch to batch while busy: no pool checkout and ping per batch
         try:
-            with session_scope(self.engine) as s:
+            while True:
+                try:
+                    first = self._queue.get(timeout=self.idle_exit_s)
+                except queue.Empty:
+                    with self._lock:  # exit only if nothing came in meanwhile (_put checks under the lock)
+                        if self._queue.empty():
+                            self._thread = None
+                            return
+                    continue
+                batch = [first]
+                while len(batch) < self.max_batch:
+                    try:
+                        batch.append(self._queue.get_nowait())
+                    except queue.Empty:
+                        break
+                if conn is None:
+                    conn = self._connect()
+                if not self._commit(batch, conn) and conn is not None:  # the connection may be what failed
+                    self._release(conn)  # back to the pool, which checks it before its next use
+                    conn = None
+        finally:
+            if conn is not None:
+                self._release(conn)
+
+    def _connect(self):
+        """A connection to hold, or None when none can be had now: the batch then runs on
+        the engine and meets the same error in its transaction (its callers are answered)."""
+        try:
+            return self.engine.connect()
+        except Exception as exc:  # noqa: BLE001 - whatever it is, _commit's transaction meets it again
+            log.warning("the committer could not connect (%s)", str(exc).split("\n")[0])
+            return None
+
+    @staticmethod
+    def _release(conn) -> None:
+        try:
+            conn.close()
+        except Exception:  # a dead connection: the thread must live on to answer the next batches
+            log.exception("closing the committer's connection failed")
+
+    def _commit(self, batch: list[_Piece], conn) -> bool:
+        """Run and commit ``batch`` on ``conn`` (None: a connection of its own); False when
+        its transaction failed (each piece then ran alone, on connections of its own)."""
+        committed = True
+        try:
+            with session_scope(conn if conn is not None else self.engine) as s:
                 self._prepare(s, batch)
                 for piece in batch:
                     self._run_piece(s, piece)
@@ -146,6 +177,7 @@ class Committer:
         except Exception as exc:  # noqa: BLE001 - the transaction failed, whatever the cause: nothing was written
             log.warning("group commit of %d failed (%s); each runs alone", len(batch), str(exc).split("\n")[0])
             self.failed_batches += 1
+            committed = False
             for piece in batch:
                 try:
                     with session_scope(self.engine) as s:
@@ -162,6 +194,7 @@ class Committer:
             except Exception:  # a wake-up that fails must not lose the answers
                 log.exception("after_commit failed")
         self._answer(batch)
+        return committed
 
     @staticmethod
     def _prepare(s, pieces: list[_Piece]) -> None:

@@ -14,13 +14,11 @@ Invariants:
   admin). A job or account outside it is reported exactly as a missing one.
 - Status changes go through ``scheduler.store.transition`` only. Cancelling a
   RUNNING job only marks it CANCELLED; the executor notices and stops its task.
-- Pending limits on PostgreSQL: the limited accounts' rows are locked
-  (``SELECT ... FOR UPDATE``) before counting, so concurrent submissions cannot
-  overshoot; SQLite transactions are already serialised (``BEGIN IMMEDIATE``).
-  Several submissions in one transaction (``services.committer``) lock and count
-  once and see each other's jobs, planned (``plan_array``) or written; a caller that
-  rolls back part of the transaction (a savepoint) must put ``session.info``, where
-  those locks and counts are kept, back as it was.
+- Pending limits are ``services.pending``'s (the rule, its locks and its message):
+  every submission is checked there, and every job written or planned is counted
+  there, so several submissions in one transaction (``services.committer``) see each
+  other's jobs, planned (``plan_array``) or written. A batch locks and counts all its
+  accounts at once beforehand (``load_pending_limits``).
 - Every job gets its wall-time limit at submit (``inherited.job_time_limit``): the one
   asked for, else the account's effective default, else its effective maximum, else
   none; a job array's jobs get the same one each.
@@ -32,19 +30,27 @@ Invariants:
 """
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
-from datetime import datetime, timezone
-from typing import Iterable
+from datetime import UTC, datetime
 
 import sqlalchemy as sa
 from sqlmodel import Session, select
 
 from quota import limits
-from scheduler.services import inherited, uploads, validate
+from scheduler.services import inherited, pending, uploads, validate
 from scheduler.services.directory import capacity, directory
-from scheduler.services.estimates import start_time
 from scheduler.services.errors import DomainError, Forbidden, Invalid, NotFound
-from scheduler.store import Account, Job, JobEvent, JobState, Node, submit_job, transition
+from scheduler.services.estimates import start_time
+from scheduler.store import (
+    Job,
+    JobEvent,
+    JobState,
+    Node,
+    WaitReason,
+    submit_job,
+    transition,
+)
 from scheduler.store.transitions import submit_job_arrays, submit_jobs
 
 HOLD = "hold"
@@ -60,18 +66,6 @@ PUBLIC_KEYS = ("id", "account", "model", "framework", "mode", "slices", "state",
                "error", "time_limit_s", "progress", "position", "estimated_start")
 PROGRESS_KEYS = ("step", "steps", "samples_per_second", "eta_s", "updated_at")
 REASON_MAX_CHARS = 80  # a finished job's reason taken from its message: its first line, cut here
-
-
-# Built once: constructing and caching a statement per call costs more than running it.
-_PENDING_BY_ACCOUNT = (
-    select(Job.account_id, sa.func.count())
-    .where(Job.state == JobState.PENDING, Job.account_id.in_(sa.bindparam("ids", expanding=True)))
-    .group_by(Job.account_id)
-)
-_PENDING = "fairgpu.pending_counts"  # session.info: {account id: pending jobs}, read in this transaction
-_LOCKED = "fairgpu.pending_locked"  # session.info: ids of the accounts locked in this transaction
-_LOCK_ACCOUNTS = (select(Account.id).where(Account.id.in_(sa.bindparam("ids", expanding=True)))
-                  .order_by(Account.id).with_for_update())
 
 
 class InvalidJob(Invalid):
@@ -187,7 +181,7 @@ def _check_submission(
         if count != 1:
             raise InvalidJob("a script job is submitted one at a time (no count)")
         uploads.check(root, entry.id, spec["upload"])
-    _check_pending_limits(session, tree, entry, count)
+    pending.check(session, tree, entry, count)
     return entry, spec, limit
 
 
@@ -200,8 +194,10 @@ def submit(
     entry, spec, limit = _check_submission(session, account=account, model=model, framework=framework, mode=mode,
                                            slices=slices, spec=spec, accounts=accounts, count=1,
                                            time_limit_s=time_limit_s)
-    return submit_job(session, account_id=entry.id, model=model, framework=framework, mode=mode, slices=slices,
-                      spec=spec, at=at, time_limit_s=limit)
+    job = submit_job(session, account_id=entry.id, model=model, framework=framework, mode=mode, slices=slices,
+                     spec=spec, at=at, time_limit_s=limit)
+    pending.add(session, entry.id, 1)
+    return job
 
 
 def submit_array(
@@ -219,7 +215,7 @@ def submit_array(
                                            time_limit_s=time_limit_s, root=root)
     ids = submit_jobs(session, count=count, account_id=entry.id, model=model, framework=framework, mode=mode,
                       slices=slices, spec=spec, at=at, time_limit_s=limit)
-    _count_pending(session, entry.id, count)
+    pending.add(session, entry.id, count)
     if model == SCRIPT:  # the row exists: its working directory moves into the job's directory
         uploads.claim(root, entry.id, spec["upload"], ids[0])
     return ids
@@ -246,7 +242,7 @@ def plan_array(
     entry, spec, limit = _check_submission(session, account=account, model=model, framework=framework, mode=mode,
                                            slices=slices, spec=spec, accounts=accounts, count=count,
                                            time_limit_s=time_limit_s)
-    _count_pending(session, entry.id, count)
+    pending.add(session, entry.id, count)
     return ArrayPlan(count, {"account_id": entry.id, "model": model, "framework": framework, "mode": mode,
                              "slices": slices, "spec": spec, "at": at, "time_limit_s": limit})
 
@@ -257,10 +253,12 @@ def write_arrays(session: Session, plans: list[ArrayPlan]) -> list[list[int]]:
     return submit_job_arrays(session, [(p.count, p.row) for p in plans])
 
 
-def _count_pending(session: Session, account_id: int, count: int) -> None:
-    counts = session.info.get(_PENDING)
-    if counts is not None and account_id in counts:  # the pending counts read in this transaction
-        counts[account_id] += count
+def load_pending_limits(session: Session, accounts: Iterable[str]) -> None:
+    """Lock and count the pending limits above every named account at once (``pending.load``:
+    one statement each), before a batch's submissions are checked one by one. Names that
+    are unknown are left to the submission's own check to refuse."""
+    tree = directory(session)
+    pending.load(session, tree, [tree.by_name[a] for a in accounts if a in tree.by_name])
 
 
 def uploading_account(session: Session, account: str | None, accounts):
@@ -285,44 +283,8 @@ def framework_warnings(session: Session, framework: str | None) -> list[str]:
     have = sorted({f for r in rows for f in r.split(",") if f})
     if framework in have:
         return []
-    return [f"no node can run {framework} now (the nodes have: {', '.join(have) or 'no framework'}); "
-            "the job waits, Infeasible, until one can"]
-
-
-def _check_pending_limits(session: Session, tree, entry, count: int = 1) -> None:
-    """Refuse when ``count`` more jobs would put ``entry`` or an ancestor over its pending
-    limit. Within one transaction (a group commit's batch) each limited account is locked
-    once and each count read once (``session.info``), then kept up to date by
-    ``submit_array``'s inserts; whoever would change them meanwhile needs the same locks."""
-    limited = [e for e in tree.ancestors(entry) if e.max_pending is not None]
-    if not limited:
-        return
-    info = session.info
-    if session.get_bind().dialect.name != "sqlite":
-        locked = info.setdefault(_LOCKED, set())
-        want = [e.id for e in limited if e.id not in locked]
-        if want:
-            session.connection().execute(_LOCK_ACCOUNTS, {"ids": want}).all()
-            locked.update(want)
-    widest = limited[-1]
-    counts = info.setdefault(_PENDING, {})
-    missing = [i for i in tree.subtree_ids(widest) if i not in counts]
-    if missing:
-        found = dict(session.connection().execute(_PENDING_BY_ACCOUNT, {"ids": missing}).all())
-        counts.update((i, found.get(i, 0)) for i in missing)
-    for e in limited:
-        pending = sum(counts.get(i, 0) for i in tree.subtree_ids(e))
-        if pending + count > e.max_pending:
-            who = "its" if e is entry else f"{e.name}'s"
-            if count == 1:
-                raise DomainError(
-                    f"account {entry.name} is at {who} limit of {e.max_pending} pending jobs ({pending} waiting); "
-                    "wait for some to start or cancel some"
-                )
-            raise DomainError(
-                f"{count} more jobs would put account {entry.name} over {who} limit of {e.max_pending} pending "
-                f"jobs ({pending} waiting); submit fewer, or wait for some to start"
-            )
+    return [(f"no node can run {framework} now (the nodes have: {', '.join(have) or 'no framework'}); "
+            "the job waits, Infeasible, until one can")]
 
 
 def list_jobs(
@@ -392,20 +354,25 @@ def public_progress(progress: dict | None) -> dict | None:
         return None
     out = {k: progress.get(k) for k in PROGRESS_KEYS}
     updated = out["updated_at"]
-    out["updated_at"] = (datetime.fromtimestamp(updated, timezone.utc).isoformat()
+    out["updated_at"] = (datetime.fromtimestamp(updated, UTC).isoformat()
                          if isinstance(updated, (int, float)) and not isinstance(updated, bool) else None)
     return out
 
 
-def job_to_public(job: Job, account_name: str, estimate=None) -> dict:
+def job_to_public(job: Job, account_name: str, estimate=None, group_reason: tuple[str, str] | None = None) -> dict:
     """The job as PUBLIC_KEYS. ``estimate`` (a ``quota.estimate.Estimate``, for a pending
-    job) gives ``position`` and ``estimated_start``; both are None without one."""
+    job) gives ``position`` and ``estimated_start``; both are None without one.
+    ``group_reason``: (reason, message) of the job's (account, size) group (``wait_reasons``),
+    shown for a pending job that has no reason of its own."""
     state = JobState(job.state)
+    reason, message = job.reason, job.reason_message
+    if state == JobState.PENDING and reason is None and group_reason is not None:
+        reason, message = group_reason
     return {
         "id": job.id, "account": account_name, "model": job.model, "framework": job.framework, "mode": job.mode,
         "slices": job.slices, "state": state.value,
-        "reason": display_reason(state, job.reason, job.reason_message, job.error),
-        "reason_message": job.reason_message, "submitted_at": _iso(job.submitted_at),
+        "reason": display_reason(state, reason, message, job.error),
+        "reason_message": message, "submitted_at": _iso(job.submitted_at),
         "started_at": _iso(job.started_at), "finished_at": _iso(job.finished_at), "node": job.node, "gpu": job.gpu,
         "attempts": job.attempts, "preemptions": job.preemptions, "result": job.result, "error": job.error,
         "time_limit_s": job.time_limit_s, "progress": public_progress(job.progress),
@@ -414,7 +381,22 @@ def job_to_public(job: Job, account_name: str, estimate=None) -> dict:
     }
 
 
-def public(session: Session, job: Job, estimates: dict | None = None) -> dict:
+def wait_reasons(session: Session, rows: Iterable[Job]) -> dict[tuple[int, int], tuple[str, str]]:
+    """{(account id, slices): (reason, message)}: the stored group reasons (the loop's, in
+    the wait_reason table) of the pending jobs in `rows` that have no reason of their own."""
+    keys = {(j.account_id, j.slices) for j in rows if j.state == JobState.PENDING and j.reason is None}
+    if not keys:
+        return {}
+    stmt = select(WaitReason).where(WaitReason.account_id.in_({a for a, _k in keys}))
+    return {(w.account_id, w.slices): (w.reason, w.message) for w in session.exec(stmt).all()
+            if (w.account_id, w.slices) in keys}
+
+
+def public(session: Session, job: Job, estimates: dict | None = None, waits: dict | None = None) -> dict:
     """``job_to_public`` with the account name looked up in this transaction's tree;
-    ``estimates``: {job id: Estimate} (``services.estimates``) for pending jobs."""
-    return job_to_public(job, directory(session).name_of(job.account_id), (estimates or {}).get(job.id))
+    ``estimates``: {job id: Estimate} (``services.estimates``) for pending jobs; ``waits``:
+    ``wait_reasons`` of a list the job is in (read here when not given)."""
+    if waits is None:
+        waits = wait_reasons(session, [job])
+    return job_to_public(job, directory(session).name_of(job.account_id), (estimates or {}).get(job.id),
+                         waits.get((job.account_id, job.slices)))

@@ -1,31 +1,26 @@
 """Usage records: import from other schedulers, and decayed usage per account.
 
 CSV import is all or nothing: every row is parsed and checked (known leaf or inner
-account, slice_seconds >= 0, `at` an ISO 8601 time) before one row is written, and an
-error names the file's line number. Times without a zone are read as UTC.
+account, slice_seconds >= 0, `at` a date or ISO 8601 time) before one row is written,
+and an error names the file's line number. `at` is read by the one strict time parser,
+``validate.parse_when`` (its forms, UTC without a zone, 1970 or later), as
+`fairgpu report --since` is.
 """
 from __future__ import annotations
 
 import csv
 import math
-from datetime import datetime, timezone
+from datetime import datetime
 from pathlib import Path
 
 from sqlmodel import Session, select
 
 from quota import decayed_usage
-from scheduler.services.errors import DomainError
+from scheduler.services.errors import DomainError, Invalid
+from scheduler.services.validate import parse_when
 from scheduler.store import Account, UsageRecord
 
 COLUMNS = ("account", "slice_seconds", "at")
-
-
-def parse_time(text: str) -> datetime:
-    t = text.strip()
-    if t.endswith("Z"):
-        t = t[:-1] + "+00:00"
-    value = datetime.fromisoformat(t)
-    return value.replace(tzinfo=timezone.utc) if value.tzinfo is None else value.astimezone(timezone.utc)
 
 
 def read_usage_csv(path: str | Path, known_accounts: dict[str, int]) -> list[tuple[int, float, datetime]]:
@@ -56,9 +51,9 @@ def read_usage_csv(path: str | Path, known_accounts: dict[str, int]) -> list[tup
             if not math.isfinite(value) or value < 0:
                 raise DomainError(f"{p}: line {line}: slice_seconds must be a finite number >= 0 (got {seconds})")
             try:
-                when = parse_time(at)
-            except ValueError:
-                raise DomainError(f"{p}: line {line}: {at!r} is not an ISO 8601 time") from None
+                when = parse_when(at, "at")
+            except Invalid as exc:
+                raise DomainError(f"{p}: line {line}: {exc}") from None
             rows.append((known_accounts[name], value, when))
     return rows
 

@@ -24,6 +24,7 @@ from scheduler.store.models import (
     Setting,
     UsageRecord,
     UTCDateTime,
+    WaitReason,
     metadata,
     utcnow,
 )
@@ -41,7 +42,7 @@ from scheduler.store.transitions import (
 
 __all__ = [
     "ALLOWED", "EVENT_KINDS", "Account", "ApiToken", "InvalidTransition", "Job", "JobEvent",
-    "JobState", "LeaderLease", "Node", "Setting", "StaleJob", "StoreError", "UTCDateTime", "UsageRecord",
+    "JobState", "LeaderLease", "Node", "Setting", "StaleJob", "StoreError", "UTCDateTime", "UsageRecord", "WaitReason",
     "add_event", "alembic_config", "default_db_url", "display_prefix", "hash_token",
     "head_queue_seq", "init_db", "make_engine", "metadata", "new_token", "redact_url",
     "session_scope", "submit_job", "transition", "utcnow", "verify",

@@ -110,6 +110,16 @@ def make_engine(url: str | None = None) -> Engine:
     return engine
 
 
+# A commit that finds the write-ahead log past this many pages checkpoints it (SQLite's
+# default). The server checkpoints from a thread of its own (scheduler.store.checkpoint),
+# so this is the backstop; the log file is trimmed to JOURNAL_SIZE_LIMIT bytes after one.
+AUTOCHECKPOINT_PAGES = 1000
+JOURNAL_SIZE_LIMIT = 64 * 1024 * 1024
+# Each connection's page cache (SQLite's default is 2 MiB): the loop's working set, the
+# job table and its indexes at 100k waiting jobs, is several times that.
+CACHE_KIB = 16 * 1024
+
+
 def _sqlite_engine(url: URL) -> Engine:
     engine = sa.create_engine(url, connect_args={"timeout": SQLITE_BUSY_TIMEOUT_S})
 
@@ -121,6 +131,9 @@ def _sqlite_engine(url: URL) -> Engine:
         cur.execute(f"PRAGMA busy_timeout = {SQLITE_BUSY_TIMEOUT_S * 1000}")
         cur.execute("PRAGMA journal_mode = WAL")
         cur.execute("PRAGMA synchronous = NORMAL")
+        cur.execute(f"PRAGMA wal_autocheckpoint = {AUTOCHECKPOINT_PAGES}")  # the backstop (store.checkpoint)
+        cur.execute(f"PRAGMA journal_size_limit = {JOURNAL_SIZE_LIMIT}")
+        cur.execute(f"PRAGMA cache_size = -{CACHE_KIB}")
         cur.execute("PRAGMA foreign_keys = ON")
         cur.close()
 

@@ -36,7 +36,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
 from scheduler.store.engine import READONLY_OPTION, StoreError
-from scheduler.store.models import LeaderLease
+from scheduler.store.models import LeaderLease, utcnow
 
 log = logging.getLogger("fairgpu.lease")
 
@@ -45,8 +45,7 @@ _C = _T.c
 DEFAULT_TTL_S = 15.0
 
 
-def wall_now() -> datetime:
-    return datetime.now(UTC)
+wall_now = utcnow  # the lease's default clock: the one wall clock (scheduler.store.models)
 
 
 @dataclass(frozen=True)

@@ -10,6 +10,10 @@ Invariants:
   mutation-tracked: assign a new value, never edit one in place.
 - The schema itself is owned by the Alembic migrations; a test checks that
   head and these models do not differ.
+- ``utcnow`` is the one wall clock (aware UTC). It lives here, on the lowest floor,
+  so every layer can reach it without importing upward; code that takes a clock is
+  handed ``utcnow`` by its caller (the server, the CLI), and nothing else calls
+  ``datetime.now`` (tests/test_clock.py).
 """
 from __future__ import annotations
 
@@ -33,6 +37,7 @@ metadata = SQLModel.metadata
 
 
 def utcnow() -> datetime:
+    """Now, as an aware UTC datetime: the wall clock every stored time is read from."""
     return datetime.now(UTC)
 
 
@@ -211,3 +216,20 @@ class LeaderLease(SQLModel, table=True):
     acquired_at: datetime = Field(sa_type=UTCDateTime)
     renewed_at: datetime = Field(sa_type=UTCDateTime)
     expires_at: datetime = Field(sa_type=UTCDateTime)
+
+
+class WaitReason(SQLModel, table=True):
+    """Why the pending jobs of one (leaf account, size) wait, as the loop's last cycle
+    explained them (the policy explains per group: quota.policy.Explained). A pending job
+    whose own `reason` is NULL shows its group's (services.jobs.public); a job's own
+    reason (held back, Infeasible, RayRefused) comes first. The loop writes only the
+    groups whose reason changed, so a cycle's reason writes follow the groups that
+    changed, never the number of waiting jobs. Deleted with the account."""
+
+    __tablename__ = "wait_reason"
+
+    account_id: int = Field(foreign_key="account.id", primary_key=True, ondelete="CASCADE")
+    slices: int = Field(primary_key=True)
+    reason: str
+    message: str
+    at: datetime = Field(sa_type=UTCDateTime)

@@ -310,10 +310,13 @@ def submit_job_arrays(session: Session, arrays: list[tuple[int, dict[str, Any]]]
     if not rows:
         return []
     conn = session.connection()
-    stmt = _JOBS.insert().returning(_JOBS.c.id, sort_by_parameter_order=True)
-    ids = [r[0] for r in conn.execute(stmt, rows)]
-    conn.execute(_INSERT_EVENT, [{"job_id": i, "kind": "submitted", "message": None, "at": row["submitted_at"]}
-                                 for i, row in zip(ids, rows)])
+    if conn.dialect.name == "postgresql":
+        ids = _insert_jobs_pg(conn, rows)
+    else:
+        stmt = _JOBS.insert().returning(_JOBS.c.id, sort_by_parameter_order=True)
+        ids = [r[0] for r in conn.execute(stmt, rows)]
+        conn.execute(_INSERT_EVENT, [{"job_id": i, "kind": "submitted", "message": None, "at": row["submitted_at"]}
+                                     for i, row in zip(ids, rows)])
     out, start = [], 0
     for count, _ in arrays:
         out.append(sorted(ids[start:start + count]))
@@ -336,3 +339,36 @@ def head_queue_seq(session: Session, job: Job) -> float:
         )
     ).one()
     return job.queue_seq if lowest is None else min(job.queue_seq, lowest - 1.0)
+
+
+_PG_COLUMNS = tuple(c for c in _JOBS.columns if c.name != "id")
+# One statement a job: the job and its "submitted" event (at its submission time), its id
+# returned. Its text never changes, so the driver parses it once and the server prepares it.
+_PG_INSERT_JOB = (
+    f"WITH j AS (INSERT INTO job ({', '.join(c.name for c in _PG_COLUMNS)}) "
+    f"VALUES ({', '.join('%s' for _ in _PG_COLUMNS)}) RETURNING id, submitted_at) "
+    "INSERT INTO job_event (job_id, at, kind, message) SELECT id, submitted_at, 'submitted', NULL FROM j "
+    "RETURNING job_id"
+)
+
+
+@functools.cache
+def _pg_binders(dialect) -> tuple:
+    """Each column's bind processor (SQLAlchemy's own: UTC times, JSON, the state enum)."""
+    return tuple(c.type.dialect_impl(dialect).bind_processor(dialect) for c in _PG_COLUMNS)
+
+
+def _insert_jobs_pg(conn, rows: list[dict[str, Any]]) -> list[int]:
+    """Every row and its event through the driver's pipelined ``executemany``: one round
+    trip, each row's id in the rows' order."""
+    binders = _pg_binders(conn.dialect)
+    names = [c.name for c in _PG_COLUMNS]
+    params = [tuple(v if b is None else b(v) for v, b in zip((row[n] for n in names), binders)) for row in rows]
+    with conn.connection.driver_connection.cursor() as cur:
+        cur.executemany(_PG_INSERT_JOB, params, returning=True)
+        ids = []
+        while True:
+            ids.append(cur.fetchone()[0])
+            if not cur.nextset():
+                break
+    return ids

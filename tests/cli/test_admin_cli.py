@@ -6,11 +6,10 @@ import json
 
 import pytest
 import sqlalchemy as sa
+from cli_runner import admin_cli
 from click.testing import CliRunner
 
 from quota import limits
-from cli_runner import admin_cli
-
 from scheduler.cli import main
 from scheduler.services.share import SHARE_KEYS
 from scheduler.services.validate import describe_duration
@@ -84,7 +83,10 @@ def test_bad_input_one_line_exit_1_writes_nothing(seeded, case):
 @pytest.mark.parametrize("rows, message", [
     ("account,slice_seconds,at\nghost,1,2026-01-01T00:00:00Z\n", "line 2: unknown account 'ghost'"),
     ("account,slice_seconds,at\na/x,1,2026-01-01\nb,-5,2026-01-01\n", "line 3: slice_seconds must be"),
-    ("account,slice_seconds,at\nb,5,yesterday\n", "line 2: 'yesterday' is not an ISO 8601 time"),
+    ("account,slice_seconds,at\nb,5,yesterday\n",
+     "line 2: at must be a date (YYYY-MM-DD) or an ISO 8601 time (got 'yesterday')"),
+    ("account,slice_seconds,at\nb,5,2026-01-01\nb,5,2026-W01-1\n", "line 3: at must be a date (YYYY-MM-DD)"),
+    ("account,slice_seconds,at\nb,5,1969-12-31T23:59:59Z\n", "line 2: at must be 1970-01-01 or later"),
     ("account,slice_seconds,at\nb,5\n", "line 2: expected 3 columns"),
     ("who,what,when\nb,5,2026-01-01\n", "line 1: header must be account,slice_seconds,at"),
     ("account,slice_seconds,at\nb,nan,2026-01-01\n", "line 2: slice_seconds must be a finite number"),

@@ -34,9 +34,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "loop"))
 
 from fake_executor import FakeExecutor
 
+from scheduler import collector
 from scheduler.loop import SchedulingLoop
 from scheduler.services import accounts, capacity, jobs
 from scheduler.store import Account, init_db, make_engine, session_scope
+from scheduler.store.checkpoint import WalCheckpointer
 from scheduler.store.transitions import submit_jobs
 
 T0 = datetime(2026, 11, 28, 12, 0, tzinfo=UTC)
@@ -94,11 +96,17 @@ def run(args) -> dict:
     with tempfile.TemporaryDirectory() as tmp:
         url, drop = database(args.db, tmp)
         try:
+            checkpointer = None
             t = time.perf_counter()
             engine, leaves = seed(url, args.gpus, args.nodes, args.accounts, args.pending, rng)
             seeded_s = time.perf_counter() - t
             now = [T0]
             ex = FakeExecutor(f"{tmp}/results")
+            if args.as_server:  # the process settings `fairgpu up` makes beside its loop
+                collector.tune()
+                checkpointer = WalCheckpointer.for_engine(engine)
+                if checkpointer is not None:
+                    checkpointer.start()
             loop = SchedulingLoop(engine, ex, lambda: now[0], discover=False, usage_period_s=1e9)
             t = time.perf_counter()
             first = loop.cycle()
@@ -145,6 +153,8 @@ def run(args) -> dict:
             if prof is not None:
                 import pstats
                 pstats.Stats(prof).sort_stats(os.environ.get("BENCH_SORT", "cumtime")).print_stats(int(os.environ.get("BENCH_ROWS", "35")))
+            if checkpointer is not None:
+                checkpointer.stop()
             engine.dispose()
         finally:
             drop()
@@ -169,6 +179,8 @@ def main(argv=None) -> dict:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--quick", action="store_true", help="a small smoke run (40 GPUs, 2,000 pending, 20 cycles)")
     ap.add_argument("--profile", action="store_true", help="cProfile the measured cycles")
+    ap.add_argument("--bare", dest="as_server", action="store_false",
+                    help="without the server's process settings (scheduler.collector, the WAL checkpointer)")
     args = ap.parse_args(argv)
     if args.quick:
         args.gpus, args.nodes, args.accounts, args.pending, args.cycles, args.churn = 40, 5, 20, 2000, 20, 10
@@ -176,7 +188,9 @@ def main(argv=None) -> dict:
     print(f"{args.db}: {args.gpus} GPUs ({4 * args.gpus} slices) on {args.nodes} nodes, {args.accounts} accounts, "
           f"{args.pending} pending, churn {args.churn}/cycle, {args.cycles} cycles "
           f"(seeded in {r['seed_s']:.1f} s; first cycle {1000 * r['first_cycle_s']:.0f} ms, "
-          f"{r['first_admitted']} admitted)")
+          f"{r['first_admitted']} admitted; "
+          + ("as the server runs it: gc thresholds %s, WAL checkpointer" % (gc.get_threshold(),) if args.as_server
+             else "bare: default gc thresholds, no WAL checkpointer") + ")")
     print(f"p50 {r['p50_ms']:.1f} ms")
     print(f"p99 {r['p99_ms']:.1f} ms")
     print(f"cpu p50 {r['cpu_p50_ms']:.1f} ms (the loop thread's CPU time: less sensitive to a shared machine)")

@@ -33,7 +33,8 @@ Invariants:
   backoff, and after `max_refusals` waits with a reason until capacity changes.
 - The clock, engine, executor and policy are injected (tests pass a FakeExecutor).
 
-Checkpoints, progress and time limits of running attempts live in scheduler.watch. Per
+Checkpoints, progress and time limits of running attempts live in scheduler.watch;
+capacity from Ray, frameworks per node and jobs Ray refused in scheduler.nodes. Per
 cycle, reconcile looks only at the tracked jobs the loader re-read (all after a rebuild),
 and time limits only at the running jobs that have one.
 """
@@ -48,21 +49,17 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime
 
-from sqlmodel import select
-
 import quota
 from scheduler import apply, jobfiles, recovery
 from scheduler.executor import Completion
-from scheduler.services.capacity import set_node, slices_per_gpu_for
-from scheduler.services.errors import DomainError
+from scheduler.nodes import LEFT_RAY, NOT_IN_RAY, RAY_REFUSED, NodeWatch  # noqa: F401 (the loop's names)
 from scheduler.services.snapshot import (
     SnapshotLoader,
-    Synced,
     active_jobs,
     event_horizon,
     running_jobs,
 )
-from scheduler.store import Job, JobState, Node, session_scope
+from scheduler.store import Job, JobState, session_scope
 from scheduler.store.lease import LeaseLapsed, LeaseLost
 from scheduler.tasks import TaskPayload
 from scheduler.watch import TIME_LIMIT, AttemptWatch, format_seconds  # noqa: F401 (the loop's names)
@@ -70,9 +67,6 @@ from scheduler.watch import TIME_LIMIT, AttemptWatch, format_seconds  # noqa: F4
 log = logging.getLogger("fairgpu.loop")
 
 PHASES = ("collect", "settle", "load", "decide", "admit", "start")
-RAY_REFUSED = "RayRefused"
-NOT_IN_RAY = "not in Ray: declared by hand, but `fairgpu up` takes capacity from Ray"
-LEFT_RAY = "left the Ray cluster"
 
 
 @dataclass
@@ -107,7 +101,7 @@ class LoopHealth:
     failing_since: datetime | None = None
 
 
-class SchedulingLoop(AttemptWatch):
+class SchedulingLoop(AttemptWatch, NodeWatch):
     def __init__(self, engine, executor, clock: Callable[[], datetime], *,
                  slices_per_gpu: int | None = None, retry_limit: int = 3, usage_period_s: float = 15.0,
                  discover: bool = True, on_cycle: Callable[[CycleReport], None] | None = None,
@@ -267,43 +261,6 @@ class SchedulingLoop(AttemptWatch):
         return recovery.drain(self._scope, self.executor, self.meter, now=self.clock(), retry_limit=self.retry_limit,
                               checkpoint=self.checkpoint)
 
-    # -- capacity ---------------------------------------------------------------------
-    def refresh_capacity(self, now: datetime) -> None:
-        """Nodes as Ray has them. A node Ray does not have is never placed on: a node
-        declared by hand is listed inactive with the reason, as is one that left, and one
-        whose size fairgpu cannot take (the reason names the limit)."""
-        found = self.executor.discover()
-        self._node_frameworks = {d.name: (frozenset(d.frameworks) if d.frameworks is not None else None)
-                                 for d in found}
-        with self._scope() as s:
-            rows = {n.name: n for n in s.exec(select(Node)).all()}
-            changed = False
-            for d in found:
-                spg = self.slices_per_gpu or slices_per_gpu_for(d.gpu_type)
-                row = rows.pop(d.name, None)
-                frameworks = ",".join(d.frameworks) if d.frameworks is not None else None
-                if (row is not None and row.active and row.source == "ray" and row.gpus == d.gpus
-                        and row.slices_per_gpu == spg and row.ray_id == d.ray_id and row.frameworks == frameworks):
-                    continue
-                changed = True
-                try:
-                    row = set_node(s, node=d.name, gpus=d.gpus, slices_per_gpu=spg, gpu_type=d.gpu_type, at=now,
-                                   source="ray", check_guarantees=False)
-                    row.reason = None
-                except (DomainError, quota.QuotaError) as exc:  # e.g. more GPUs than a node may have
-                    row = row or Node(name=d.name, gpu_type=d.gpu_type, gpus=0, slices_per_gpu=1, source="ray")
-                    row.active, row.reason, row.updated_at = False, f"not used: {exc}", now
-                row.ray_id, row.frameworks = d.ray_id, frameworks
-                s.add(row)
-            for row in rows.values():
-                reason = LEFT_RAY if row.source == "ray" else NOT_IN_RAY
-                if row.active or row.reason != reason:
-                    row.active, row.reason, row.updated_at = False, reason, now
-                    s.add(row)
-                    changed = True
-        if changed:
-            self._refused.clear()  # capacity changed: jobs Ray refused may be placed now
-
     # -- one cycle ----------------------------------------------------------------------
     def cycle(self) -> CycleReport:
         t0 = time.perf_counter()
@@ -453,53 +410,6 @@ class SchedulingLoop(AttemptWatch):
         apply.insert_usage(s, usage)
         if done:  # final: the loader drops them now instead of reading them back
             self.loader.note_finished(done, self.loader.event_mark(s))
-
-    # -- jobs Ray refused -----------------------------------------------------------------
-    def _note_refusal(self, job_id: int, error: str | None) -> str:
-        """Count a refusal and hold the job back: 1, 2, 4 ... s, then until capacity changes."""
-        n = self._refused.get(job_id, (0, 0.0, ""))[0] + 1
-        first = (str(error or "").strip().splitlines() or ["no reason given"])[0][:200]
-        if n >= self.max_refusals:
-            why = f"Ray refused to place it {n} times ({first}); it waits until capacity changes"
-            self._refused[job_id] = (n, float("inf"), why)
-        else:
-            delay = min(60.0, 2.0 ** (n - 1))
-            why = f"Ray refused to place it ({first}); trying again in {delay:g} s (refusal {n} of {self.max_refusals})"
-            self._refused[job_id] = (n, time.monotonic() + delay, why)
-        log.warning("job %s: %s", job_id, why)
-        return why
-
-    def _hold_back(self, loaded: Synced) -> dict[int, tuple[str, str]]:
-        """Keep out of the policy's state the jobs Ray refused (until their backoff ends) and
-        the jobs whose framework no node can import (Infeasible, until one can); returns
-        {job id: (reason, message)} for those held back. Jobs released now are added to
-        `loaded.changed` (their reason is written again)."""
-        held: dict[int, tuple[str, str]] = {}
-        missing, have = self._missing_frameworks()
-        for job_id, framework in missing.items():
-            held[job_id] = (quota.INFEASIBLE, (f"no node can run {framework} (the nodes have: "
-                                               f"{', '.join(sorted(have)) or 'no framework'})"))
-        if self._refused:
-            rows, pending = loaded.jobs, JobState.PENDING
-            tracked = self.executor.tracked()
-            for job_id in [j for j in self._refused
-                           if (j not in rows or rows[j].state != pending) and j not in tracked]:
-                del self._refused[job_id]  # finished, cancelled or running: forget it
-            clock = time.monotonic()
-            held.update((j, (RAY_REFUSED, why)) for j, (_n, until, why) in self._refused.items()
-                        if until > clock and j in rows and rows[j].state == pending)
-        loaded.changed.extend(self.loader.withhold(set(held)))
-        return held
-
-    def _missing_frameworks(self) -> tuple[dict[int, str], set[str]]:
-        """({pending job id: framework} for jobs whose framework no active node can import,
-        the frameworks the nodes have); nothing when some node's frameworks are unknown."""
-        known = self._node_frameworks
-        if not known or any(fs is None for fs in known.values()):
-            return {}, set()
-        have = {f for fs in known.values() for f in fs}
-        return {j: framework for framework, ids in self.loader.by_framework.items()
-                if framework is not None and framework not in have for j in ids}, have
 
     # -- reconcile, admit, preempt, start -------------------------------------------------
     def _reconcile(self, s, loaded, now: datetime, report: CycleReport) -> tuple[list[int], list[int]]:

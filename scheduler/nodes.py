@@ -1,0 +1,123 @@
+"""What the scheduling loop knows of Ray's nodes and of the jobs Ray refused: capacity
+taken from Ray, frameworks per node, and the backoff of jobs Ray would not place.
+
+A mixin of scheduler.loop.SchedulingLoop (it uses the loop's executor, loader, clock and
+`_scope`), kept apart to keep the loop short.
+
+Invariants:
+- A node Ray does not have is never placed on: a node declared by hand while capacity
+  comes from Ray is listed inactive with NOT_IN_RAY, one that left with LEFT_RAY, one
+  fairgpu cannot take with the limit it breaks. A capacity change forgets the refusals.
+- A job Ray refuses is queued again without spending a retry, held back 1, 2, 4 ... s,
+  and after `max_refusals` waits with reason RAY_REFUSED until capacity changes.
+- Jobs whose framework no active node can import wait Infeasible (when every node's
+  frameworks are known), and come back when a node can.
+"""
+from __future__ import annotations
+
+import logging
+import time
+from datetime import datetime
+
+from sqlmodel import select
+
+import quota
+from scheduler.services.capacity import set_node, slices_per_gpu_for
+from scheduler.services.errors import DomainError
+from scheduler.services.snapshot import Synced
+from scheduler.store import JobState, Node
+
+log = logging.getLogger("fairgpu.loop")
+
+RAY_REFUSED = "RayRefused"
+NOT_IN_RAY = "not in Ray: declared by hand, but `fairgpu up` takes capacity from Ray"
+LEFT_RAY = "left the Ray cluster"
+
+
+class NodeWatch:
+    """Capacity from Ray, and jobs Ray refused (see the module)."""
+
+    # -- capacity ---------------------------------------------------------------------
+    def refresh_capacity(self, now: datetime) -> None:
+        """Nodes as Ray has them. A node Ray does not have is never placed on: a node
+        declared by hand is listed inactive with the reason, as is one that left, and one
+        whose size fairgpu cannot take (the reason names the limit)."""
+        found = self.executor.discover()
+        self._node_frameworks = {d.name: (frozenset(d.frameworks) if d.frameworks is not None else None)
+                                 for d in found}
+        with self._scope() as s:
+            rows = {n.name: n for n in s.exec(select(Node)).all()}
+            changed = False
+            for d in found:
+                spg = self.slices_per_gpu or slices_per_gpu_for(d.gpu_type)
+                row = rows.pop(d.name, None)
+                frameworks = ",".join(d.frameworks) if d.frameworks is not None else None
+                if (row is not None and row.active and row.source == "ray" and row.gpus == d.gpus
+                        and row.slices_per_gpu == spg and row.ray_id == d.ray_id and row.frameworks == frameworks):
+                    continue
+                changed = True
+                try:
+                    row = set_node(s, node=d.name, gpus=d.gpus, slices_per_gpu=spg, gpu_type=d.gpu_type, at=now,
+                                   source="ray", check_guarantees=False)
+                    row.reason = None
+                except (DomainError, quota.QuotaError) as exc:  # e.g. more GPUs than a node may have
+                    row = row or Node(name=d.name, gpu_type=d.gpu_type, gpus=0, slices_per_gpu=1, source="ray")
+                    row.active, row.reason, row.updated_at = False, f"not used: {exc}", now
+                row.ray_id, row.frameworks = d.ray_id, frameworks
+                s.add(row)
+            for row in rows.values():
+                reason = LEFT_RAY if row.source == "ray" else NOT_IN_RAY
+                if row.active or row.reason != reason:
+                    row.active, row.reason, row.updated_at = False, reason, now
+                    s.add(row)
+                    changed = True
+        if changed:
+            self._refused.clear()  # capacity changed: jobs Ray refused may be placed now
+
+
+    # -- jobs Ray refused -----------------------------------------------------------------
+    def _note_refusal(self, job_id: int, error: str | None) -> str:
+        """Count a refusal and hold the job back: 1, 2, 4 ... s, then until capacity changes."""
+        n = self._refused.get(job_id, (0, 0.0, ""))[0] + 1
+        first = (str(error or "").strip().splitlines() or ["no reason given"])[0][:200]
+        if n >= self.max_refusals:
+            why = f"Ray refused to place it {n} times ({first}); it waits until capacity changes"
+            self._refused[job_id] = (n, float("inf"), why)
+        else:
+            delay = min(60.0, 2.0 ** (n - 1))
+            why = f"Ray refused to place it ({first}); trying again in {delay:g} s (refusal {n} of {self.max_refusals})"
+            self._refused[job_id] = (n, time.monotonic() + delay, why)
+        log.warning("job %s: %s", job_id, why)
+        return why
+
+    def _hold_back(self, loaded: Synced) -> dict[int, tuple[str, str]]:
+        """Keep out of the policy's state the jobs Ray refused (until their backoff ends) and
+        the jobs whose framework no node can import (Infeasible, until one can); returns
+        {job id: (reason, message)} for those held back. Jobs released now are added to
+        `loaded.changed` (their reason is written again)."""
+        held: dict[int, tuple[str, str]] = {}
+        missing, have = self._missing_frameworks()
+        for job_id, framework in missing.items():
+            held[job_id] = (quota.INFEASIBLE, (f"no node can run {framework} (the nodes have: "
+                                               f"{', '.join(sorted(have)) or 'no framework'})"))
+        if self._refused:
+            rows, pending = loaded.jobs, JobState.PENDING
+            tracked = self.executor.tracked()
+            for job_id in [j for j in self._refused
+                           if (j not in rows or rows[j].state != pending) and j not in tracked]:
+                del self._refused[job_id]  # finished, cancelled or running: forget it
+            clock = time.monotonic()
+            held.update((j, (RAY_REFUSED, why)) for j, (_n, until, why) in self._refused.items()
+                        if until > clock and j in rows and rows[j].state == pending)
+        loaded.changed.extend(self.loader.withhold(set(held)))
+        return held
+
+    def _missing_frameworks(self) -> tuple[dict[int, str], set[str]]:
+        """({pending job id: framework} for jobs whose framework no active node can import,
+        the frameworks the nodes have); nothing when some node's frameworks are unknown."""
+        known = self._node_frameworks
+        if not known or any(fs is None for fs in known.values()):
+            return {}, set()
+        have = {f for fs in known.values() for f in fs}
+        return {j: framework for framework, ids in self.loader.by_framework.items()
+                if framework is not None and framework not in have for j in ids}, have

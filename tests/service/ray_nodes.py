@@ -6,9 +6,12 @@ Invariants:
   their paths must stay under about 100 characters) and runs in its own process group,
   so `stop()` ends exactly this node's processes: never `ray stop`, which ends every
   Ray process of the user on the machine, other tests' included.
-- Nothing binds Ray's default ports: the head's GCS gets `--port 0` (the address it got is
-  read from its `ray_current_cluster` file), the dashboard and agents port 0. Only the
-  head's Ray Client server refuses 0; it gets a port the kernel just handed out.
+- Nothing binds Ray's default ports, and no port is picked here to be bound later (another
+  process could take it in between): the head's GCS gets `--port 0` (the address it got is
+  read from its `ray_current_cluster` file), the dashboard and agents port 0. The Ray
+  Client server, which refuses port 0 and defaults to 10001, is not started at all: `ray
+  start` runs as it does where Ray is installed without `ray[client]`, and fairgpu joins
+  by the GCS address, never `ray://` (the test checks that the head ran no client server).
 - Every process sees `home` as its HOME, so nothing reads or writes the real
   `~/.ray/auth_token`; the token reaches a node only through the env it is given.
 """
@@ -17,7 +20,6 @@ from __future__ import annotations
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -26,7 +28,6 @@ from pathlib import Path
 
 from service_helpers import FAIRGPU, Up
 
-RAY = str(Path(sys.executable).with_name("ray"))
 AUTH_VARS = ("RAY_AUTH_MODE", "RAY_AUTH_TOKEN", "RAY_AUTH_TOKEN_PATH", "RAY_ADDRESS")
 
 
@@ -40,10 +41,17 @@ def ray_env(home: Path, token: str | None, **extra: str) -> dict[str, str]:
     return env
 
 
-def _port_for_client_server() -> int:
-    with socket.socket() as s:
-        s.bind(("", 0))
-        return s.getsockname()[1]
+# `ray start` as the `ray` script runs it, except that Ray Client reads as not installed:
+# with it installed, Ray 2.60 has no flag to leave the client server out. Setting the
+# attribute fails loudly (AttributeError) should a Ray upgrade rename what it replaces.
+_RAY_START_WITHOUT_CLIENT = """
+import sys
+from ray.scripts import scripts
+getattr(scripts, "get_ray_client_dependency_error")
+scripts.get_ray_client_dependency_error = lambda: ImportError("the tests' nodes run no Ray Client server")
+sys.argv[0] = "ray"
+sys.exit(scripts.main())
+"""
 
 
 class RayNode:
@@ -60,11 +68,10 @@ class RayNode:
         if resources:
             args += ["--resources", resources]
         if address is None:
-            args = ["--head", "--port", "0", "--include-dashboard", "false", "--dashboard-port", "0",
-                    "--ray-client-server-port", str(_port_for_client_server()), *args]
+            args = ["--head", "--port", "0", "--include-dashboard", "false", "--dashboard-port", "0", *args]
         else:
             args = ["--address", address, *args]
-        self.cmd = [RAY, "start", *args]
+        self.cmd = [sys.executable, "-c", _RAY_START_WITHOUT_CLIENT, "start", *args]
         self._out = self.temp_dir / "ray-start.out"
         with open(self._out, "w") as f:  # a file, not a pipe: Ray's daemons must not hold our pipe open
             self.proc = subprocess.Popen(self.cmd, stdout=f, stderr=subprocess.STDOUT, env=env,

@@ -37,6 +37,8 @@ def test_two_ray_start_nodes_with_a_token_run_jobs_of_two_institutions_on_both(t
         head = RayNode({**env, **patient}, gpus=2, resources='{"accelerator_type:T4": 1}')
         nodes.append(head)
         assert head.wait() == 0, head.output[-3000:]
+        # no Ray Client server, so no port that another process could take before it binds
+        assert not list(head.temp_dir.glob("session_latest/logs/ray_client_server*")), head.cmd
         # the rest starts at once: fairgpu takes capacity from Ray as nodes join
         worker = RayNode(env, gpus=2, resources='{"accelerator_type:L4": 1}', address=head.address)
         nodes.append(worker)

@@ -1,4 +1,5 @@
-"""Fixtures for the workload tests: tiny specs and real-format data written to tmp_path."""
+"""Fixtures for the workload tests: tiny specs, real-format data written to tmp_path, and
+PyTorch held to one thread for a test (`torch_one_thread`, restored after it)."""
 from __future__ import annotations
 
 import os
@@ -9,19 +10,19 @@ import pytest
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-from workloads.runner import WorkloadSpec  # noqa: E402
+from workloads.runner import WorkloadSpec
 
 # The smallest sizes each model accepts, so every framework test stays fast.
 TINY = {
-    "conv6": dict(batch_size=4),
-    "vgg16": dict(batch_size=2),
-    "resnet18": dict(batch_size=2),
-    "cyclegan": dict(batch_size=1, image_size=32),
+    "conv6": {"batch_size": 4},
+    "vgg16": {"batch_size": 2},
+    "resnet18": {"batch_size": 2},
+    "cyclegan": {"batch_size": 1, "image_size": 32},
 }
 
 
 def tiny_spec(model: str, framework: str, mode: str = "train", **kw) -> WorkloadSpec:
-    args = dict(model=model, framework=framework, mode=mode, steps=2, warmup_steps=1, device="cpu")
+    args = {"model": model, "framework": framework, "mode": mode, "steps": 2, "warmup_steps": 1, "device": "cpu"}
     args.update(TINY[model])
     args.update(kw)
     return WorkloadSpec(**args)
@@ -65,6 +66,17 @@ def horse2zebra_dir(tmp_path):
         Image.new("RGB", (50, 50), (0, 0, 255)).save(root / "trainB" / f"{i}.jpg", quality=95)
     (root / "trainA" / "notes.txt").write_text("not an image")
     return root
+
+
+@pytest.fixture
+def torch_one_thread():
+    """Two OpenMP threads on a busy 2-core machine spin and run several times slower than
+    one (conv6, 40 steps at batch 16: 12-31 s on two threads, 6-7 s on one)."""
+    torch = pytest.importorskip("torch")
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
 
 
 @pytest.fixture

@@ -23,16 +23,6 @@ class Preempted(Exception):
     """What the tests raise from a hook to stop a run, as a cancelled task stops."""
 
 
-@pytest.fixture
-def torch_one_thread():
-    """Two OpenMP threads on a busy 2-core machine spin and run several times slower than one."""
-    torch = pytest.importorskip("torch")
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 @pytest.fixture(params=FRAMEWORKS)
 def framework(request):
     if request.param == "pytorch":
@@ -43,7 +33,8 @@ def framework(request):
 
 
 def conv6(framework: str, **kw) -> WorkloadSpec:
-    args = dict(model="conv6", framework=framework, steps=5, warmup_steps=1, batch_size=4, device="cpu", seed=0)
+    args = {"model": "conv6", "framework": framework, "steps": 5, "warmup_steps": 1, "batch_size": 4, "device": "cpu",
+            "seed": 0}
     args.update(kw)
     return WorkloadSpec(**args)
 
@@ -84,7 +75,7 @@ def test_preempted_runs_resume_and_execute_only_the_remaining_steps(framework, t
     assert r2 is None and steps2 == [5]
     assert checkpoint.latest_step(ckpt) == 5
     # 3: resumes at 5 and finishes
-    steps3, seen3, r3 = attempt(spec, ckpt, every=10)
+    steps3, _, r3 = attempt(spec, ckpt, every=10)
     assert steps3 == [6]
     executed = len(steps1) + len(steps2) + len(steps3)
     assert executed == 6 + (5 - 4)  # the requested steps + the steps since the last checkpoint

@@ -8,9 +8,8 @@ import pytest
 tf = pytest.importorskip("tensorflow")
 torch = pytest.importorskip("torch")
 
-from workloads import registry  # noqa: E402
-from workloads import tf_models, torch_models  # noqa: E402
-from workloads.runner import RESULT_KEYS, WorkloadSpec, run_workload  # noqa: E402
+from workloads import registry, tf_models, torch_models
+from workloads.runner import RESULT_KEYS, WorkloadSpec, run_workload
 
 
 def _torch_shapes_as_keras(module) -> list[tuple]:
@@ -19,9 +18,7 @@ def _torch_shapes_as_keras(module) -> list[tuple]:
     for name, mod in module.named_modules():
         for p in mod.parameters(recurse=False):
             s = tuple(p.shape)
-            if isinstance(mod, torch.nn.ConvTranspose2d) and len(s) == 4:
-                s = (s[2], s[3], s[1], s[0])
-            elif isinstance(mod, torch.nn.Conv2d) and len(s) == 4:
+            if isinstance(mod, (torch.nn.ConvTranspose2d, torch.nn.Conv2d)) and len(s) == 4:
                 s = (s[2], s[3], s[1], s[0])
             elif isinstance(mod, torch.nn.Linear) and len(s) == 2:
                 s = (s[1], s[0])
@@ -84,10 +81,12 @@ def test_loss_falls_on_the_learnable_task():
 
 
 def test_trains_on_real_format_files(cifar_dir, horse2zebra_dir, tiny):
-    r = run_workload(tiny("resnet18", "tensorflow", data_dir=str(cifar_dir)))
-    assert math.isfinite(r["loss_last"])
-    r = run_workload(tiny("cyclegan", "tensorflow", data_dir=str(horse2zebra_dir)))
-    assert math.isfinite(r["loss_last"])
+    # eager: the files reach the step the same way; tracing the step into a graph (tens of
+    # seconds for CycleGAN) is what test_runs_a_few_steps_and_the_record_is_complete covers
+    r = run_workload(tiny("resnet18", "tensorflow", data_dir=str(cifar_dir), execution="eager"))
+    assert r["data"] == str(cifar_dir) and math.isfinite(r["loss_last"])
+    r = run_workload(tiny("cyclegan", "tensorflow", data_dir=str(horse2zebra_dir), execution="eager"))
+    assert r["data"] == str(horse2zebra_dir) and math.isfinite(r["loss_last"])
 
 
 def test_gpu_request_runs_on_gpu_or_says_there_is_none(tiny):

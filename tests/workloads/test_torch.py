@@ -7,9 +7,9 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-from workloads import registry  # noqa: E402
-from workloads import torch_models as tm  # noqa: E402
-from workloads.runner import RESULT_KEYS, WorkloadSpec, run_workload  # noqa: E402
+from workloads import registry
+from workloads import torch_models as tm
+from workloads.runner import RESULT_KEYS, WorkloadSpec, run_workload
 
 
 @pytest.mark.parametrize("model", registry.MODELS)

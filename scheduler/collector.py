@@ -5,10 +5,10 @@ tracks over 300k objects. CPython's default thresholds (700, 10, 10) then run a 
 collection every 700 net allocations, and a full one whenever the objects that survived
 young collections reach a quarter of the old generation. A cycle allocates tens of
 thousands of short-lived objects, so many are still alive at some young collection and
-are promoted: a full collection, about 100 ms at that size, came every 30 cycles or so.
-With the first threshold at YOUNG (10,000), most of those objects are gone before a
-young collection looks at them, and full collections became rare (none in 150 cycles of
-the bench, from 5; docs/benchmarks.md).
+are promoted, and a full collection, which walks every tracked object, comes every few
+dozen cycles. With the first threshold at YOUNG, most of those objects are gone before a
+young collection looks at them, and full collections become rare (docs/benchmarks.md,
+"Fifth pass").
 
 Invariants: only thresholds change. Nothing is frozen or disabled, so cyclic garbage is
 still collected (a little later) and nothing grows without bound. `tune()` never lowers

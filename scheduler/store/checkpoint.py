@@ -2,9 +2,9 @@
 
 In WAL mode a commit appends pages to the log; a checkpoint copies them back into the
 database file and, with ``synchronous = NORMAL``, is the only fsync. SQLite runs one
-inside whichever commit finds the log past ``wal_autocheckpoint`` pages, so every tenth
-or so scheduling cycle paid for it (a commit's p50 was 1.5 ms, its p90 16 ms, with peaks
-of 60 ms). The server runs this checkpointer beside the loop: every ``period_s`` it asks
+inside whichever commit finds the log past ``wal_autocheckpoint`` pages, so now and then
+a scheduling cycle paid for it (docs/benchmarks.md, "Fifth pass"). The server runs this
+checkpointer beside the loop: every ``period_s`` it asks
 for a PASSIVE checkpoint (it never waits for a reader or a writer, and none waits for
 it), so the log stays short and commits only append.
 

@@ -48,7 +48,6 @@ from scheduler.store import (
     JobState,
     Node,
     WaitReason,
-    submit_job,
     transition,
 )
 from scheduler.store.transitions import submit_job_arrays, submit_jobs
@@ -189,15 +188,11 @@ def submit(
     session: Session, *, account: str, model: str, framework: str | None, mode: str, slices: int,
     spec: dict, at: datetime, accounts: frozenset[str] | set[str] | None = None, time_limit_s: float | None = None,
 ) -> Job:
-    """Validate the request, then create a PENDING job; see the module invariants.
-    ``time_limit_s``: the wall-time limit asked for (None: the account's)."""
-    entry, spec, limit = _check_submission(session, account=account, model=model, framework=framework, mode=mode,
-                                           slices=slices, spec=spec, accounts=accounts, count=1,
-                                           time_limit_s=time_limit_s)
-    job = submit_job(session, account_id=entry.id, model=model, framework=framework, mode=mode, slices=slices,
-                     spec=spec, at=at, time_limit_s=limit)
-    pending.add(session, entry.id, 1)
-    return job
+    """One job: ``submit_array`` with a count of one (the same checks and insert), its
+    row read back. ``time_limit_s``: the wall-time limit asked for (None: the account's)."""
+    (job_id,) = submit_array(session, count=1, account=account, model=model, framework=framework, mode=mode,
+                             slices=slices, spec=spec, at=at, accounts=accounts, time_limit_s=time_limit_s)
+    return session.get(Job, job_id)
 
 
 def submit_array(

@@ -260,14 +260,11 @@ def submit_job(
     submission within an account, ties broken by ``id`` (order by
     ``(queue_seq, id)``). A requeued job may be given a smaller seq to go first.
     ``time_limit_s`` is each attempt's wall-time limit, as resolved by the caller.
+    A job array of one (``submit_job_arrays`` is the one insert path), read back.
     """
-    job = Job(**_new_job_row(account_id=account_id, model=model, framework=framework, mode=mode, slices=slices,
-                             spec=spec, at=at, time_limit_s=time_limit_s))
-    session.add(job)
-    session.flush()
-    add_event(session, job.id, "submitted", None, at)
-    session.flush()
-    return job
+    (job_id,) = submit_jobs(session, count=1, account_id=account_id, model=model, framework=framework, mode=mode,
+                            slices=slices, spec=spec, at=at, time_limit_s=time_limit_s)
+    return session.get(Job, job_id)
 
 
 def submit_jobs(
@@ -286,15 +283,10 @@ def submit_jobs(
     """A job array: ``count`` identical PENDING jobs and their "submitted" events, in
     two multi-row INSERTs. Each job is like one from ``submit_job`` (same ``queue_seq``:
     FIFO among them by id). Returns the ids in ascending order."""
-    if count <= 0:
-        raise StoreError(f"a job array needs at least one job, not {count}")
-    row = _new_job_row(account_id=account_id, model=model, framework=framework, mode=mode, slices=slices,
-                       spec=spec, at=at, time_limit_s=time_limit_s)
-    conn = session.connection()
-    stmt = _JOBS.insert().returning(_JOBS.c.id, sort_by_parameter_order=True)
-    ids = [r[0] for r in conn.execute(stmt, [dict(row) for _ in range(count)])]
-    conn.execute(_INSERT_EVENT, [{"job_id": i, "kind": "submitted", "message": None, "at": at} for i in ids])
-    return sorted(ids)
+    (ids,) = submit_job_arrays(session, [(count, {"account_id": account_id, "model": model, "framework": framework,
+                                                   "mode": mode, "slices": slices, "spec": spec, "at": at,
+                                                   "time_limit_s": time_limit_s})])
+    return ids
 
 
 def submit_job_arrays(session: Session, arrays: list[tuple[int, dict[str, Any]]]) -> list[list[int]]:

@@ -513,7 +513,7 @@ class SchedulingLoop(AttemptWatch, NodeWatch):
             for key in gone:
                 del written[key]
             admitted = {a.request_id for a in decision.admissions}
-            for jid in (jobs if loaded.rebuilt else loaded.changed):
+            for jid in (jobs if fresh else loaded.changed):
                 row = jobs.get(jid)
                 if (row is not None and row.state == pending and row.reason is not None and jid not in admitted
                         and jid not in held and jid not in per_job):

@@ -101,12 +101,17 @@ _RAW_ACTIVE = _RAW_SELECT + f"state IN ('{JobState.PENDING.value}', '{JobState.R
 _STATES = {s.value: s for s in JobState}
 
 
-def _raw_rows(conn, sql: str, params: tuple) -> list[JobRow]:
+def _fetch(conn, sql: str, params: tuple) -> list[tuple]:
+    """All rows of `sql` through the SQLite driver's cursor, in the session's transaction."""
     cursor = conn.connection.cursor()
     try:
-        rows = cursor.execute(sql, params).fetchall()
+        return cursor.execute(sql, params).fetchall()
     finally:
         cursor.close()
+
+
+def _raw_rows(conn, sql: str, params: tuple) -> list[JobRow]:
+    rows = _fetch(conn, sql, params)
     state, parse, utc = _STATES.__getitem__, datetime.fromisoformat, UTC
     return [JobRow(r[0], r[1], state(r[2]), r[3], r[4], r[5], parse(r[6]).replace(tzinfo=utc),
                    r[7] and parse(r[7]).replace(tzinfo=utc), *r[8:17], r[17] and parse(r[17]).replace(tzinfo=utc),
@@ -178,12 +183,7 @@ def _events_since(conn, bound: dict) -> list:
     driver's cursor, as `_raw_rows` (a cycle reads a few hundred)."""
     if conn.dialect.name != "sqlite":
         return conn.execute(_EVENTS_SINCE, bound).all()
-    cursor = conn.connection.cursor()
-    try:
-        return cursor.execute(f"SELECT id, job_id FROM {JobEvent.__tablename__} WHERE id > ?",
-                              (bound["after"],)).fetchall()
-    finally:
-        cursor.close()
+    return _fetch(conn, f"SELECT id, job_id FROM {JobEvent.__tablename__} WHERE id > ?", (bound["after"],))
 
 
 def event_horizon(engine) -> int | None:

@@ -45,9 +45,6 @@ _C = _T.c
 DEFAULT_TTL_S = 15.0
 
 
-wall_now = utcnow  # the lease's default clock: the one wall clock (scheduler.store.models)
-
-
 @dataclass(frozen=True)
 class Holder:
     host: str
@@ -98,7 +95,7 @@ class Lease:
     """This server's claim on the lease (``epoch`` is None until acquired)."""
 
     def __init__(self, engine: Engine, *, ttl_s: float = DEFAULT_TTL_S, host: str | None = None,
-                 pid: int | None = None, now: Callable[[], datetime] = wall_now):
+                 pid: int | None = None, now: Callable[[], datetime] = utcnow):
         self.engine = engine
         self.ttl = timedelta(seconds=ttl_s)
         self.host = host or socket.gethostname()

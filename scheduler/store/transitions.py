@@ -280,8 +280,8 @@ def submit_jobs(
     at: datetime,
     time_limit_s: float | None = None,
 ) -> list[int]:
-    """A job array: ``count`` identical PENDING jobs and their "submitted" events, in
-    two multi-row INSERTs. Each job is like one from ``submit_job`` (same ``queue_seq``:
+    """A job array: ``count`` identical PENDING jobs and their "submitted" events
+    (``submit_job_arrays`` with one array). Each job is like one from ``submit_job`` (same ``queue_seq``:
     FIFO among them by id). Returns the ids in ascending order."""
     (ids,) = submit_job_arrays(session, [(count, {"account_id": account_id, "model": model, "framework": framework,
                                                    "mode": mode, "slices": slices, "spec": spec, "at": at,

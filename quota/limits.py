@@ -7,9 +7,10 @@ with one line naming the field and the range. The API, the CLI and the docs
 (docs/admin.md, docs/institutions.md) quote these bounds; none restates a number.
 
 Invariants:
-- Every bound is finite, and every integer bound fits a 32-bit signed column (the
+- Every bound is finite, and every integer bound in `ALL` fits a 32-bit signed column (the
   narrowest integer PostgreSQL column fairgpu uses), so SQLite and PostgreSQL accept
-  the same values.
+  the same values. `HOST_MEMORY_PER_SLICE` (bytes) is larger: it is kept only as the
+  text of a setting row, never in an integer column, so it is not in `ALL`.
 - WEIGHT.high / WEIGHT.low bounds the ratio between any two weights (1e6).
 - `Range.check` accepts a value as given or raises `LimitError` (a `QuotaError`); it
   refuses NaN, infinities, bools and non-numbers, and floats for an integer field.
@@ -101,10 +102,12 @@ HALF_LIFE = Range("half_life", 60, 3650 * DAY_S, "s")
 ID = Range("id", 1, INT32_MAX)
 LOG_TAIL = Range("tail", 0, 100_000, "lines")  # `fairgpu logs --tail`, GET .../logs?tail=
 LOG_OFFSET = Range("offset", 0, INT32_MAX, "bytes")  # a logs cursor's byte offset in an attempt's output
+MAX_PROCESSES = Range("max_processes", 16, 1_000_000, "processes")  # a script attempt's pids (threads count)
+HOST_MEMORY_PER_SLICE = Range("host_memory_per_slice", 64 << 20, 64 << 40, "bytes")  # 64 MiB to 64 TiB; not in ALL
 
 ALL = (WEIGHT, GUARANTEED, MAX_SLICES, MAX_PENDING, GPUS_PER_NODE, SLICES_PER_GPU, NODES, JOB_SLICES,
        JOB_COUNT, HOLD_SECONDS, STEPS, WARMUP_STEPS, BATCH_SIZE, IMAGE_SIZE, TIME_LIMIT, TOKEN_LIFETIME,
-       HALF_LIFE, ID, LOG_TAIL, LOG_OFFSET)
+       HALF_LIFE, ID, LOG_TAIL, LOG_OFFSET, MAX_PROCESSES)
 
 # Names: one pattern per '/'-separated segment (see scheduler.services.validate).
 NAME_SEGMENT_MAX_LEN = 64

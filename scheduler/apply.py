@@ -5,7 +5,9 @@ Invariants:
 - Job status changes only through scheduler.store.transition (guarded by version);
   a StaleJob means the API changed the job meanwhile (e.g. cancelled it): skip it.
 - Usage is charged in slice-seconds for exactly the time a job held its slices:
-  the meter remembers up to when each running job was charged.
+  the meter remembers up to when each running job was charged, and its memory follows
+  the commits (`store.after_commit`), so a failed transaction is charged again in full
+  and a committed one never.
 """
 from __future__ import annotations
 
@@ -29,6 +31,7 @@ from scheduler.store import (
     UsageRecord,
     WaitReason,
     add_event,
+    after_commit,
     head_queue_seq,
     transition,
 )
@@ -91,11 +94,34 @@ class UsageMeter:
     A job is charged from its task's own start (the task's start marker or its result),
     not from its admission: Ray's cold start is not the institution's usage. Charging an
     attempt whose start is not known (no `started_at`, no earlier charge of the same
-    attempt on record) charges nothing."""
+    attempt on record) charges nothing.
 
-    charged_until: dict[int, float] = field(default_factory=dict)
+    `charge` and `forget` are staged on their session and reach `charged_until` once it
+    commits (`store.after_commit`; within the transaction its own reads see them): a
+    transaction that fails leaves the meter where the usage records are, so what it
+    charged is charged again, once. (`usage`, the decayed sums, takes charges at once; the
+    loop reloads it from the records after a failed transaction.)"""
+
+    charged_until: dict[int, float] = field(default_factory=dict)  # as committed
     usage: DecayedUsage = field(default_factory=DecayedUsage)
     handed: set[int] = field(default_factory=set)  # jobs whose current attempt this server handed to Ray
+
+    def _staged(self, session: Session) -> dict[int, float | None]:
+        """This transaction's changes: job id -> charged until, or None (forgotten)."""
+        key = ("fairgpu.meter", id(self))
+        staged = session.info.get(key)
+        if staged is None:
+            staged = session.info[key] = {}
+            after_commit(session, lambda: self._commit(staged))
+        return staged
+
+    def _commit(self, staged: dict[int, float | None]) -> None:
+        for job_id, until in staged.items():
+            if until is None:
+                self.charged_until.pop(job_id, None)
+                self.handed.discard(job_id)
+            else:
+                self.charged_until[job_id] = until
 
     def started(self, job_id: int) -> None:
         """This server handed the job's new attempt to Ray: no usage record of the attempt
@@ -108,9 +134,11 @@ class UsageMeter:
         `rows` for the caller to insert with `insert_usage` in the same transaction.
         Where the meter does not follow the job, it starts from this attempt's last usage
         record (after a restart), else from `started_at` (the task's own start)."""
-        start = self.charged_until.get(job.id)
+        staged = self._staged(session)
+        start = staged[job.id] if job.id in staged else self.charged_until.get(job.id)
         if start is None:
-            last = None if job.id in self.handed else session.exec(
+            handed = job.id in self.handed and job.id not in staged  # not forgotten in this transaction
+            last = None if handed else session.exec(
                 select(sa.func.max(UsageRecord.at)).where(UsageRecord.job_id == job.id)
             ).one()
             if last is not None and job.started_at is not None and last >= job.started_at:
@@ -128,12 +156,12 @@ class UsageMeter:
             else:
                 rows.append(row)
             self.usage.add(job.account_id, amount, until)
-        self.charged_until[job.id] = max(start, until.timestamp())
+        staged[job.id] = max(start, until.timestamp())
         return amount
 
-    def forget(self, job_id: int) -> None:
-        self.charged_until.pop(job_id, None)
-        self.handed.discard(job_id)
+    def forget(self, session: Session, job_id: int) -> None:
+        """The job's attempt is over (or followed by someone else): once `session` commits."""
+        self._staged(session)[job_id] = None
 
 
 _INSERT_USAGE = _USAGE.insert()
@@ -185,10 +213,12 @@ def finish_ok_many(session: Session, finished: list[tuple], *, fresh: bool = Fal
 
 
 def requeue(session: Session, job, *, at: datetime, event: str, message: str, head: bool = True,
-            failures: int | None = None, reason: str | None = None) -> None:
+            failures: int | None = None, reason: str | None = None, unclean_stops: int | None = None) -> None:
     fields = {"queue_seq": head_queue_seq(session, job)} if head else {}
     if failures is not None and failures != job.failures:
         fields["failures"] = failures
+    if unclean_stops is not None:  # else 0: any other end of an attempt (store.transitions)
+        fields["unclean_stops"] = unclean_stops
     transition(session, job, JobState.PENDING, at=at, event=event, message=message, refresh=False,
                reason=reason, **fields)
 
@@ -229,6 +259,7 @@ class Lost:
     started_at: float | None = None  # when the task started, if the server saw it (epoch s)
     reason: str | None = None  # the pending reason it waits with (or ends with), if any
     final: JobState | None = None  # end in this state instead of queueing again (TIMEOUT)
+    unclean_stops: int | None = None  # recovery: the job's unclean stops in a row to store (None: 0)
 
 
 @dataclass(frozen=True)
@@ -257,19 +288,21 @@ def end_attempt(session: Session, job, results_dir: str, meter: UsageMeter, *, a
                    if lost.charge_until is not None else 0.0)
         failures = job.failures + (1 if lost.own_fault else 0)
         if lost.final is not None:
+            kept = {} if lost.unclean_stops is None else {"unclean_stops": lost.unclean_stops}
             transition(session, job, lost.final, at=at, event=lost.event, reason=lost.reason, message=lost.message,
-                       error=lost.message, refresh=False)
+                       error=lost.message, refresh=False, **kept)
             return Ended(Outcome.ENDED, charged, lost.final)
         if lost.own_fault and failures >= retry_limit:
             state = finish(session, job, ok=False, at=at, result=None, failures=failures,
                            error=f"gave up after {failures} lost attempts: {lost.message}")
             return Ended(Outcome.FAILED, charged, state)
-        requeue(session, job, at=at, event=lost.event, message=lost.message, failures=failures, reason=lost.reason)
+        requeue(session, job, at=at, event=lost.event, message=lost.message, failures=failures, reason=lost.reason,
+                unclean_stops=lost.unclean_stops)
         return Ended(Outcome.REQUEUED, charged)
     except StaleJob:
         return Ended(Outcome.STALE, 0.0)
     finally:
-        meter.forget(job.id)
+        meter.forget(session, job.id)
 
 
 _J = Job.__table__.c

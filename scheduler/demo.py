@@ -14,6 +14,8 @@ import time
 from collections import Counter
 from pathlib import Path
 
+from scheduler.vocab import HOLD
+
 INSTITUTIONS = (("uni-alpha", 1.0), ("uni-beta", 2.0), ("uni-gamma", 3.0))
 
 
@@ -47,7 +49,7 @@ def flood(url: str, tokens: dict[str, str], jobs: dict[str, int], seconds: float
 
     def client(name: str) -> None:
         with httpx.Client(base_url=url, headers={"Authorization": f"Bearer {tokens[name]}"}, timeout=30) as c:
-            body = {"model": "hold", "slices": slices, "seconds": seconds}
+            body = {"model": HOLD, "slices": slices, "seconds": seconds}
             left = jobs[name]
             while left > 0:
                 n = min(left, 1000) if array else 1

@@ -21,7 +21,8 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from scheduler.discovery import GPU_TYPE_PREFIX, DiscoveredNode
+from scheduler.discovery import GPU_TYPE_PREFIX, DiscoveredNode, Probed
+from scheduler.vocab import HOLD
 
 log = logging.getLogger("fairgpu.executor")
 
@@ -71,7 +72,9 @@ class RayExecutor:
     _remote: dict[str, Any] = field(default_factory=dict)
     _options: dict[tuple, Any] = field(default_factory=dict)
     _ray_ids: dict[str, str] = field(default_factory=dict)  # node name -> Ray node id
-    _frameworks: dict[str, tuple[str, ...] | None] = field(default_factory=dict)  # Ray node id -> probed
+    _probed: dict[str, Probed] = field(default_factory=dict)  # Ray node id -> its probe
+    allow_unsandboxed: bool = False  # `fairgpu up --unsandboxed-scripts`: into every payload
+    on_new_node: Any = None  # called with each DiscoveredNode once, when first probed
 
     def pending_in_ray(self, grace_s: float = 2.0) -> int:
         """Attempts handed to Ray more than `grace_s` ago that Ray has not started (each
@@ -88,30 +91,42 @@ class RayExecutor:
         apart, so the warm-up tasks ask for a GPU fraction like the jobs will)."""
         from scheduler.tasks import TaskPayload
 
-        fn = self._fn("hold")
+        fn = self._fn(HOLD)
         refs = [fn.options(num_gpus=num_gpus_each, num_cpus=0).remote(
-            TaskPayload(job_id=-1, attempt=i, model="hold", seconds=0.5, num_gpus=num_gpus_each,
+            TaskPayload(job_id=-1, attempt=i, model=HOLD, seconds=0.5, num_gpus=num_gpus_each,
                         results_dir=self.results_dir, submitted_at=time.time(), mark_start=False, publish=False))
             for i in range(workers)]
         self.ray.wait(refs, num_returns=len(refs), timeout=timeout)
 
     # -- capacity ---------------------------------------------------------------------
     def discover(self, default_gpu_type: str = "T4") -> list[DiscoveredNode]:
-        """The GPU nodes Ray has now, named by host, with their frameworks (probed once
-        per Ray node; see scheduler.discovery). Placement maps names to Ray ids from here."""
-        from scheduler.discovery import gpu_nodes, probe_frameworks
+        """The GPU nodes Ray has now, named by host, with their frameworks and sandbox
+        (probed once per Ray node; see scheduler.discovery). Placement maps names to Ray
+        ids from here. `on_new_node` hears of each node once, as it is first probed."""
+        from scheduler.discovery import gpu_nodes, probe_nodes
 
         nodes = gpu_nodes(self.ray.nodes(), default_gpu_type, known={r: n for n, r in self._ray_ids.items()})
-        new = [d.ray_id for d in nodes if d.ray_id not in self._frameworks]
-        self._frameworks.update(probe_frameworks(self.ray, new))
-        self._frameworks = {d.ray_id: self._frameworks.get(d.ray_id) for d in nodes}  # forget nodes that left
+        new = {d.ray_id for d in nodes if d.ray_id not in self._probed}
+        probed = {**self._probed, **probe_nodes(self.ray, sorted(new))}
+        self._probed = {d.ray_id: probed.get(d.ray_id, Probed()) for d in nodes}  # forget nodes that left
         self._ray_ids = {d.name: d.ray_id for d in nodes}
-        return [replace(d, frameworks=self._frameworks[d.ray_id]) for d in nodes]
+        out = [replace(d, frameworks=self._probed[d.ray_id].frameworks, sandbox=self._probed[d.ray_id].sandbox)
+               for d in nodes]
+        if self.on_new_node is not None:
+            for d in out:
+                if d.ray_id in new:
+                    self.on_new_node(d)
+        return out
+
+    def node_sandboxes(self) -> dict[str, Any]:
+        """{node name: its NodeSandbox, or None where its probe failed}, as last discovered."""
+        probed, ray_ids = self._probed, self._ray_ids
+        return {name: probed[rid].sandbox for name, rid in ray_ids.items() if rid in probed}
 
     # -- tasks ------------------------------------------------------------------------
     @staticmethod
     def _kind(model: str) -> str:
-        return "hold" if model == "hold" else "workload"
+        return HOLD if model == HOLD else "workload"
 
     def _fn(self, model: str):
         kind = self._kind(model)
@@ -120,13 +135,14 @@ class RayExecutor:
 
             # hold jobs may reuse a warm worker; real workloads get a fresh process each
             # time, so a slice's GPU memory cap (set per process) never leaks to the next job
-            self._remote[kind] = self.ray.remote(max_calls=0 if kind == "hold" else 1)(run_job)
+            self._remote[kind] = self.ray.remote(max_calls=0 if kind == HOLD else 1)(run_job)
         return self._remote[kind]
 
     def start(self, payload, *, node: str) -> None:
         """Hand one attempt (a `scheduler.tasks.TaskPayload`) to Ray, pinned to `node`."""
         submitted = time.time()
-        payload = replace(payload, results_dir=self.results_dir, submitted_at=submitted)
+        payload = replace(payload, results_dir=self.results_dir, submitted_at=submitted,
+                          allow_unsandboxed=self.allow_unsandboxed)
         ref = self._shaped(payload.model, node, payload.num_gpus).remote(payload)
         self.attempts[payload.job_id] = Attempt(payload.job_id, payload.attempt, ref, submitted)
 

@@ -14,7 +14,9 @@ Invariants:
 - A result is published by an exclusive create (a hard link of a finished temp file);
   the server fences an attempt it gives up on by creating the same file first, marked
   `fenced`. Exactly one create wins: an attempt either completed or is run again, never
-  both, even if an orphaned worker lives on.
+  both, even if an orphaned worker lives on. A fence is only ever the server's: a task
+  that finds one for an attempt the server still runs (`fenced`) has its job queued
+  again, not failed (scheduler.loop).
 - The task removes `checkpoint.request` once its checkpoint is saved: that is the ack.
 - Every file and directory is created owner-only (0600 / 0700).
 - When a job ends, `clear` removes its checkpoint, progress, results and markers; its
@@ -79,13 +81,24 @@ def create_private(path: Path, *, exclusive: bool = False, binary: bool = False)
 
 
 # -- results and fences ----------------------------------------------------------------------
-def read_result(root, job_id: int, attempt: int) -> dict | None:
-    """The attempt's result, or None if it has none (or was fenced)."""
+def _read(root, job_id: int, attempt: int) -> dict | None:
     try:
         data = json.loads(result_path(root, job_id, attempt).read_text())
     except (OSError, ValueError):
         return None
-    return None if data.get("fenced") else data
+    return data if isinstance(data, dict) else None
+
+
+def read_result(root, job_id: int, attempt: int) -> dict | None:
+    """The attempt's result, or None if it has none (or was fenced, or is not a JSON object)."""
+    data = _read(root, job_id, attempt)
+    return None if data is None or data.get("fenced") else data
+
+
+def fenced(root, job_id: int, attempt: int) -> bool:
+    """Whether the attempt's result file is a fence marker (`settle_attempt`'s)."""
+    data = _read(root, job_id, attempt)
+    return data is not None and bool(data.get("fenced"))
 
 
 def settle_attempt(root, job_id: int, attempt: int) -> dict | None:

@@ -1,7 +1,7 @@
 """The scheduling loop: each cycle is load, decide (quota.decide), apply.
 
-The phases of one cycle, in `PHASES` order (the exporter's phase label and
-docs/ARCHITECTURE.md quote the tuple):
+The phases of one cycle, in `PHASES` order (scheduler.vocab's: the exporter's phase
+label set is the same tuple, and `cycle()` takes their names from it):
  1. collect:  completions from Ray (no transaction open while talking to Ray);
               capacity is refreshed from Ray here too, at most every capacity_period_s;
  2. settle:   record them: SUCCEEDED, FAILED, or ended through `apply.end_attempt`
@@ -23,14 +23,21 @@ Invariants:
   (scheduler.recovery). Ray is never given a task it cannot start at once.
 - Every write transaction the loop makes is fenced by the leader lease (`lease.fence`),
   so a server that lost the lease writes nothing.
-- The loop never dies: a cycle that raises is rolled back (its transaction, and the
-  meter's and loader's memory: the PolicyState is rebuilt from the database), logged
-  once per distinct error, counted in `health()`, and retried with backoff. Only losing
-  the lease to another server stops it.
+- Memory follows the commits: the meter's charges and the watches' sets change once the
+  transaction that makes them true committed (`store.after_commit`); a transaction that
+  fails drops them, and the caches that cannot wait for it (the loader and its
+  PolicyState, the decayed usage) are read again from the database. So a failure before a
+  commit leaves memory as the database is, and one after it rolls nothing back.
+- The loop never dies: a cycle that raises is logged once per distinct error, counted in
+  `health()` (`failures_total`), and retried with backoff. Only losing the lease to
+  another server stops it. Publishing (`on_cycle`) comes after every commit: a failure
+  there is logged and counted apart (`publish_failures_total`); the cycle succeeded.
 - A cycle's database work is proportional to what changed (completions, arrivals,
   admissions) and to the running jobs, not to the waiting ones.
 - A job Ray refuses to place is queued again without spending a retry, held back with
   backoff, and after `max_refusals` waits with a reason until capacity changes.
+- A fence marker is only ever the server's: an attempt that failed while the server still
+  runs it, and whose result file is a fence, is queued again without spending a retry.
 - The clock, engine, executor and policy are injected (tests pass a FakeExecutor).
 
 Checkpoints, progress and time limits of running attempts live in scheduler.watch;
@@ -46,7 +53,7 @@ import threading
 import time
 from collections.abc import Callable, Mapping
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 
 import quota
@@ -62,11 +69,12 @@ from scheduler.services.snapshot import (
 from scheduler.store import Job, JobState, session_scope
 from scheduler.store.lease import LeaseLapsed, LeaseLost
 from scheduler.tasks import TaskPayload
+from scheduler.vocab import PHASES
 from scheduler.watch import TIME_LIMIT, AttemptWatch, format_seconds  # noqa: F401 (the loop's names)
 
 log = logging.getLogger("fairgpu.loop")
 
-PHASES = ("collect", "settle", "load", "decide", "admit", "start")
+COLLECT, SETTLE, LOAD, DECIDE, ADMIT, START = PHASES
 
 
 @dataclass
@@ -99,6 +107,8 @@ class LoopHealth:
     last_error: str | None = None
     last_success_at: datetime | None = None
     failing_since: datetime | None = None
+    publish_failures_total: int = 0  # cycles whose publishing (on_cycle) raised, after their commits
+    last_publish_error: str | None = None
 
 
 class SchedulingLoop(AttemptWatch, NodeWatch):
@@ -182,40 +192,55 @@ class SchedulingLoop(AttemptWatch, NodeWatch):
             self._idle(period_s)
 
     def run_once(self) -> CycleReport:
-        """One cycle. A failure is rolled back (the transaction, and the meter's and the
-        loader's memory), logged once per distinct error and counted in health(); then
-        re-raised for run() to back off. Losing the lease to another server is not counted."""
-        charged = dict(self.meter.charged_until)
+        """One cycle. A failure is logged once per distinct error and counted in health(),
+        then re-raised for run() to back off (memory is already as the database is: see
+        `_scope`). Losing the lease to another server is not counted."""
         try:
             report = self.cycle()
         except LeaseLost as exc:
             if isinstance(exc, LeaseLapsed):
-                self._failed(exc, charged)
+                self._failed(exc)
             raise
         except Exception as exc:
-            self._failed(exc, charged)
+            self._failed(exc)
             raise
         h = self._health
         if h.consecutive_failures:
             log.warning("scheduling cycles succeed again after %d failed", h.consecutive_failures)
-        self._health = LoopHealth(0, h.failures_total, h.last_error, report.at, None)
+        self._health = replace(self._health, consecutive_failures=0, last_success_at=report.at, failing_since=None)
         return report
 
-    def _failed(self, exc: Exception, charged: dict) -> None:
-        # the transaction rolled back: forget what this cycle did in memory too
-        self.meter.charged_until = charged
-        self.meter.usage.loaded = float("-inf")
-        self.loader = SnapshotLoader()
+    def _failed(self, exc: Exception) -> None:
+        key = self._log_once(exc, "scheduling cycle failed (retried with backoff; this error is logged once)")
+        h = self._health
+        self._health = replace(h, consecutive_failures=h.consecutive_failures + 1,
+                               failures_total=h.failures_total + 1, last_error=key,
+                               failing_since=h.failing_since or self.clock())
+
+    def _publish(self, report: CycleReport) -> None:
+        """Hand the cycle's report to `on_cycle` (the publisher), after every commit of the
+        cycle: a failure here is logged once per distinct error and counted on its own
+        (`publish_failures_total`); it rolls nothing back and does not fail the cycle."""
+        if self.on_cycle is None:
+            return
+        try:
+            self.on_cycle(report)
+        except Exception as exc:
+            key = self._log_once(exc, "publishing a scheduling cycle failed (its work is committed; "
+                                      "this error is logged once)")
+            h = self._health
+            self._health = replace(h, publish_failures_total=h.publish_failures_total + 1, last_publish_error=key)
+
+    def _log_once(self, exc: Exception, what: str) -> str:
+        """Log `exc` with its traceback the first time it is seen (a bounded set); its key."""
         first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:300]
         key = f"{type(exc).__name__}: {first}"
-        h = self._health
-        self._health = LoopHealth(h.consecutive_failures + 1, h.failures_total + 1, key, h.last_success_at,
-                                  h.failing_since or self.clock())
         if key not in self._logged and len(self._logged) < 100:
             self._logged[key] = 1
-            log.exception("scheduling cycle failed (rolled back; retried with backoff; this error is logged once)")
+            log.exception(what)
         else:
-            log.debug("scheduling cycle failed again: %s", key)
+            log.debug("%s again: %s", what.split(" (")[0], key)
+        return key
 
     def _backoff(self) -> float:
         low, high = self.backoff_s
@@ -246,16 +271,25 @@ class SchedulingLoop(AttemptWatch, NodeWatch):
 
     @contextmanager
     def _scope(self):
-        """A write transaction fenced by the lease (see scheduler.store.lease)."""
-        with session_scope(self.engine) as s:
-            if self.lease is not None:
-                self.lease.fence(s)
-            yield s
+        """A write transaction fenced by the lease (see scheduler.store.lease). Memory
+        follows it: what its work handed `after_commit` (the meter's charges, the watches'
+        sets) happens once it committed; if it fails, that is dropped, and the loader and
+        the decayed usage (caches changed while the transaction reads) are read again from
+        the database by the next cycle."""
+        try:
+            with session_scope(self.engine) as s:
+                if self.lease is not None:
+                    self.lease.fence(s)
+                yield s
+        except BaseException:
+            self.loader = SnapshotLoader()
+            self.meter.usage.loaded = float("-inf")
+            raise
 
     # -- recovery and drain (scheduler.recovery) ----------------------------------------
     def recover(self) -> dict[str, int]:
         return recovery.recover(self._scope, self.executor.results_dir, self.meter, now=self.clock(),
-                                retry_limit=self.retry_limit)
+                                retry_limit=self.retry_limit, stop=recovery.last_stop(self.lease))
 
     def drain(self) -> int:
         return recovery.drain(self._scope, self.executor, self.meter, now=self.clock(), retry_limit=self.retry_limit,
@@ -283,7 +317,7 @@ class SchedulingLoop(AttemptWatch, NodeWatch):
         if self.discover and time.monotonic() - self._last_capacity >= self.capacity_period_s:
             self._last_capacity = time.monotonic()
             self.refresh_capacity(now)
-        lap("collect")
+        lap(COLLECT)
         # 2-5 in one short write transaction: no network call inside it
         started: list = []
         reasons: dict = {}
@@ -291,7 +325,7 @@ class SchedulingLoop(AttemptWatch, NodeWatch):
         with self._scope() as s:
             if completions:
                 self._settle(s, completions, now, report)
-            lap("settle")
+            lap(SETTLE)
             loaded = self.loader.sync(s, horizon=horizon)  # the rows and PolicyState, fed what changed
             by_id = self.meter.usage.get(s, now, loaded.half_life_s, time.monotonic())
             usage = {name: by_id[i] for name, i in loaded.account_ids.items() if i in by_id}
@@ -299,12 +333,12 @@ class SchedulingLoop(AttemptWatch, NodeWatch):
             snapshot = None  # built only for whoever reads it: an injected policy, the publisher
             if self.decide is not quota.decide or self.on_cycle is not None:
                 snapshot = loaded.state.snapshot(now.timestamp(), usage)
-            lap("load")
+            lap(LOAD)
             if self.decide is quota.decide:  # the same policy code, on the state kept (quota.state)
                 decision = loaded.state.cycle(now.timestamp(), usage)
             else:  # the state learns the outcome from the rows, next sync
                 decision = self.decide(snapshot)
-            lap("decide")
+            lap(DECIDE)
             stop, gone = self._reconcile(s, loaded, now, report)
             stop += self._time_out(s, loaded, now, report)
             self._copy_progress(s)
@@ -312,8 +346,9 @@ class SchedulingLoop(AttemptWatch, NodeWatch):
             if not decision.preemptions:
                 started, reasons = self._admit(s, decision, loaded, now, held, rows=own)
             own_to = self.loader.event_mark(s) if own else 0
-            lap("admit")
-        self._unsettled = []
+            lap(ADMIT)
+        self._unsettled = []  # committed: the loop's memory may follow
+        self._leaving = set(gone)
         if own:
             self.loader.note_admitted(own, own_to)
         self.loader.note_reasons(reasons)
@@ -329,18 +364,17 @@ class SchedulingLoop(AttemptWatch, NodeWatch):
             self.executor.cancel(job_id)  # Ray reports it, settle ends the attempt
         if decision.preemptions:
             started = self._preempt_then_admit(decision, loaded, now, report, held)
-        self._start(started, now, report)
+        self._start(started, now, report, loaded)
         if time.monotonic() - self._last_meter >= self.usage_period_s:
             self._meter(now, report)
         root = self.executor.results_dir
         for job_id in report.ended:
             if os.path.isdir(os.path.join(root, str(job_id))):  # one stat where nothing was written
                 jobfiles.clear(root, job_id)
-        lap("start")
+        lap(START)
         report.duration_s = time.perf_counter() - t0
         self.last_report = report
-        if self.on_cycle:
-            self.on_cycle(report)
+        self._publish(report)
         return report
 
     def _charge(self, s, job, until: datetime, report: CycleReport | None, rows: list | None = None,
@@ -370,15 +404,15 @@ class SchedulingLoop(AttemptWatch, NodeWatch):
         for c in completions:
             job = rows.get(c.job_id)
             if job is None or job.state != JobState.RUNNING or job.attempts != c.attempt:
-                self.meter.forget(c.job_id)
+                self.meter.forget(s, c.job_id)
                 continue  # already settled (cancelled or preempted) by someone else
             if c.ok:
                 end = apply.ts(c.result.task_finished_at)
                 self._charge(s, job, end, report, usage, started_at=c.result.task_started_at)
-                self.meter.forget(job.id)
+                self.meter.forget(s, job.id)
                 succeeded.append((job, end, c.result.as_record()))
             elif c.refused:
-                why = self._note_refusal(job.id, c.error)
+                why = self._note_refusal(s, job.id, c.error)
                 lost = apply.Lost("requeued", why, charge_until=now, reason=RAY_REFUSED)
                 if self._end(s, job, report, lost, usage).outcome == apply.Outcome.REQUEUED:
                     report.requeued += 1
@@ -388,9 +422,16 @@ class SchedulingLoop(AttemptWatch, NodeWatch):
                                   started_at=c.started_at)
                 if self._end(s, job, report, lost, usage).outcome == apply.Outcome.REQUEUED:
                     report.requeued += 1
+            elif jobfiles.fenced(self.executor.results_dir, job.id, c.attempt):
+                # its publish found a fence, but the server fences only attempts it gave up on
+                # (and then the row moved on): not the job's fault, so it runs again
+                lost = apply.Lost("requeued", f"attempt {job.attempts}'s result was fenced, not by the server: "
+                                  "queued again (no retry spent)", charge_until=now, started_at=c.started_at)
+                if self._end(s, job, report, lost, usage).outcome == apply.Outcome.REQUEUED:
+                    report.requeued += 1
             else:  # the job's own code raised: it fails now (running it again would not help)
                 self._charge(s, job, now, report, usage, started_at=c.started_at)
-                self.meter.forget(job.id)
+                self.meter.forget(s, job.id)
                 try:
                     state = apply.finish(s, job, ok=False, at=now, result=None, error=c.error,
                                          failures=job.failures + 1)
@@ -402,7 +443,6 @@ class SchedulingLoop(AttemptWatch, NodeWatch):
         done = apply.finish_ok_many(s, succeeded, fresh=True)  # rows read above, in this transaction
         for job, _end, result in succeeded:
             if job.id in done:
-                self._refused.pop(job.id, None)
                 report.ended.append(job.id)
                 report.finished += 1
                 report.finishes.append((job.account_id, JobState.SUCCEEDED.value))
@@ -410,6 +450,7 @@ class SchedulingLoop(AttemptWatch, NodeWatch):
         apply.insert_usage(s, usage)
         if done:  # final: the loader drops them now instead of reading them back
             self.loader.note_finished(done, self.loader.event_mark(s))
+            self._forget_refusals(s, done)
 
     # -- reconcile, admit, preempt, start -------------------------------------------------
     def _reconcile(self, s, loaded, now: datetime, report: CycleReport) -> tuple[list[int], list[int]]:
@@ -442,9 +483,8 @@ class SchedulingLoop(AttemptWatch, NodeWatch):
                 stop.append(job_id)  # settled by someone else (requeued): stop it in Ray
             elif self.discover and job.node not in live_nodes:
                 gone.append(job_id)
-        self._leaving = set(gone)
         for job_id in stop:
-            self.meter.forget(job_id)
+            self.meter.forget(s, job_id)
         return stop, gone
 
     def _preempt_then_admit(self, decision: quota.Decision, loaded, now: datetime, report: CycleReport,
@@ -526,12 +566,17 @@ class SchedulingLoop(AttemptWatch, NodeWatch):
                 changed_rows[jid] = why
         return apply.set_reasons(s, changed_rows)
 
-    def _start(self, started: list, now: datetime, report: CycleReport) -> None:
+    def _start(self, started: list, now: datetime, report: CycleReport, loaded) -> None:
+        """Hand the admitted jobs to Ray, each payload with the attempt limits as loaded
+        (settings host_memory_per_slice, max_processes) and its node's slices."""
+        limits, node_slices = loaded.attempt, {n.name: n.slices for n in loaded.capacity.nodes} if started else {}
         for job, adm in started:  # after commit: a crash here leaves RUNNING rows that recovery requeues
-            payload = TaskPayload.for_job(job_id=job.id, attempt=job.attempts + 1, model=job.model,
-                                          framework=job.framework, mode=job.mode, spec=job.spec,
-                                          num_gpus=adm.num_gpus, results_dir="", submitted_at=0.0,
-                                          slices=job.slices)
+            payload = replace(TaskPayload.for_job(job_id=job.id, attempt=job.attempts + 1, model=job.model,
+                                                  framework=job.framework, mode=job.mode, spec=job.spec,
+                                                  num_gpus=adm.num_gpus, results_dir="", submitted_at=0.0,
+                                                  slices=job.slices),
+                              host_memory_per_slice=limits.host_memory_per_slice,
+                              max_processes=limits.max_processes, node_slices=node_slices.get(adm.node, 0))
             try:
                 can = self._node_frameworks.get(adm.node)
                 if job.framework is not None and can is not None and job.framework not in can:
@@ -541,8 +586,8 @@ class SchedulingLoop(AttemptWatch, NodeWatch):
                 report.admitted += 1
                 report.admissions.append((job.account_id, (now - job.submitted_at).total_seconds()))
             except Exception as exc:
-                why = self._note_refusal(job.id, f"{type(exc).__name__}: {exc}")
                 with self._scope() as s:
+                    why = self._note_refusal(s, job.id, f"{type(exc).__name__}: {exc}")
                     fresh = s.get(Job, job.id)
                     if fresh is not None and fresh.state == JobState.RUNNING:
                         apply.requeue(s, fresh, at=now, event="requeued", message=why, reason=RAY_REFUSED)

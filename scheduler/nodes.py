@@ -25,11 +25,11 @@ import quota
 from scheduler.services.capacity import set_node, slices_per_gpu_for
 from scheduler.services.errors import DomainError
 from scheduler.services.snapshot import Synced
-from scheduler.store import JobState, Node
+from scheduler.store import JobState, Node, after_commit
+from scheduler.vocab import RAY_REFUSED
 
 log = logging.getLogger("fairgpu.loop")
 
-RAY_REFUSED = "RayRefused"
 NOT_IN_RAY = "not in Ray: declared by hand, but `fairgpu up` takes capacity from Ray"
 LEFT_RAY = "left the Ray cluster"
 
@@ -43,8 +43,6 @@ class NodeWatch:
         declared by hand is listed inactive with the reason, as is one that left, and one
         whose size fairgpu cannot take (the reason names the limit)."""
         found = self.executor.discover()
-        self._node_frameworks = {d.name: (frozenset(d.frameworks) if d.frameworks is not None else None)
-                                 for d in found}
         with self._scope() as s:
             rows = {n.name: n for n in s.exec(select(Node)).all()}
             changed = False
@@ -71,24 +69,36 @@ class NodeWatch:
                     row.active, row.reason, row.updated_at = False, reason, now
                     s.add(row)
                     changed = True
+        self._node_frameworks = {d.name: (frozenset(d.frameworks) if d.frameworks is not None else None)
+                                 for d in found}  # once the nodes' rows say so
         if changed:
             self._refused.clear()  # capacity changed: jobs Ray refused may be placed now
 
 
     # -- jobs Ray refused -----------------------------------------------------------------
-    def _note_refusal(self, job_id: int, error: str | None) -> str:
-        """Count a refusal and hold the job back: 1, 2, 4 ... s, then until capacity changes."""
+    def _note_refusal(self, s, job_id: int, error: str | None) -> str:
+        """Count a refusal and hold the job back: 1, 2, 4 ... s, then until capacity changes;
+        counted once `s`, the transaction that queues the job again, commits."""
         n = self._refused.get(job_id, (0, 0.0, ""))[0] + 1
         first = (str(error or "").strip().splitlines() or ["no reason given"])[0][:200]
         if n >= self.max_refusals:
             why = f"Ray refused to place it {n} times ({first}); it waits until capacity changes"
-            self._refused[job_id] = (n, float("inf"), why)
+            entry = (n, float("inf"), why)
         else:
             delay = min(60.0, 2.0 ** (n - 1))
             why = f"Ray refused to place it ({first}); trying again in {delay:g} s (refusal {n} of {self.max_refusals})"
-            self._refused[job_id] = (n, time.monotonic() + delay, why)
+            entry = (n, time.monotonic() + delay, why)
+        after_commit(s, lambda: self._refused.__setitem__(job_id, entry))
         log.warning("job %s: %s", job_id, why)
         return why
+
+    def _forget_refusals(self, s, job_ids) -> None:
+        """Jobs that ran and finished: their refusals go, once `s` commits."""
+        def forget() -> None:
+            for job_id in job_ids:
+                self._refused.pop(job_id, None)
+        if self._refused:
+            after_commit(s, forget)
 
     def _hold_back(self, loaded: Synced) -> dict[int, tuple[str, str]]:
         """Keep out of the policy's state the jobs Ray refused (until their backoff ends) and

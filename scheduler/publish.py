@@ -22,6 +22,7 @@ import quota
 from scheduler.metrics.exporter import SchedulerMetrics
 from scheduler.metrics.view import AccountView, ClusterView, GpuView, WorkloadView
 from scheduler.store import Job, JobState, session_scope
+from scheduler.vocab import HOLD
 
 log = logging.getLogger("fairgpu.publish")
 
@@ -86,7 +87,7 @@ class Publisher:
     def _refresh(self) -> None:
         with session_scope(self.engine) as s:
             rows = s.exec(select(Job.model, Job.framework, Job.result).where(
-                Job.state == JobState.SUCCEEDED, Job.model != "hold")).all()
+                Job.state == JobState.SUCCEEDED, Job.model != HOLD)).all()
         groups: dict[tuple, list[dict]] = defaultdict(list)
         for model, framework, result in rows:
             if result:

@@ -1,21 +1,28 @@
 """Institutions' own code: packing a working directory, checking it, and running the command.
 
 Invariants:
-- A working directory travels as a gzip'd tar of regular files and directories only: no
-  links, devices, absolute paths or '..'; at most ARCHIVE_MAX_BYTES packed,
-  UNPACKED_MAX_BYTES unpacked and MAX_ENTRIES entries. The CLI checks before it sends,
-  the server when it receives, the task again before it unpacks; over a limit is one line.
+- A working directory travels as scheduler.archive packs, checks and unpacks it (the
+  names below that come from there are kept for older callers).
 - The command runs as a subprocess of the job's Ray task, in the attempt's own copy of
-  the directory, in a session of its own, and is killed if its Ray worker dies
+  the directory. Given a `scheduler.sandbox.Sandboxed`, it runs inside that sandbox
+  (bubblewrap: its own namespaces, no view of the state directory, kernel limits on host
+  memory and processes); `Sandboxed.close()` then ends everything it started when the
+  attempt ends, for any reason. Without one (`--unsandboxed-scripts` on a node where no
+  sandbox starts) it runs in a session of its own and is killed if its Ray worker dies
   (PR_SET_PDEATHSIG). Its environment is built from an allow-list: PATH, locale, the GPU
   Ray assigned, and FAIRGPU_JOB_ID, FAIRGPU_ATTEMPT, FAIRGPU_SLICES,
   FAIRGPU_MEMORY_FRACTION, FAIRGPU_CHECKPOINT_DIR; never the database URL or a token.
   scheduler/script_site comes first on its PYTHONPATH, so the slice's memory cap applies
   when the script imports PyTorch or TensorFlow.
-- Its stdout and stderr go to the attempt's log. Exit status 0 is success; any other
+- Its stdout and stderr go to the attempt's log, copied in pieces of at most
+  LOG_CHUNK bytes (a line without an end never sits whole in memory). Exit status 0 is success; any other
   status, or a signal, fails the job with the status in the reason. Its process tree's
   NVML peak memory and the visible GPUs' utilisation are measured as for the built-in
-  models (workloads.measure.NvmlProcessPeak).
+  models (workloads.measure.NvmlProcessPeak). The same readings feed the GPU memory
+  watchdog (scheduler.gpu_watchdog): past its limit for longer than the grace, the whole
+  process tree is killed and the attempt fails (GpuMemoryExceeded, figures in the reason).
+  An attempt the kernel stopped at its host memory limit fails with HostMemoryExceeded,
+  whose reason names host memory, the limit and what enforced it.
 - When the server asks for a checkpoint (a preemption or a drain), the command gets
   SIGTERM and the grace period the server allows; its exit then ends the attempt as
   preempted, never as a failure (ScriptStopped), and the next attempt finds
@@ -24,30 +31,33 @@ Invariants:
 from __future__ import annotations
 
 import ctypes
-import hashlib
-import io
 import os
 import signal
 import subprocess
 import sys
-import tarfile
 import threading
 import time
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
-ARCHIVE_MAX_BYTES = 20 << 20
-UNPACKED_MAX_BYTES = 200 << 20
-MAX_ENTRIES = 10_000
-SKIPPED = (".git", "__pycache__", ".venv", ".mypy_cache", ".pytest_cache")
+from scheduler.archive import (  # noqa: F401 - the working directory's names, kept here too
+    ARCHIVE_MAX_BYTES,
+    MAX_ENTRIES,
+    SKIPPED,
+    UNPACKED_MAX_BYTES,
+    ArchiveError,
+    ArchiveInfo,
+    check_archive,
+    pack,
+    unpack,
+)
+from scheduler.gpu_watchdog import GpuLimit, GpuWatchdog, Violation
+
+LOG_CHUNK = 64 * 1024
+
 SITE_DIR = Path(__file__).with_name("script_site")
 PASSED_ENV = ("PATH", "LANG", "LC_ALL", "LC_CTYPE", "TZ", "CUDA_VISIBLE_DEVICES", "NVIDIA_VISIBLE_DEVICES",
               "ROCR_VISIBLE_DEVICES", "FAIRGPU_NVML_MODULE")
-
-
-class ArchiveError(ValueError):
-    """A working directory that cannot travel (one line)."""
 
 
 class ScriptFailed(RuntimeError):
@@ -58,95 +68,39 @@ class ScriptStopped(RuntimeError):
     """The command stopped because the server asked it to (a preemption or a drain)."""
 
 
-@dataclass(frozen=True)
-class ArchiveInfo:
-    sha256: str
-    packed_bytes: int
-    unpacked_bytes: int
-    entries: int
+class GpuMemoryExceeded(ScriptFailed):
+    """The attempt's processes held more GPU memory than their share for longer than the
+    grace, and were killed (scheduler.gpu_watchdog). Pickles with its figures (Ray)."""
+
+    def __init__(self, violation: Violation):
+        super().__init__(violation.reason())
+        self.violation = violation
+
+    def __reduce__(self):
+        return type(self), (self.violation,)
 
 
-def _mib(n: int) -> str:
-    return f"{n / (1 << 20):.0f} MiB"
+class HostMemoryExceeded(ScriptFailed):
+    """The attempt ran into its host memory limit (a cgroup's, or RLIMIT_DATA's)."""
 
 
-# -- packing and checking -------------------------------------------------------------------
-def pack(directory: str | os.PathLike) -> bytes:
-    """The CLI's side: `directory` as a gzip'd tar (skipping .git, caches and virtualenvs)."""
-    root = Path(directory)
-    if not root.is_dir():
-        raise ArchiveError(f"working directory {directory} is not a directory")
-    buf = io.BytesIO()
-    total = entries = 0
-    with tarfile.open(fileobj=buf, mode="w:gz") as tar:
-        for path in sorted(root.rglob("*")):
-            rel = path.relative_to(root)
-            if any(part in SKIPPED for part in rel.parts) or path.suffix == ".pyc":
-                continue
-            if path.is_symlink() or not (path.is_file() or path.is_dir()):
-                raise ArchiveError(f"working directory holds {rel}, which is not a regular file or directory")
-            entries += 1
-            total += path.stat().st_size if path.is_file() else 0
-            if total > UNPACKED_MAX_BYTES or entries > MAX_ENTRIES:
-                raise ArchiveError(f"working directory {directory} is over the limit of {_mib(UNPACKED_MAX_BYTES)} "
-                                   f"or {MAX_ENTRIES:,} files")
-            tar.add(path, arcname=str(rel), recursive=False)
-            if buf.tell() > ARCHIVE_MAX_BYTES:
-                break
-    data = buf.getvalue()
-    if len(data) > ARCHIVE_MAX_BYTES:
-        raise ArchiveError(f"working directory {directory} packs to over {_mib(ARCHIVE_MAX_BYTES)} "
-                           f"(the limit); leave data sets out and read them from shared storage")
-    return data
-
-
-def check_archive(data: bytes) -> ArchiveInfo:
-    """The server's side: refuse anything but a safe, bounded tar.gz."""
-    if len(data) > ARCHIVE_MAX_BYTES:
-        raise ArchiveError(f"working directory archive is {_mib(len(data))}, over the limit of "
-                           f"{_mib(ARCHIVE_MAX_BYTES)}")
-    total = entries = 0
-    try:
-        with tarfile.open(fileobj=io.BytesIO(data), mode="r:gz") as tar:
-            for m in tar:
-                entries += 1
-                name = Path(m.name)
-                if name.is_absolute() or ".." in name.parts:
-                    raise ArchiveError(f"working directory archive holds an unsafe path: {m.name[:100]}")
-                if not (m.isfile() or m.isdir()):
-                    raise ArchiveError(f"working directory archive holds {m.name[:100]}, which is not a regular file")
-                total += m.size
-                if total > UNPACKED_MAX_BYTES or entries > MAX_ENTRIES:
-                    raise ArchiveError(f"working directory unpacks to over {_mib(UNPACKED_MAX_BYTES)} or "
-                                       f"{MAX_ENTRIES:,} files (the limits)")
-    except (tarfile.TarError, OSError, EOFError) as exc:
-        raise ArchiveError(f"working directory archive is not a tar.gz: {exc}") from None
-    return ArchiveInfo(hashlib.sha256(data).hexdigest(), len(data), total, entries)
-
-
-def unpack(archive: Path, dest: Path) -> None:
-    """The task's side: a fresh copy of the working directory at `dest` (checked again)."""
-    data = archive.read_bytes()
-    check_archive(data)
-    if dest.exists():
-        import shutil
-
-        shutil.rmtree(dest)
-    dest.mkdir(parents=True, mode=0o700)
-    with tarfile.open(fileobj=io.BytesIO(data), mode="r:gz") as tar:
-        tar.extractall(dest, filter="data")
+def host_memory_reason(limit_bytes: int, per_slice: str, mechanism: str, status: str) -> str:
+    return (f"host memory over the job's limit: the attempt may hold {limit_bytes / 2**30:.2f} GiB of host "
+            f"memory ({per_slice}), enforced by {mechanism}; it was stopped ({status})")
 
 
 # -- running --------------------------------------------------------------------------------
-def script_env(*, job_id: int, attempt: int, slices: int, memory_fraction: float, checkpoint_dir: Path,
-               workdir: Path, base: dict | None = None) -> dict[str, str]:
-    """The command's environment: an allow-list of the worker's, plus fairgpu's variables."""
+def script_env(*, job_id: int, attempt: int, slices: int, memory_fraction: float, checkpoint_dir: Path | str,
+               workdir: Path | str, base: dict | None = None, site_dir: Path | str = SITE_DIR) -> dict[str, str]:
+    """The command's environment: an allow-list of the worker's, plus fairgpu's variables.
+    Paths are as the command sees them (inside a sandbox: /fairgpu/...)."""
     base = dict(os.environ if base is None else base)
     env = {k: base[k] for k in PASSED_ENV if k in base}
     env["PATH"] = os.pathsep.join(p for p in (str(Path(sys.executable).parent), env.get("PATH", "")) if p)
     env.update({
-        "HOME": str(workdir), "TMPDIR": str(workdir), "PYTHONUNBUFFERED": "1",
-        "PYTHONPATH": os.pathsep.join((str(SITE_DIR), str(workdir))),
+        "HOME": str(workdir), "TMPDIR": "/tmp" if str(workdir).startswith("/fairgpu/") else str(workdir),
+        "PYTHONUNBUFFERED": "1", "USER": "fairgpu", "LOGNAME": "fairgpu",
+        "PYTHONPATH": os.pathsep.join((str(site_dir), str(workdir))),
         "FAIRGPU_JOB_ID": str(job_id), "FAIRGPU_ATTEMPT": str(attempt), "FAIRGPU_SLICES": str(slices),
         "FAIRGPU_MEMORY_FRACTION": f"{memory_fraction:g}", "FAIRGPU_CHECKPOINT_DIR": str(checkpoint_dir),
     })
@@ -161,32 +115,77 @@ def _die_with_parent() -> None:  # runs in the child before exec
 
 
 def run(command: list[str], *, cwd: Path, env: dict[str, str], log, stop_requested: Callable[[], bool],
-        on_stop: Callable[[], None] = lambda: None, poll_s: float = 0.2) -> dict:
+        on_stop: Callable[[], None] = lambda: None, poll_s: float = 0.2, gpu_limit: GpuLimit | None = None,
+        sandbox=None, memory_note: str = "") -> dict:
     """Run `command`; its output goes to `log` (a file-like). Returns what is measured of
     it, raises ScriptFailed on a non-zero status or a signal, ScriptStopped after the
-    server asked it to stop (it got SIGTERM; `on_stop` runs once it exited)."""
-    started = time.monotonic()
+    server asked it to stop (it got SIGTERM; `on_stop` runs once it exited),
+    GpuMemoryExceeded after its process tree was killed for holding more GPU memory
+    than `gpu_limit` allows (None: nothing is enforced), and HostMemoryExceeded when the
+    sandbox's host memory limit stopped it. `sandbox` (a scheduler.sandbox.Sandboxed,
+    built for this command) runs it confined; it is closed here, whatever happens.
+    `memory_note` says how the host memory limit was set (for the reason)."""
     try:
-        child = subprocess.Popen(command, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                                 stdin=subprocess.DEVNULL, start_new_session=True, preexec_fn=_die_with_parent)
+        return _run(command, cwd=cwd, env=env, log=log, stop_requested=stop_requested, on_stop=on_stop,
+                    poll_s=poll_s, gpu_limit=gpu_limit, sandbox=sandbox, memory_note=memory_note)
+    finally:
+        if sandbox is not None:
+            sandbox.close(None)  # its cgroup and descriptors, if the child never started
+
+
+def _run(command, *, cwd, env, log, stop_requested, on_stop, poll_s, gpu_limit, sandbox, memory_note) -> dict:
+    started = time.monotonic()
+    if sandbox is not None:
+        argv, preexec, fds, env = sandbox.argv, sandbox.preexec, sandbox.fds, {**env, **sandbox.env_overrides}
+    else:
+        argv, preexec, fds = command, _die_with_parent, ()
+    try:
+        child = subprocess.Popen(argv, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                                 stdin=subprocess.DEVNULL, start_new_session=True, preexec_fn=preexec, pass_fds=fds)
     except OSError as exc:
-        raise ScriptFailed(f"cannot start {command[0]!r}: {exc.strerror or exc}") from None
+        raise ScriptFailed(f"cannot start {argv[0]!r}: {exc.strerror or exc}") from None
+    try:
+        return _watch(child, command, log=log, stop_requested=stop_requested, on_stop=on_stop, poll_s=poll_s,
+                      gpu_limit=gpu_limit, sandbox=sandbox, memory_note=memory_note, started=started)
+    finally:
+        if sandbox is not None:
+            sandbox.close(child)  # the outer bwrap: the kernel ends all the namespace held
+        elif child.poll() is None:
+            kill_tree(child)
+
+
+def _watch(child, command, *, log, stop_requested, on_stop, poll_s, gpu_limit, sandbox, memory_note, started):
     reader = threading.Thread(target=_copy, args=(child.stdout, log), daemon=True)
     reader.start()
     from workloads.measure import NvmlProcessPeak
 
-    nvml = NvmlProcessPeak(interval_s=0.5, pids=lambda: process_tree(child.pid))
+    watchdog = GpuWatchdog(gpu_limit) if gpu_limit is not None else None
+    nvml = NvmlProcessPeak(interval_s=0.5, pids=lambda: process_tree(child.pid),
+                           on_sample=watchdog.observe if watchdog is not None else None)
     nvml.start()
-    stopping = False
+    stopping = over = False
     while child.poll() is None:
-        if not stopping and stop_requested():
+        if watchdog is not None and watchdog.violation is not None and not over:
+            over = True
+            kill_tree(child)
+            print(f"fairgpu: killed: {watchdog.violation.reason()}", file=log, flush=True)
+        elif not stopping and stop_requested():
             stopping = True
-            _signal(child, signal.SIGTERM)
+            _terminate(child, sandboxed=sandbox is not None)
             print("fairgpu: stop requested (preemption or shutdown): sent SIGTERM", file=log, flush=True)
         time.sleep(poll_s)
+    if sandbox is not None:
+        sandbox.close(child)  # whatever it left behind ends with the sandbox, before the log is read
     reader.join(timeout=5)
     peak = nvml.stop()
     code = child.returncode
+    if sandbox is not None and code > 128:  # bwrap reports a signal as 128 + its number, as shells do
+        code = -(code - 128)
+    if over:
+        raise GpuMemoryExceeded(watchdog.violation)
+    if sandbox is not None and code != 0 and sandbox.memory_exceeded(_tail(log)):
+        raise HostMemoryExceeded(host_memory_reason(sandbox.limits.memory_bytes or 0, memory_note,
+                                                    sandbox.describe_limits(), describe_status(code)))
     if stopping:
         on_stop()
         raise ScriptStopped(f"stopped on request ({describe_status(code)})")
@@ -225,6 +224,40 @@ def describe_status(code: int) -> str:
     return f"exit code {code}"
 
 
+def kill_tree(child: subprocess.Popen) -> None:
+    """SIGKILL the command's session and every descendant, those that left it too."""
+    tree = process_tree(child.pid)
+    _signal(child, signal.SIGKILL)
+    for pid in tree - {child.pid}:
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except (ProcessLookupError, PermissionError):
+            pass
+
+
+def _terminate(child: subprocess.Popen, *, sandboxed: bool) -> None:
+    """SIGTERM the command (a checkpoint request). In a sandbox the command is not in the
+    outer bwrap's process group (bwrap starts a new session for it) and bwrap passes no
+    signal on, so every process of the tree that is not bwrap itself gets it."""
+    if not sandboxed:
+        _signal(child, signal.SIGTERM)
+        return
+    for pid in process_tree(child.pid):
+        try:
+            if Path(f"/proc/{pid}/comm").read_text().strip() != "bwrap":
+                os.kill(pid, signal.SIGTERM)
+        except (OSError, ValueError):
+            pass
+
+
+def _tail(log) -> str:
+    tail = getattr(log, "tail", None)
+    try:
+        return tail() if callable(tail) else ""
+    except Exception:
+        return ""
+
+
 def _signal(child: subprocess.Popen, sig: int) -> None:
     try:
         os.killpg(child.pid, sig)
@@ -233,6 +266,12 @@ def _signal(child: subprocess.Popen, sig: int) -> None:
 
 
 def _copy(stream, log) -> None:
-    for line in iter(stream.readline, b""):
-        log.write(line.decode("utf-8", errors="replace"))
+    """Copy the command's output in pieces of at most LOG_CHUNK bytes, so a line without
+    an end (or a very long one) never sits whole in memory."""
+    import codecs
+
+    decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")  # a piece may end inside a character
+    for piece in iter(lambda: stream.readline(LOG_CHUNK), b""):
+        log.write(decoder.decode(piece))
+    log.write(decoder.decode(b"", final=True))
     stream.close()

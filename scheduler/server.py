@@ -14,7 +14,9 @@ Start, in this order, each step only once the one before succeeded:
  3. the leader lease (scheduler.store.lease): refused if another server holds it, or
     with `standby` wait until it lapses; its heartbeat starts at once;
  4. Ray (a local one listens on loopback only), the loop, recovery, then the API
-    serves on the socket bound in 1.
+    serves on the socket bound in 1. What holds script jobs is said here, at every
+    start: this host's sandbox with a local Ray, each node's as it is first probed on
+    a cluster, and loudly, the choice of --unsandboxed-scripts.
 
 Invariants: one scheduling loop per database (the lease). On start, jobs a previous
 server left RUNNING are settled (finished if their result file is there, else queued
@@ -136,6 +138,7 @@ class Embedded:
     lease_ttl_s: float = DEFAULT_LEASE_TTL_S
     standby: bool = False  # wait for the lease instead of refusing to start
     checkpoint_grace_s: float = 10.0  # how long a preempted or drained job may take to checkpoint
+    unsandboxed_scripts: bool = False  # `--unsandboxed-scripts`: run scripts unconfined where no sandbox starts
     say: Callable[[str], None] = log.warning  # one-line notices (`fairgpu up` prints them)
 
     def __post_init__(self) -> None:
@@ -263,7 +266,9 @@ class Embedded:
             spg = self.slices_per_gpu or slices_per_gpu_for(self.gpu_type)
             local_cpus = max(os.cpu_count() or 1, (self.gpus or 0) * spg)
         init_ray(ray, address=self.ray_address, gpus=self.gpus, gpu_type=self.gpu_type, num_cpus=local_cpus)
-        self.executor = RayExecutor(ray, str(self.state_dir / "results"))
+        self.say_sandbox()
+        self.executor = RayExecutor(ray, str(self.state_dir / "results"), allow_unsandboxed=self.unsandboxed_scripts,
+                                    on_new_node=self._node_seen)
         self.registry, self.metrics = build_registry(lambda: self.publisher.view(), health=lambda: self.loop.health())
         self.samplers = self._start_samplers()
         self.publisher = Publisher(self.engine, self.metrics, gpu_source=self._gpu_source,
@@ -277,6 +282,45 @@ class Embedded:
         if self.warm_up and not self.ray_address and self.gpus:
             spg = self.slices_per_gpu or slices_per_gpu_for(self.gpu_type)
             self.executor.warm_up(min(64, self.gpus * spg), 1.0 / spg)
+
+    # -- the script sandbox -----------------------------------------------------------
+    def say_sandbox(self) -> None:
+        """At every start: the choice of --unsandboxed-scripts, loudly, and (with a local
+        Ray, whose one node is this host) what holds scripts here. A cluster's nodes are
+        said as they are first probed (`_node_seen`)."""
+        if self.unsandboxed_scripts:
+            self.say("WARNING: --unsandboxed-scripts: script jobs on nodes without a sandbox run unconfined, "
+                     "with the server's user's rights")
+        if not self.ray_address:
+            from scheduler import sandbox
+
+            self.say(f"scripts on node {socket.gethostname()}: {sandbox.mechanism()}")
+
+    def _node_seen(self, node) -> None:
+        """A Ray node probed for the first time (a cluster's: a local Ray's is this host)."""
+        if not self.ray_address:
+            return
+        what = node.sandbox.describe if node.sandbox is not None else "unknown (its probe failed)"
+        self.say(f"scripts on node {node.name}: {what}")
+
+    def sandbox_status(self):
+        """Whether script jobs are taken (`services.script_gate`): with a local Ray, from
+        the sandbox probe of this host; on a cluster, refused only once every node probed
+        so far says no sandbox starts there (until a node has answered, the tasks decide)."""
+        from scheduler.services.script_gate import SandboxStatus
+
+        if not self.ray_address:
+            from scheduler import sandbox
+
+            found = sandbox.probe()
+            return SandboxStatus(found.ok, found.why, self.unsandboxed_scripts)
+        known = {name: box for name, box in self.executor.node_sandboxes().items() if box is not None}
+        if not known or any(box.ok for box in known.values()):
+            return SandboxStatus(True, unsandboxed_allowed=self.unsandboxed_scripts)
+        name, box = sorted(known.items())[0]
+        more = f", and {len(known) - 1} more node(s) alike" if len(known) > 1 else ""
+        why = box.describe.removeprefix("no sandbox: ")
+        return SandboxStatus(False, f"node {name}: {why}{more}", self.unsandboxed_scripts)
 
     @property
     def admin_token_path(self) -> Path:
@@ -305,7 +349,8 @@ class Embedded:
         from scheduler.api import create_app, metrics_route
 
         return create_app(self.engine, clock=self.clock, on_change=self.loop.wake, health=self.loop.health,
-                          extra_routes=[metrics_route(self.registry)], results_dir=str(self.state_dir / "results"))
+                          extra_routes=[metrics_route(self.registry)], results_dir=str(self.state_dir / "results"),
+                          sandbox_status=self.sandbox_status)
 
     def start_loop(self) -> None:
         from scheduler import collector

@@ -13,6 +13,8 @@ Invariants:
 - A job resumes from its checkpoint on its next attempt: a model job from its last saved
   step, a hold job with its remaining seconds.
 - torch and TensorFlow are imported only when a workload runs.
+- A script attempt may hold on its GPUs its slices' share of their memory plus a margin
+  (scheduler.gpu_watchdog); past that for longer than the grace, it is killed and fails.
 """
 from __future__ import annotations
 
@@ -22,9 +24,9 @@ from contextlib import redirect_stdout
 from dataclasses import dataclass, field
 
 from scheduler import jobfiles
+from scheduler.vocab import HOLD, SCRIPT
 
 PROGRESS_EVERY_S = 1.0
-SCRIPT = "script"
 
 
 @dataclass(frozen=True)
@@ -53,6 +55,13 @@ class TaskPayload:
     mark_start: bool = True  # create the start marker as the task starts
     publish: bool = True  # publish the result file (warm-up tasks do not)
     checkpoint_every_s: float = 30.0
+    # A script attempt's sandbox and limits (scheduler.sandbox). Host memory: this many
+    # bytes per slice (the `host_memory_per_slice` setting), or None for the node's
+    # memory divided by its slices (`node_slices`, from the node's capacity row).
+    host_memory_per_slice: int | None = None
+    node_slices: int = 0
+    max_processes: int | None = None  # the `max_processes` setting; None: no limit
+    allow_unsandboxed: bool = False  # `fairgpu up --unsandboxed-scripts`: run plain where no sandbox starts
 
     @classmethod
     def for_job(cls, *, job_id: int, attempt: int, model: str, framework: str | None, mode: str, spec: dict,
@@ -110,7 +119,7 @@ def run_job(payload: TaskPayload) -> TaskResult:
     log = jobfiles.LogFile(jobfiles.log_path(root, job_id, attempt)) if payload.publish else _Tail()
     try:
         with redirect_stdout(log):
-            if payload.model == "hold":
+            if payload.model == HOLD:
                 measurement = _hold(payload)
             elif payload.model == SCRIPT:
                 measurement = _script(payload, log)
@@ -151,23 +160,75 @@ class _Tail:
 
 
 def _script(payload: TaskPayload, log) -> dict:
-    """Run a script job's command in a fresh copy of its working directory (scheduler.scripts)."""
+    """Run a script job's command in a fresh copy of its working directory, inside the
+    sandbox (scheduler.sandbox) and under the kernel's limits (scheduler.scripts)."""
     import shutil
 
-    from scheduler import scripts
+    from scheduler import archive, sandbox, scripts
+    from scheduler.gpu_watchdog import GpuLimit
+    from workloads.measure import nvml_visible_totals
 
     root, job_id = payload.results_dir, payload.job_id
     workdir = jobfiles.job_dir(root, job_id) / f"work-{payload.attempt}"
     checkpoints = jobfiles.ensure_dir(jobfiles.checkpoint_dir(root, job_id))
-    scripts.unpack(jobfiles.workdir_archive(root, job_id), workdir)
+    archive.unpack(jobfiles.workdir_archive(root, job_id), workdir)
+    memory, note = host_memory_limit(payload)
+    confined = None
+    try:
+        confined = sandbox.prepare(
+            list(payload.command or ()), workdir=workdir, checkpoint_dir=checkpoints, site_dir=scripts.SITE_DIR,
+            limits=sandbox.Limits(memory, payload.max_processes), cgroup_name=f"{job_id}-{payload.attempt}-{os.getpid()}",
+            hide=(os.path.dirname(os.path.abspath(root)), os.path.abspath(root)),
+            visible_gpus=os.environ.get("CUDA_VISIBLE_DEVICES"))
+    except sandbox.SandboxUnavailable as exc:
+        if not payload.allow_unsandboxed:
+            raise scripts.ScriptFailed(f"no sandbox can start on this node ({exc}); the server refuses to run "
+                                       "scripts unconfined unless started with --unsandboxed-scripts") from None
+        print(f"fairgpu: WARNING: no sandbox on this node ({exc}); running unconfined (--unsandboxed-scripts)",
+              file=log, flush=True)
+    inside = confined is not None
     env = scripts.script_env(job_id=job_id, attempt=payload.attempt, slices=payload.slices,
-                             memory_fraction=payload.memory_fraction, checkpoint_dir=checkpoints, workdir=workdir)
+                             memory_fraction=payload.memory_fraction,
+                             checkpoint_dir=sandbox.CHECKPOINT if inside else checkpoints,
+                             workdir=sandbox.WORK if inside else workdir,
+                             site_dir=sandbox.SITE if inside else scripts.SITE_DIR)
     try:
         return scripts.run(list(payload.command or ()), cwd=workdir, env=env, log=log,
                            stop_requested=lambda: jobfiles.checkpoint_requested(root, job_id),
-                           on_stop=lambda: jobfiles.acknowledge_checkpoint(root, job_id))
+                           on_stop=lambda: jobfiles.acknowledge_checkpoint(root, job_id),
+                           gpu_limit=GpuLimit.for_share(payload.memory_fraction, nvml_visible_totals()),
+                           sandbox=confined, memory_note=note)
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
+
+
+def host_memory_limit(payload: TaskPayload) -> tuple[int, str]:
+    """(bytes of host memory the attempt may hold, how that was reached): the
+    `host_memory_per_slice` setting × its slices, or by default this node's memory
+    divided by its slices × its slices."""
+    slices = max(1, payload.slices)
+    if payload.host_memory_per_slice:
+        per = payload.host_memory_per_slice
+        return per * slices, f"host_memory_per_slice {per / 2**30:.2f} GiB × {slices} slice(s)"
+    total = node_memory_bytes()
+    if payload.node_slices > 0:
+        per = total // payload.node_slices
+        return per * slices, (f"the node's {total / 2**30:.2f} GiB / its {payload.node_slices} slices "
+                              f"× {slices} slice(s)")
+    return total, f"the node's {total / 2**30:.2f} GiB (its slices unknown)"
+
+
+def node_memory_bytes() -> int:
+    """This node's memory: physical, or the memory cgroup's limit where that is lower (a pod)."""
+    total = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    for path in ("/sys/fs/cgroup/memory.max", "/sys/fs/cgroup/memory/memory.limit_in_bytes"):
+        try:
+            text = open(path).read().strip()
+        except OSError:
+            continue
+        if text.isdigit():
+            total = min(total, int(text))
+    return total
 
 
 def _hold(payload: TaskPayload) -> dict:

@@ -11,7 +11,8 @@ Invariants:
   with reason TimeLimit through `apply.end_attempt` (a status change with its version
   guard); only running jobs with a limit are looked at (`SnapshotLoader.timed`).
 - Progress is not a status change: copied without a version bump, a bounded number of
-  progress files looked at per cycle.
+  progress files looked at per cycle; what was copied is remembered once the transaction
+  that copied it committed (`store.after_commit`).
 """
 from __future__ import annotations
 
@@ -21,11 +22,10 @@ import time
 from datetime import datetime
 
 from scheduler import apply, jobfiles
-from scheduler.store import JobState
+from scheduler.store import JobState, after_commit
+from scheduler.vocab import TIME_LIMIT
 
 log = logging.getLogger("fairgpu.loop")
-
-TIME_LIMIT = "TimeLimit"
 
 
 def format_seconds(seconds: float) -> str:
@@ -67,6 +67,7 @@ class AttemptWatch:
         chunk = self._progress_round[-self.progress_chunk:]
         del self._progress_round[-self.progress_chunk:]
         root = self.executor.results_dir
+        seen: dict[int, float] = {}
         for job_id in chunk:
             try:
                 mtime = os.stat(os.path.join(root, str(job_id), jobfiles.PROGRESS_FILE)).st_mtime
@@ -77,7 +78,9 @@ class AttemptWatch:
             progress = jobfiles.read_progress(root, job_id)
             if progress is not None:
                 apply.set_progress(s, job_id, progress)
-                self._progress_seen[job_id] = mtime
+                seen[job_id] = mtime
+        if seen:
+            after_commit(s, lambda: self._progress_seen.update(seen))
 
     def _time_out(self, s, loaded, now: datetime, report) -> list[int]:
         """End the attempts that ran past their wall-time limit (counted from their task's

@@ -15,12 +15,12 @@ FIRST_PARTY = ("scheduler", "quota", "workloads")
 ALLOWED = {
     "quota": {"quota"},
     "workloads": {"workloads", "numpy", "PIL", "torch", "tensorflow", "keras", "pynvml", "rich", "matplotlib"},
-    "scheduler/store": {"scheduler.store", "sqlmodel", "sqlalchemy", "alembic", "platformdirs"},
-    "scheduler/services": {"scheduler.services", "scheduler.store", "scheduler.jobfiles", "scheduler.scripts",
-                           "quota", "workloads.registry", "sqlmodel", "sqlalchemy"},
+    "scheduler/store": {"scheduler.store", "scheduler.vocab", "sqlmodel", "sqlalchemy", "alembic", "platformdirs"},
+    "scheduler/services": {"scheduler.services", "scheduler.store", "scheduler.jobfiles", "scheduler.archive",
+                           "scheduler.vocab", "quota", "workloads.registry", "sqlmodel", "sqlalchemy"},
     "scheduler/api": {"scheduler.api", "scheduler.services", "scheduler.store", "scheduler.metrics.exporter",
-                      "scheduler.scripts", "quota.limits", "fastapi", "starlette", "pydantic", "sqlmodel",
-                      "sqlalchemy"},
+                      "scheduler.archive", "scheduler.vocab", "quota.limits", "fastapi", "starlette", "pydantic",
+                      "sqlmodel", "sqlalchemy"},
     "scheduler/sim": {"scheduler.sim", "quota", "numpy", "matplotlib", "scheduler.store", "scheduler.services",
                       "sqlmodel"},
 }

@@ -125,14 +125,41 @@ def nvml_total_memory() -> int | None:
         return None
 
 
+def nvml_visible_totals(nvml_module=None) -> list[int]:
+    """Total memory (bytes) of each GPU this process may use (CUDA_VISIBLE_DEVICES), from
+    `nvml_module` (default: FAIRGPU_NVML_MODULE, else pynvml); [] without NVML."""
+    try:
+        pynvml = nvml_module or importlib.import_module(os.environ.get("FAIRGPU_NVML_MODULE") or "pynvml")
+        pynvml.nvmlInit()
+    except Exception as e:  # no library, no driver
+        warn_once(f"NVML unavailable ({type(e).__name__}: {e}); no GPU memory totals")
+        return []
+    try:
+        return [int(pynvml.nvmlDeviceGetMemoryInfo(h).total) for h in _visible_nvml_handles(pynvml)]
+    except Exception as e:  # a device lost or not readable
+        warn_once(f"NVML could not read the GPUs' memory ({type(e).__name__}: {e})")
+        return []
+    finally:
+        try:
+            pynvml.nvmlShutdown()
+        except Exception:
+            pass
+
+
 class NvmlProcessPeak:
     """Samples NVML's per-process GPU memory for this pid (or the pids `pids()` names: a
     script job's process tree) in a background thread, and the visible GPUs' utilisation.
-    `nvml_module`: a module with pynvml's interface (default: FAIRGPU_NVML_MODULE, else pynvml)."""
+    `nvml_module`: a module with pynvml's interface (default: FAIRGPU_NVML_MODULE, else pynvml).
+    `on_sample(used)` is called after every reading (at start, every `interval_s` in the
+    sampler thread, at stop) with the bytes the pids hold now on the visible GPUs, None
+    where NVML lists none of them: a GPU memory watchdog reads the same NVML session."""
 
-    def __init__(self, interval_s: float = 0.02, pids: Callable[[], set[int]] | None = None, nvml_module=None):
+    def __init__(self, interval_s: float = 0.02, pids: Callable[[], set[int]] | None = None, nvml_module=None,
+                 on_sample: Callable[[int | None], None] | None = None):
         self.interval_s = interval_s
         self.peak: int | None = None
+        self.current: int | None = None  # the last reading (bytes now), None where nothing was listed
+        self._on_sample = on_sample
         self.note: str | None = None
         self.utilization: list[int] = []  # % of the visible GPUs, one sample per tick (device-wide)
         self._pids = pids or (lambda: {os.getpid()})
@@ -170,6 +197,16 @@ class NvmlProcessPeak:
             self.peak = used if self.peak is None else max(self.peak, used)
         if util:
             self.utilization.append(max(util))
+        self.current = used
+        if self._on_sample is not None:
+            self._on_sample(used)
+
+    def sample(self) -> int | None:
+        """Take one reading now (what the sampler thread does every `interval_s`); the bytes
+        the pids hold, or None. Only after `start()` found NVML."""
+        if self._pynvml is not None:
+            self._sample()
+        return self.current
 
     def utilization_summary(self) -> dict:
         """Mean and peak utilisation (%) of the visible GPUs while sampled (None without samples)."""

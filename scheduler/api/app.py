@@ -11,10 +11,13 @@ Invariants:
   ``FAILING_AFTER`` cycles in a row have failed.
 - Request bodies are capped twice: by Content-Length before anything is read, and
   by counting the streamed bytes (chunked uploads), before any handler runs.
-- The app holds no global state: engine, clock and the change hook are arguments.
+- The app holds no global state: engine, clock, the change hook and where the
+  sandbox's status comes from (``sandbox_status``) are arguments.
 - Handlers are ``async def`` and run their short transactions on the event loop
   (see ``deps``), except submissions, which are group-committed off the loop
-  (``services.committer``); a route added through ``extra_routes`` may be sync or async.
+  (``services.committer``), and uploads, which check their token and account in the
+  thread pool and then read their body with no transaction open (``routes_jobs.upload``);
+  a route added through ``extra_routes`` may be sync or async.
 """
 from __future__ import annotations
 
@@ -29,6 +32,8 @@ from sqlalchemy.engine import Engine
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.routing import BaseRoute
 
+from scheduler.services.script_gate import StatusSource
+
 API_PREFIX = "/v1"
 MAX_BODY_BYTES = 64 * 1024
 
@@ -37,7 +42,7 @@ def create_app(
     engine: Engine, *, clock: Callable[[], datetime], on_change: Callable[[], None] | None = None,
     extra_routes: Sequence[BaseRoute] | None = None, max_body_bytes: int = MAX_BODY_BYTES,
     health: Callable[[], LoopHealthLike] | None = None, results_dir: str | None = None,
-    submit_mode: str = "group",
+    submit_mode: str = "group", sandbox_status: StatusSource | None = None,
 ) -> FastAPI:
     """The API over ``engine``. ``on_change`` runs after a committed submit or cancel;
     ``extra_routes`` (e.g. ``metrics_route(registry)``) are added as given, outside the
@@ -45,7 +50,9 @@ def create_app(
     ``results_dir`` (the executor's, where each job's directory is) lets
     ``/v1/jobs/{id}/logs`` read the tasks' own output. ``submit_mode``: "group" (submissions
     are group-committed, ``services.committer``) or "thread" (each in its own transaction
-    in the thread pool); neither blocks the event loop on the database."""
+    in the thread pool); neither blocks the event loop on the database. ``sandbox_status``
+    says whether script jobs (and their uploads) are taken (``services.script_gate``: 409
+    when no sandbox starts and unsandboxed scripts were not accepted); None: not checked."""
     from scheduler.api import routes_admin, routes_jobs, routes_reports
     from scheduler.api.openapi import error_schema_only
     from scheduler.services.committer import Committer
@@ -59,6 +66,7 @@ def create_app(
     app.state.on_change = on_change
     app.state.health = health
     app.state.results_dir = results_dir
+    app.state.sandbox_status = sandbox_status
     app.state.estimates = EstimateCache()  # one replay of the queue, kept ~2 s (services.estimates)
     if submit_mode not in ("group", "thread"):
         raise ValueError(f"submit_mode must be group or thread, not {submit_mode!r}")
@@ -73,7 +81,7 @@ def create_app(
     for route in extra_routes or ():
         app.router.routes.append(route)
     _install_error_handlers(app)
-    from scheduler.scripts import ARCHIVE_MAX_BYTES
+    from scheduler.archive import ARCHIVE_MAX_BYTES
 
     app.add_middleware(BodyLimit, max_bytes=max_body_bytes, larger={f"{API_PREFIX}/uploads": ARCHIVE_MAX_BYTES})
 

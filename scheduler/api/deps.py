@@ -15,7 +15,8 @@ Invariants:
   waiting on the database holds up the others for as long.
 - Every route but ``/healthz``, ``/metrics`` and the OpenAPI pages depends on
   ``principal`` (submissions: ``bearer``, then ``authorize`` in their transaction; a
-  committer batch authenticates all its tokens at once first, ``authorize_batch``):
+  committer batch authenticates all its tokens at once first, ``authorize_batch``;
+  uploads: ``bearer``, then ``authorize`` in a short transaction closed before the body):
   a missing, unknown, revoked or expired token is 401, a scrape token (``/metrics``
   only) is 403; ``admin`` adds 403 for institution tokens.
 """

@@ -11,6 +11,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, HTTPException, Path, Query, Request
 from starlette.concurrency import run_in_threadpool
+from starlette.requests import ClientDisconnect
 
 from scheduler.api.deps import (
     BearerDep,
@@ -24,10 +25,9 @@ from scheduler.api.deps import (
 from scheduler.api.openapi import AUTH, BODY, AccountQuery, errors
 from scheduler.api.outputs import JobLogs, JobPublic, ShareExplained
 from scheduler.api.schemas import SubmitRequest
-from scheduler.services import jobs, uploads
+from scheduler.services import jobs, script_gate, uploads
 from scheduler.services import logs as output
 from scheduler.services.committer import Deferred
-from scheduler.services.errors import DomainError
 from scheduler.services.validate import ID, limits
 from scheduler.store import JobState, session_scope
 
@@ -54,7 +54,8 @@ async def submit(body: SubmitRequest, request: Request, token: BearerDep) -> dic
     transaction of their own in the thread pool."""
     state = request.app.state
     at = now(request)
-    work = functools.partial(_submit, token=token, body=body, at=at, root=state.results_dir)
+    work = functools.partial(_submit, token=token, body=body, at=at, root=state.results_dir,
+                             sandbox=state.sandbox_status)
     if state.submit_mode == "thread":
         answer = await run_in_threadpool(_alone, state.engine, work)
         if state.on_change is not None:
@@ -100,12 +101,15 @@ async def _check_token_first(request: Request) -> HTTPException | None:
 submit.check_token_first = _check_token_first
 
 
-def _submit(session, *, token: str, body: SubmitRequest, at, root) -> Deferred | dict:
+def _submit(session, *, token: str, body: SubmitRequest, at, root, sandbox=None) -> Deferred | dict:
     """One submission inside a transaction (the committer's batch, or its own). Every
     refusal is raised before anything is written (the token's last use may be stamped
     already); the jobs are written by the batch's flush (``jobs.write_arrays``), a
-    script job at once (it claims its upload after the insert)."""
+    script job at once (it claims its upload after the insert), unless no sandbox can
+    start for it (``script_gate``: 409)."""
     who = authorize(session, token, at)
+    if body.model == jobs.SCRIPT:
+        script_gate.check_scripts(sandbox)
     account = body.account or who.account
     if account is None:
         raise jobs.InvalidJob("an admin token must name the account to submit to")
@@ -137,14 +141,46 @@ def _alone(engine, work) -> dict:
              responses=errors(*AUTH, 400, 404, 409, 413, 422),
              openapi_extra={"requestBody": {"required": True, "content": {
                  "application/octet-stream": {"schema": {"type": "string", "format": "binary"}}}}})
-async def upload(request: Request, session: SessionDep, who: PrincipalDep, account: AccountQuery = None) -> dict:
+async def upload(request: Request, token: BearerDep, account: AccountQuery = None) -> dict:
     """The body is the directory as a gzip'd tar (`fairgpu submit script --working-dir` packs it);
-    the answer's `upload` goes into the script job's submission."""
-    data = await request.body()
-    entry = jobs.uploading_account(session, account or who.account, who.accounts)
-    if request.app.state.results_dir is None:
-        raise DomainError("this server takes no script jobs: it has no state directory")
-    return uploads.store(request.app.state.results_dir, entry.id, data)
+    the answer's `upload` goes into the script job's submission.
+
+    No database session is open while the body is read: the token, the account and its
+    right to run scripts are checked first, in a short transaction of their own in the
+    thread pool (401, 403 or 404, and 409 where no sandbox can start, before a byte of the
+    body is read). The body's pieces are then received as they come and checked and
+    written in the thread pool (``uploads.Receiver``), so a refusal comes at the first bad
+    header."""
+    state = request.app.state
+    check = functools.partial(_may_upload, token=token, at=now(request), account=account, root=state.results_dir,
+                              sandbox=state.sandbox_status)
+    account_id = await run_in_threadpool(_alone, state.engine, check)
+    receiver = await run_in_threadpool(uploads.Receiver, state.results_dir, account_id)
+    try:
+        pieces: list[bytes] = []
+        held = 0
+        async for chunk in request.stream():
+            pieces.append(chunk)
+            held += len(chunk)
+            if held >= UPLOAD_PIECE:
+                await run_in_threadpool(receiver.feed, b"".join(pieces))
+                pieces, held = [], 0
+        if pieces:
+            await run_in_threadpool(receiver.feed, b"".join(pieces))
+        return await run_in_threadpool(receiver.finish)
+    except ClientDisconnect:
+        raise HTTPException(400, "the upload ended before its body did") from None
+    finally:
+        receiver.discard()  # a close and an unlink; run_in_threadpool is not cancelled, so no thread holds it
+
+
+UPLOAD_PIECE = 256 << 10  # what the route gathers from the body before one hop to the thread pool
+
+
+def _may_upload(session, *, token: str, at: datetime, account: str | None, root: str | None, sandbox=None) -> int:
+    who = authorize(session, token, at)
+    script_gate.check_scripts(sandbox)  # 409 before the body: no script could run on what it brings
+    return uploads.may_upload(session, root, account or who.account, who.accounts)
 
 
 def _estimates(request: Request, session, who, rows) -> dict:

@@ -10,6 +10,7 @@ from __future__ import annotations
 from pydantic import BaseModel, ConfigDict, Field
 
 from scheduler.services.validate import DURATION_MAX_LEN, NAME_MAX_LEN, JOB_NUMBERS, limits
+from scheduler.vocab import FRAMEWORKS, HOLD, KINDS, MODES, SPEC_KEYS, spec_keys
 
 Name = Field(min_length=1, max_length=NAME_MAX_LEN)
 
@@ -25,9 +26,10 @@ class Body(BaseModel):
 
 
 class SubmitRequest(Body):
-    model: str = Field(min_length=1, max_length=64, description="conv6, vgg16, resnet18, cyclegan, hold or script")
-    framework: str | None = Field(default=None, max_length=32, description="pytorch or tensorflow (not for hold)")
-    mode: str = Field(default="train", max_length=16, description="train or infer")
+    model: str = Field(min_length=1, max_length=64, description=f"{', '.join(KINDS[:-1])} or {KINDS[-1]}")
+    framework: str | None = Field(default=None, max_length=32,
+                                  description=f"{' or '.join(FRAMEWORKS)} (not for {HOLD})")
+    mode: str = Field(default="train", max_length=16, description=" or ".join(MODES))
     slices: int = ranged(JOB_NUMBERS["slices"], "GPU slices wanted", strict=True)
     account: str | None = Field(default=None, max_length=NAME_MAX_LEN, description="default: the token's own account")
     steps: int | None = ranged(JOB_NUMBERS["steps"], "training or inference steps", default=None, strict=True)
@@ -45,11 +47,10 @@ class SubmitRequest(Body):
                                description="script jobs: the working directory's id from POST /v1/uploads")
 
     def spec(self) -> dict:
-        keys = {"hold": ("seconds",), "script": ("command", "upload")}.get(self.model,
-                                                                          ("steps", "batch_size", "image_size"))
+        keys = spec_keys(self.model)
         out = {k: getattr(self, k) for k in keys if getattr(self, k) is not None}
         # Fields that do not belong to this kind of job reach the service, which names them.
-        for k in ("steps", "batch_size", "image_size", "seconds", "command", "upload"):
+        for k in SPEC_KEYS:
             if k not in keys and getattr(self, k) is not None:
                 out[k] = getattr(self, k)
         return out

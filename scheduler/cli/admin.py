@@ -1,4 +1,4 @@
-"""`fairgpu admin`: accounts and quotas, capacity, usage history and policy settings.
+"""`fairgpu admin`: accounts and quotas, capacity, usage history, policy settings and jobs.
 
 Every command validates before it writes and runs in one transaction, so bad input
 writes nothing.
@@ -20,7 +20,7 @@ from scheduler.cli.tokens import token
 
 @click.group()
 def admin() -> None:
-    """Administer accounts, quotas, capacity, usage and tokens."""
+    """Administer accounts, quotas, capacity, usage, tokens and jobs."""
 
 
 admin.add_command(token)
@@ -219,7 +219,7 @@ def usage_import(file, db_url):
 
 @admin.group()
 def settings() -> None:
-    """Policy settings: half_life, algorithm, preemption, reclaim."""
+    """Policy settings: half_life, algorithm, preemption, reclaim, host_memory_per_slice, max_processes."""
 
 
 @settings.command("set")
@@ -228,12 +228,13 @@ def settings() -> None:
 @db_option
 @domain_errors
 def settings_set(key, value, db_url):
-    """Set KEY to VALUE (e.g. half_life 7d, algorithm fair-tree, preemption off, reclaim entitlement)."""
-    from scheduler.services.settings import set_setting
+    """Set KEY to VALUE (e.g. half_life 7d, algorithm fair-tree, preemption off, reclaim entitlement,
+    host_memory_per_slice 8GiB, max_processes 4096)."""
+    from scheduler.services.settings import set_setting, show
 
     with db_session(db_url) as session:
         stored = set_setting(session, key, value)
-    info(f"{key} = {stored}")
+    info(f"{key} = {show(key, stored)}")
 
 
 @settings.command("list")
@@ -241,9 +242,29 @@ def settings_set(key, value, db_url):
 @db_option
 @domain_errors
 def settings_list(as_json, db_url):
-    """Show the policy settings in force."""
-    from scheduler.services.settings import all_settings
+    """Show the policy settings in force (--json: as stored, host_memory_per_slice in bytes)."""
+    from scheduler.services.settings import all_settings, show
 
     with db_session(db_url) as session:
-        rows = [{"key": k, "value": v} for k, v in all_settings(session).items()]
+        rows = [{"key": k, "value": v if as_json else show(k, v)} for k, v in all_settings(session).items()]
     emit(rows, as_json, ["key", "value"])
+
+
+@admin.group()
+def job() -> None:
+    """Any account's jobs, straight on the database (the server may be down)."""
+
+
+@job.command("cancel")
+@click.argument("job_id", type=int)
+@db_option
+@domain_errors
+def job_cancel(job_id, db_url):
+    """Cancel job JOB_ID, waiting or running: with the server down too (e.g. a job that
+    keeps stopping it). A running server stops its attempt, as for `fairgpu cancel`."""
+    from scheduler.services.jobs_admin import cancel_job
+    from scheduler.store import utcnow
+
+    with db_session(db_url) as session:
+        done = cancel_job(session, job_id, at=utcnow())
+    info(done.describe())

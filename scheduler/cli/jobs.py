@@ -11,6 +11,7 @@ import click
 
 from scheduler.cli.client import Api, url_option
 from scheduler.cli.common import domain_errors, emit, info, json_option
+from scheduler.vocab import FRAMEWORKS, MODES  # standard library only: fine at import time
 
 JOB_KEYS = ("id", "account", "model", "framework", "slices", "state", "reason", "submitted_at", "started_at",
             "finished_at", "node", "gpu", "time_limit_s", "progress", "position", "estimated_start")
@@ -35,11 +36,11 @@ def login(url, token):
 
 @click.command()
 @click.argument("model")
-@click.option("--framework", type=click.Choice(["pytorch", "tensorflow"]), default=None,
+@click.option("--framework", type=click.Choice(FRAMEWORKS), default=None,
               help="Framework for the study's models (not for hold).")
 @click.option("--slices", type=int, required=True, metavar="K", help="GPU slices to run on.")
 @click.option("--account", default=None, metavar="NAME", help="Leaf account to charge (default: your token's).")
-@click.option("--mode", type=click.Choice(["train", "infer"]), default="train", show_default=True)
+@click.option("--mode", type=click.Choice(MODES), default="train", show_default=True)
 @click.option("--steps", type=int, default=None, metavar="N", help="Training or inference steps.")
 @click.option("--batch-size", type=int, default=None, metavar="B")
 @click.option("--image-size", type=int, default=None, metavar="N", help="Input size (CycleGAN).")
@@ -81,13 +82,13 @@ def submit(model, framework, slices, account, mode, steps, batch_size, image_siz
 
 def _upload(api: Api, working_dir: str | None, command: tuple[str, ...], account: str | None) -> dict:
     """Pack and send a script job's working directory; the submission's script fields."""
-    from scheduler import scripts
+    from scheduler import archive
 
     if not working_dir or not command:
         raise click.UsageError("a script job needs --working-dir DIR and a COMMAND after --")
     try:
-        data = scripts.pack(working_dir)
-    except scripts.ArchiveError as exc:
+        data = archive.pack(working_dir)
+    except archive.ArchiveError as exc:
         raise click.ClickException(str(exc)) from None
     params = {"account": account} if account else None
     sent = api.call("POST", "/v1/uploads", content=data, content_type="application/octet-stream", params=params)

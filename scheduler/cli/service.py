@@ -25,8 +25,12 @@ from scheduler.cli.common import db_option, domain_errors, info
 @click.option("--lease-ttl", type=float, default=15.0, show_default=True, metavar="SECONDS",
               help="How long the leader lease lasts without a heartbeat: a standby takes over "
                    "this long after the leader stops answering.")
+@click.option("--unsandboxed-scripts", is_flag=True,
+              help="Accept script jobs on nodes where no sandbox can start; they then run with the "
+                   "server's user's rights. Said at every start.")
 @domain_errors
-def up(db_url, ray_address, gpus, gpu_type, slices_per_gpu, host, port, state_dir, standby, lease_ttl):
+def up(db_url, ray_address, gpus, gpu_type, slices_per_gpu, host, port, state_dir, standby, lease_ttl,
+       unsandboxed_scripts):
     """Start fairgpu on this machine: Ray, the scheduling loop, the API and /metrics."""
     import logging
     import os
@@ -47,12 +51,16 @@ def up(db_url, ray_address, gpus, gpu_type, slices_per_gpu, host, port, state_di
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     server = Embedded(db_url=db_url, state_dir=state_dir or default_state_dir(), ray_address=ray_address,
                       gpus=gpus, gpu_type=gpu_type, slices_per_gpu=slices_per_gpu, host=host, port=port,
-                      lease_ttl_s=lease_ttl, standby=standby, say=info)
+                      lease_ttl_s=lease_ttl, standby=standby, unsandboxed_scripts=unsandboxed_scripts, say=info)
 
     def announce(s: Embedded) -> None:
         rec = s.recovered
-        if rec.get("finished") or rec.get("requeued"):
-            info(f"recovered: {rec['finished']} job(s) had finished, {rec['requeued']} queued again")
+        if rec.get("finished") or rec.get("requeued") or rec.get("failed"):
+            from scheduler.recovery import UNCLEAN_STOP_LIMIT
+
+            failed = (f", {rec['failed']} failed (running at {UNCLEAN_STOP_LIMIT} unclean scheduler stops in a row: "
+                      "not started again)" if rec.get("failed") else "")
+            info(f"recovered: {rec['finished']} job(s) had finished, {rec['requeued']} queued again{failed}")
         if s.admin_token:
             info(f"admin token written to {s.admin_token_path} (readable by you only)")
         info(f"fairgpu is up: API {s.url}  metrics {s.url}/metrics  (Ctrl-C to stop)")

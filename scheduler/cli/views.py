@@ -9,6 +9,8 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Callable
 
+from scheduler.vocab import FINAL_STATES
+
 FOLLOW_POLL_S = 1.0
 
 
@@ -87,7 +89,7 @@ def show_value(key: str, value) -> str:
 
 
 # -- logs ---------------------------------------------------------------------------------
-FINISHED = ("SUCCEEDED", "FAILED", "CANCELLED", "TIMEOUT")
+FINISHED = tuple(s.value for s in FINAL_STATES)
 
 
 class LogPrinter:

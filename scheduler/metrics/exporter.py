@@ -8,14 +8,17 @@ Invariants:
   counters and histograms live in SchedulerMetrics and only the loop moves them.
 - Names: `fairgpu_` prefix, base units, `_total` on counters, 0-1 ratios end `_ratio`.
 - No per-job labels. Label values come from bounded sets (accounts, GPUs, nodes,
-  workload kinds, PENDING_REASONS, PREEMPTION_REASONS, FINISHED_STATUSES). A preemption
-  is labelled by its kind (quota.Preemption.kind), never by parsing its message; a value
-  outside the set is counted as `other`.
+  workload kinds, PENDING_REASONS, PREEMPTION_REASONS, FINISHED_STATUSES, CYCLE_PHASES),
+  each derived from its one owner, never copied: the policy's pending reasons and
+  preemption kinds (quota.REASONS, quota.PREEMPTION_KINDS), the final job states and the
+  cycle's phases (scheduler.vocab). A preemption is labelled by its kind
+  (quota.Preemption.kind), never by parsing its message. A kind or status outside its set
+  raises (tests/metrics/test_label_sets.py walks every value through these calls).
 - Every series with an `account` label is named `fairgpu_account_*`; `render(...,
   per_account=False)` leaves them all out (what /metrics serves without an admin or
   scrape token, see scheduler.api.metrics).
-- The loop's health (failures, last success) is read at scrape time from the loop's
-  `health()`; its series exist from the start (0 failures).
+- The loop's health (failures, publishing failures, last success) is read at scrape time
+  from the loop's `health()`; its series exist from the start (0 failures).
 - Per-GPU series carry DCGM exporter's labels `gpu`, `UUID`, `hostname`, and
   `model_name` for DCGM's `modelName` (promtool rejects camelCase label names; the
   shipped Prometheus configs copy it back to `modelName`, see docs/metrics.md).
@@ -30,15 +33,16 @@ from prometheus_client import CollectorRegistry, Counter, Histogram
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
+from quota.snapshot import PREEMPTION_KINDS
 from scheduler.metrics.view import PENDING_REASONS, ClusterView
+from scheduler.vocab import FINAL_STATES, PHASES
 
 log = logging.getLogger("fairgpu.metrics")
 ACCOUNT_PREFIX = "fairgpu_account_"  # every per-account family, and only those
 GPU_LABELS = ("gpu", "UUID", "model_name", "hostname")
-# quota.PREEMPTION_KINDS (repeated: metrics import no policy), then node_lost and other
-PREEMPTION_REASONS = ("reclaim_guarantee", "reclaim_fair_share", "node_lost", "other")
-FINISHED_STATUSES = ("succeeded", "failed", "cancelled")
-CYCLE_PHASES = ("collect", "settle", "load", "decide", "admit", "start")  # scheduler.loop's phases
+PREEMPTION_REASONS = PREEMPTION_KINDS
+FINISHED_STATUSES = tuple(state.value.lower() for state in FINAL_STATES)
+CYCLE_PHASES = PHASES
 CYCLE_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 QUEUE_WAIT_BUCKETS = (0.1, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600, 1800, 3600, 7200, 21600, 86400)
 
@@ -153,6 +157,7 @@ class LoopHealthLike(Protocol):
 
     consecutive_failures: int
     failures_total: int
+    publish_failures_total: int
     last_success_at: object  # datetime | None
 
 
@@ -177,8 +182,12 @@ class LoopHealthCollector(Collector):
     @staticmethod
     def _families(h: LoopHealthLike | None) -> list:
         failures = CounterMetricFamily(
-            "fairgpu_schedule_cycle_failures", "Scheduling cycles that raised (rolled back, then retried).",
+            "fairgpu_schedule_cycle_failures", "Scheduling cycles that raised (retried with backoff).",
             value=float(h.failures_total) if h is not None else 0.0)
+        publish = CounterMetricFamily(
+            "fairgpu_schedule_cycle_publish_failures",
+            "Cycles whose publishing raised after their commits (counted apart; nothing rolled back).",
+            value=float(h.publish_failures_total) if h is not None else 0.0)
         in_a_row = GaugeMetricFamily(
             "fairgpu_schedule_consecutive_failures", "Scheduling cycles failed in a row (0 after a success).",
             value=float(h.consecutive_failures) if h is not None else 0.0)
@@ -186,7 +195,7 @@ class LoopHealthCollector(Collector):
                       "When a scheduling cycle last succeeded (epoch s); absent before the first.")
         if h is not None and h.last_success_at is not None:
             last.add_metric([], h.last_success_at.timestamp())
-        return [failures, in_a_row, last]
+        return [failures, publish, in_a_row, last]
 
 
 class SchedulerMetrics:
@@ -234,10 +243,11 @@ class SchedulerMetrics:
         self.queue_wait.labels(account).observe(max(0.0, queue_wait_s))
 
     def preempted(self, account: str, kind: str) -> None:
-        """`kind`: the preemption's kind (quota.Preemption.kind), one of PREEMPTION_REASONS;
-        anything else counts as `other` (a message is never parsed)."""
-        label = kind if kind in PREEMPTION_REASONS else "other"
-        self.preemptions.labels(account, label).inc()
+        """`kind`: the preemption's kind (quota.Preemption.kind), one of PREEMPTION_REASONS
+        (a message is never parsed)."""
+        if kind not in PREEMPTION_REASONS:
+            raise ValueError(f"not a preemption kind: {kind!r}")
+        self.preemptions.labels(account, kind).inc()
 
     def job_finished(self, account: str, status: str) -> None:
         label = str(getattr(status, "value", status)).lower()

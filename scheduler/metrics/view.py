@@ -2,7 +2,7 @@
 
 Invariants:
 - Plain frozen dataclasses; importing this module imports no prometheus_client,
-  Ray, NVML or database code.
+  Ray, NVML or database code (only quota's names, which are standard library).
 - A ClusterView is a finished picture of one cycle: the collector reads only the
   latest one, so a scrape never sees half a cycle.
 - Units are in the field names or stated: slices are counts, bytes are bytes,
@@ -13,8 +13,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-# The pending reasons of quota.snapshot.REASONS, repeated so this module imports nothing.
-PENDING_REASONS = ("Priority", "Resources", "QuotaCap", "Fragmentation", "Infeasible")
+from quota.snapshot import REASONS as PENDING_REASONS  # noqa: F401 (re-exported: the policy owns why a job waits)
 
 
 @dataclass(frozen=True)

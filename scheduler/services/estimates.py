@@ -32,8 +32,8 @@ from sqlmodel import Session
 from quota.estimate import Estimate, estimate_starts
 from scheduler.services.snapshot import JobRow, load_snapshot
 from scheduler.store import Job, JobState
+from scheduler.vocab import HOLD
 
-HOLD = "hold"
 CACHE_TTL_S = 2.0
 
 _J = Job.__table__.c

@@ -51,13 +51,8 @@ from scheduler.store import (
     transition,
 )
 from scheduler.store.transitions import submit_job_arrays, submit_jobs
+from scheduler.vocab import FRAMEWORKS, HOLD, KINDS, MODELS, MODES, SCRIPT, spec_keys
 
-HOLD = "hold"
-SCRIPT = "script"
-MODES = ("train", "infer")
-MODEL_SPEC_KEYS = ("steps", "batch_size", "image_size")
-HOLD_SPEC_KEYS = ("seconds",)
-SCRIPT_SPEC_KEYS = ("command", "upload")
 COMMAND_MAX_ARGS = 256
 COMMAND_MAX_CHARS = 4096
 PUBLIC_KEYS = ("id", "account", "model", "framework", "mode", "slices", "state", "reason", "reason_message",
@@ -71,47 +66,29 @@ class InvalidJob(Invalid):
     """The request itself is malformed or can never run (unknown model, impossible shape...)."""
 
 
-def known_models() -> tuple[str, ...]:
-    try:
-        from workloads.registry import MODELS
-    except ImportError:  # the workloads package is optional for the scheduler
-        MODELS = ("conv6", "vgg16", "resnet18", "cyclegan")
-    return tuple(MODELS)
-
-
-def known_frameworks() -> tuple[str, ...]:
-    try:
-        from workloads.registry import FRAMEWORKS
-    except ImportError:
-        FRAMEWORKS = ("pytorch", "tensorflow")
-    return tuple(FRAMEWORKS)
-
-
 def check_request(model: str, framework: str | None, mode: str, slices: int, spec: dict) -> dict:
     """Validate what needs no database; return the spec to store. Raises InvalidJob, or
     LimitError for a number outside its ``quota.limits`` range (both HTTP 422)."""
     validate.number(limits.JOB_SLICES, slices)
     if mode not in MODES:
-        raise InvalidJob(f"mode must be train or infer (got {mode!r})")
+        raise InvalidJob(f"mode must be {' or '.join(MODES)} (got {mode!r})")
     spec = dict(spec or {})
     if model == HOLD:
         if framework is not None:
             raise InvalidJob("a hold job takes no framework")
-        _only(spec, HOLD_SPEC_KEYS, model)
+        _only(spec, spec_keys(HOLD), model)
         if spec.get("seconds") is None:
             raise InvalidJob("a hold job needs seconds (how long to hold its slices)")
         validate.number(validate.JOB_NUMBERS["seconds"], spec["seconds"])
         return spec
     if model == SCRIPT:
         return _check_script(framework, spec)
-    models = known_models()
-    if model not in models:
-        raise InvalidJob(f"unknown model {model!r} (known: {', '.join(models)}, or hold)")
-    frameworks = known_frameworks()
-    if framework not in frameworks:
-        raise InvalidJob(f"model {model} needs a framework: {' or '.join(frameworks)} (got {framework!r})")
-    _only(spec, MODEL_SPEC_KEYS, model)
-    for key in MODEL_SPEC_KEYS:
+    if model not in MODELS:
+        raise InvalidJob(f"unknown model {model!r} (known: {', '.join(KINDS[:-1])} or {KINDS[-1]})")
+    if framework not in FRAMEWORKS:
+        raise InvalidJob(f"model {model} needs a framework: {' or '.join(FRAMEWORKS)} (got {framework!r})")
+    _only(spec, spec_keys(model), model)
+    for key in spec_keys(model):
         validate.optional(validate.JOB_NUMBERS[key], spec.get(key))
     if spec.get("image_size") is not None:
         _check_image_size(model, spec["image_size"])
@@ -119,9 +96,9 @@ def check_request(model: str, framework: str | None, mode: str, slices: int, spe
 
 
 def _check_script(framework: str | None, spec: dict) -> dict:
-    if framework is not None and framework not in known_frameworks():
-        raise InvalidJob(f"framework must be {' or '.join(known_frameworks())} or none (got {framework!r})")
-    _only(spec, SCRIPT_SPEC_KEYS, SCRIPT)
+    if framework is not None and framework not in FRAMEWORKS:
+        raise InvalidJob(f"framework must be {' or '.join(FRAMEWORKS)} or none (got {framework!r})")
+    _only(spec, spec_keys(SCRIPT), SCRIPT)
     command = spec.get("command")
     if (not isinstance(command, list) or not 1 <= len(command) <= COMMAND_MAX_ARGS
             or not all(isinstance(a, str) for a in command) or not command[0]):

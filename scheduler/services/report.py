@@ -42,11 +42,12 @@ from scheduler.services.accounts import load_tree
 from scheduler.services.capacity import load_capacity
 from scheduler.services.errors import Invalid, NotFound
 from scheduler.store import Account, JobState, UsageRecord
+from scheduler.vocab import FINAL_STATES
 
 DEFAULT_DAYS = 30
 EPOCH = validate.EPOCH
 MAX_BUCKETS = 500
-END_STATES = (JobState.SUCCEEDED, JobState.FAILED, JobState.CANCELLED, JobState.TIMEOUT)
+END_STATES = FINAL_STATES
 REPORT_KEYS = ("account", "parent", "slice_hours", "held_slice_hours", "owed_slice_hours", "got_share",
                "owed_share", "waiting_hours", "starved_hours", *(f"jobs_{s.value.lower()}" for s in END_STATES),
                "preemptions", "wait_p50_s", "wait_p95_s")

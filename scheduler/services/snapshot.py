@@ -29,7 +29,7 @@ from quota import (
 )
 from scheduler.services.accounts import load_tree
 from scheduler.services.capacity import load_capacity
-from scheduler.services.settings import policy_settings
+from scheduler.services.settings import AttemptLimits, policy_settings
 from scheduler.services.usage import decayed_by_account
 from scheduler.store import Account, Job, JobEvent, JobState, Node, Setting
 
@@ -164,6 +164,7 @@ class Synced:
     account_ids: dict[str, int]
     changed: list[int]  # the jobs re-read by this sync (new, or moved since the last one); none after a rebuild
     rebuilt: bool = False  # the state was built afresh from every active row (changed is empty then)
+    attempt: AttemptLimits = AttemptLimits()  # the settings each script attempt's payload carries
 
 
 _A = Account.__table__.c
@@ -300,7 +301,7 @@ class SnapshotLoader:
                     if job is not None and job.state in (JobState.PENDING, JobState.RUNNING):
                         self._add(job)
         return Synced(self.state, self.rows, tree, capacity, config, settings.half_life_s, self._account_ids,
-                      changed, rebuilt)
+                      changed, rebuilt, settings.attempt)
 
     def _build(self, session: Session, tree, capacity, config: PolicyConfig, names) -> None:
         self.state = PolicyState(tree, capacity, config, ties_by_id=True)

@@ -20,6 +20,11 @@ Durations: ``parse_duration`` takes a number with a unit or plain seconds;
 ``parse_time_limit`` takes Slurm's ``--time`` forms, where a bare number is minutes,
 and hands the unit forms to ``parse_duration`` (docs/institutions.md, "Time limits").
 
+Sizes: ``parse_size`` takes a number with a binary unit (``K``, ``M``, ``G``, ``T``, or
+``KiB``, ``MiB``, ``GiB``, ``TiB``: powers of 1024, as Slurm's ``--mem``) or plain bytes,
+and returns a whole number of bytes; ``GB`` and other decimal units are refused rather
+than guessed.
+
 Moments: ``parse_when`` takes ``YYYY-MM-DD`` (midnight UTC) or
 ``YYYY-MM-DDTHH:MM[:SS[.ffffff]]`` with ``Z`` or ``+HH:MM``/``-HH:MM`` (UTC without one),
 and returns an aware UTC datetime no earlier than ``EPOCH``; week dates, ordinal dates,
@@ -31,6 +36,7 @@ import math
 import re
 from dataclasses import replace
 from datetime import UTC, datetime
+from fractions import Fraction
 
 from quota import limits
 from quota.limits import (
@@ -52,13 +58,16 @@ __all__ = [
     "account_name",
     "account_place",
     "describe_duration",
+    "describe_size",
     "human_duration",
+    "human_size",
     "job_numbers",
     "limits",
     "lookup_name",
     "number",
     "optional",
     "parse_duration",
+    "parse_size",
     "parse_time_limit",
     "parse_when",
     "text",
@@ -68,6 +77,10 @@ _SEGMENT = re.compile(NAME_SEGMENT_PATTERN)
 _DURATION = re.compile(r"([0-9]+(?:\.[0-9]+)?)([smhdw]?)")
 _UNITS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86_400, "w": 604_800}
 DURATION_MAX_LEN = 32  # characters: far more than any duration in range needs
+_SIZE = re.compile(r"([0-9]+(?:\.[0-9]+)?)(|B|K|M|G|T|KiB|MiB|GiB|TiB)")
+_SIZE_UNITS = {"": 1, "B": 1, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40,
+               "KiB": 1 << 10, "MiB": 1 << 20, "GiB": 1 << 30, "TiB": 1 << 40}
+SIZE_FORMS = "a size such as 8GiB, 512MiB or 2G (K, M, G, T: powers of 1024), or plain bytes"
 # Slurm's --time forms: [D-]... where a bare number is minutes; minutes and seconds after
 # a ':' are two digits, hours after 'D-' one or two.
 _SLURM_TIME = re.compile(r"(?:(?P<d>[0-9]+)-(?P<dh>[0-9]{1,2})(?::(?P<dm>[0-9]{2})(?::(?P<ds>[0-9]{2}))?)?"
@@ -113,6 +126,39 @@ def parse_duration(text: str, rng: Range) -> float:
     if not math.isfinite(seconds) or seconds not in rng:
         raise Invalid(f"{field} must be {describe_duration(rng)} (got {text})")
     return seconds
+
+
+def parse_size(text: str, rng: Range, other: str = "") -> int:
+    """'8GiB', '512MiB', '2G', '1.5GiB' or plain bytes ('67108864') -> bytes within ``rng``.
+
+    Strict: no sign, no spaces, no exponent; units are binary and case-sensitive. A value
+    that is not a whole number of bytes ('1.0000001K') is refused, not rounded. ``other``
+    names what else the caller accepts, for the message ('node').
+    """
+    field = rng.field
+    match = _SIZE.fullmatch(text) if isinstance(text, str) and len(text) <= DURATION_MAX_LEN else None
+    if match is None:
+        raise Invalid(f"{field} must be {SIZE_FORMS}{f', or {other}' if other else ''} (got {_show(text)})")
+    size = Fraction(match.group(1)) * _SIZE_UNITS[match.group(2)]
+    if size.denominator != 1:
+        raise Invalid(f"{field} must be a whole number of bytes (got {text})")
+    if size not in rng:
+        raise Invalid(f"{field} must be {describe_size(rng)} (got {text})")
+    return int(size)
+
+
+def human_size(n: int) -> str:
+    """'8GiB', '1536MiB', '67108865': bytes in the largest binary unit that states them exactly."""
+    for unit in ("TiB", "GiB", "MiB", "KiB"):
+        size = _SIZE_UNITS[unit]
+        if n >= size and n % size == 0:
+            return f"{n // size}{unit}"
+    return str(n)
+
+
+def describe_size(rng: Range) -> str:
+    """'64MiB to 64TiB': a size range in the largest units that state it exactly."""
+    return f"{human_size(int(rng.low))} to {human_size(int(rng.high))}"
 
 
 def parse_time_limit(text: str, field: str = limits.TIME_LIMIT.field) -> float:

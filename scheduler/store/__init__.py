@@ -6,6 +6,7 @@ snapshot from here, ask ``quota.decide``, and apply the result through
 """
 from scheduler.store.engine import (
     StoreError,
+    after_commit,
     alembic_config,
     default_db_url,
     init_db,
@@ -43,7 +44,7 @@ from scheduler.store.transitions import (
 __all__ = [
     "ALLOWED", "EVENT_KINDS", "Account", "ApiToken", "InvalidTransition", "Job", "JobEvent",
     "JobState", "LeaderLease", "Node", "Setting", "StaleJob", "StoreError", "UTCDateTime", "UsageRecord", "WaitReason",
-    "add_event", "alembic_config", "default_db_url", "display_prefix", "hash_token",
+    "add_event", "after_commit", "alembic_config", "default_db_url", "display_prefix", "hash_token",
     "head_queue_seq", "init_db", "make_engine", "metadata", "new_token", "redact_url",
     "session_scope", "submit_job", "transition", "utcnow", "verify",
 ]

@@ -11,12 +11,14 @@ Invariants:
   open or connect is a one-line ``StoreError`` naming the redacted URL.
 - The schema is owned by Alembic: ``init_db`` runs ``upgrade head``; nothing
   calls ``metadata.create_all``.
+- Memory that mirrors the database follows its commits: what a transaction's work hands
+  ``after_commit`` runs once ``session_scope`` committed it, and never if it rolled back.
 """
 from __future__ import annotations
 
 import os
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from importlib import resources
 from pathlib import Path
@@ -176,11 +178,20 @@ def _postgres_engine(url: URL) -> Engine:
 
 
 READONLY_OPTION = "fairgpu_readonly"
+_AFTER_COMMIT = "fairgpu.after_commit"
+
+
+def after_commit(session: Session, fn: Callable[[], None]) -> None:
+    """Run ``fn()`` once ``session``'s transaction has committed (``session_scope`` runs
+    them, in the order given); a transaction that rolls back drops them. A cache changed
+    this way is never ahead of the database."""
+    session.info.setdefault(_AFTER_COMMIT, []).append(fn)
 
 
 @contextmanager
 def session_scope(engine: Engine, *, readonly: bool = False) -> Iterator[Session]:
-    """A session that commits on success and rolls back on error.
+    """A session that commits on success and rolls back on error; after a commit it runs
+    what was handed ``after_commit``.
 
     Objects stay readable after the block (``expire_on_commit=False``), so a
     worker can load in one short transaction and apply in another.
@@ -196,7 +207,10 @@ def session_scope(engine: Engine, *, readonly: bool = False) -> Iterator[Session
         session.rollback()
         raise
     finally:
+        later = session.info.pop(_AFTER_COMMIT, ())
         session.close()
+    for fn in later:  # reached only once the commit succeeded
+        fn()
 
 
 def alembic_config():

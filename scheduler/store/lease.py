@@ -18,6 +18,10 @@ Invariants:
   ``LeaseLapsed`` if the lease has expired though nobody took it over yet. So a
   leader paused past its lease and then resumed writes nothing, and two leaders'
   writes never interleave.
+- ``try_acquire`` remembers the row it replaced (``Lease.previous``: who held the lease
+  before, and whether it ``released`` it on a clean stop; ``release`` sets
+  ``renewed_at = expires_at``, which a live lease never has), so recovery can tell how
+  the last server stopped (scheduler.recovery).
 - Times are the wall clock of the host (``now``), not the scheduler's injected job
   clock; servers sharing a PostgreSQL database need synchronised clocks (NTP), as
   any lease does.
@@ -52,9 +56,40 @@ class Holder:
     epoch: int
     since: datetime
     expires_at: datetime
+    released: bool = False  # given up by a clean stop (`release`), not left to lapse
 
     def describe(self) -> str:
         return f"{self.host} pid {self.pid} since {self.since:%Y-%m-%d %H:%M:%S} UTC"
+
+    def alive_here(self, host: str | None = None) -> bool | None:
+        """Whether the holder's process still runs, seen from `host` (this one's name by
+        default): None on another host (nothing here can see it); else its pid exists and,
+        where /proc says, that process started before it took the lease (a pid reused
+        since, as in a restarted container, is not it)."""
+        if self.host != (host or socket.gethostname()):
+            return None
+        if self.pid <= 0:
+            return False
+        try:
+            os.kill(self.pid, 0)
+        except ProcessLookupError:
+            return False
+        except PermissionError:
+            pass  # it exists, as another user
+        started = process_started_at(self.pid)
+        return started is None or started <= self.since.timestamp() + 1.0  # /proc's boot time is whole seconds
+
+
+def process_started_at(pid: int) -> float | None:
+    """When process `pid` started (epoch seconds), from Linux's /proc; None elsewhere."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            fields = f.read().rsplit(")", 1)[1].split()  # the command's name may hold spaces
+        with open("/proc/stat") as f:
+            boot = next(float(line.split()[1]) for line in f if line.startswith("btime "))
+        return boot + int(fields[19]) / os.sysconf("SC_CLK_TCK")  # field 22, starttime
+    except (OSError, ValueError, IndexError, StopIteration):
+        return None
 
 
 class LeaseHeld(StoreError):
@@ -78,13 +113,15 @@ class LeaseLapsed(LeaseLost):
 def current_holder(engine: Engine) -> Holder | None:
     with engine.execution_options(**{READONLY_OPTION: True}).connect() as conn:  # no write lock on SQLite
         row = conn.execute(sa.select(_T).where(_C.id == 1)).first()
-    return _holder(row)
+    return holder_of(row)
 
 
-def _holder(row) -> Holder | None:
+def holder_of(row) -> Holder | None:
+    """The holder a lease row names (a Core row or a LeaderLease); None for no row."""
     if row is None:
         return None
-    return Holder(row.host, row.pid, row.epoch, _aware(row.acquired_at), _aware(row.expires_at))
+    return Holder(row.host, row.pid, row.epoch, _aware(row.acquired_at), _aware(row.expires_at),
+                  released=_aware(row.expires_at) <= _aware(row.renewed_at))
 
 
 def _aware(value: datetime) -> datetime:
@@ -103,6 +140,7 @@ class Lease:
         self.holder = f"{self.host}:{self.pid}"
         self.now = now
         self.epoch: int | None = None
+        self.previous: Holder | None = None  # the holder this server took the lease from (None: nobody)
         self._postgres = engine.dialect.name == "postgresql"
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -117,6 +155,8 @@ class Lease:
             with self.engine.begin() as conn:
                 if self._postgres:  # a holder inside a transaction has the row locked: don't wait long
                     conn.execute(sa.text("SET LOCAL lock_timeout = '2s'"))
+                query = sa.select(_T).where(_C.id == 1)  # who held it (SQLite: BEGIN IMMEDIATE locks already)
+                before = conn.execute(query.with_for_update() if self._postgres else query).first()
                 epoch = conn.execute(
                     _T.update().where(_C.id == 1, _C.expires_at <= now)
                     .values(epoch=_C.epoch + 1, **values).returning(_C.epoch)
@@ -124,7 +164,7 @@ class Lease:
                 if epoch is None:
                     row = conn.execute(sa.select(_T).where(_C.id == 1)).first()
                     if row is not None:
-                        raise LeaseHeld(_holder(row))
+                        raise LeaseHeld(holder_of(row))
                     conn.execute(_T.insert().values(id=1, epoch=1, **values))
                     epoch = 1
         except LeaseHeld:
@@ -133,6 +173,7 @@ class Lease:
             log.debug("lease acquire: %s", exc)
             raise LeaseHeld(current_holder(self.engine)) from None
         self.epoch = int(epoch)
+        self.previous = holder_of(before)
         return self.epoch
 
     def wait_acquire(self, stop: threading.Event, poll_s: float | None = None,
@@ -217,6 +258,7 @@ class Lease:
             return
         try:
             with self.engine.begin() as conn:
-                conn.execute(_T.update().where(self._mine()).values(expires_at=self.now()))
+                now = self.now()
+                conn.execute(_T.update().where(self._mine()).values(expires_at=now, renewed_at=now))
         except Exception:
             log.warning("could not release the scheduler lease", exc_info=True)

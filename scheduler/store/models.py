@@ -18,12 +18,13 @@ Invariants:
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from enum import Enum
 from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.types import TypeDecorator
 from sqlmodel import Field, SQLModel
+
+from scheduler.vocab import JobState
 
 # Deterministic constraint names, so later (batch) migrations can address them.
 SQLModel.metadata.naming_convention = {
@@ -63,24 +64,8 @@ class UTCDateTime(TypeDecorator):
         return value.astimezone(UTC)
 
 
-class JobState(str, Enum):
-    PENDING = "PENDING"
-    RUNNING = "RUNNING"
-    SUCCEEDED = "SUCCEEDED"
-    FAILED = "FAILED"
-    CANCELLED = "CANCELLED"
-    TIMEOUT = "TIMEOUT"  # stopped at its wall-time limit
-
-    def is_finished(self) -> bool:
-        return self in _FINISHED
-
-    def is_active(self) -> bool:
-        return not self.is_finished()
-
-
-_FINISHED = frozenset({JobState.SUCCEEDED, JobState.FAILED, JobState.CANCELLED, JobState.TIMEOUT})
-
-# Stored as VARCHAR (no PostgreSQL ENUM type to migrate when a state is added).
+# JobState is scheduler.vocab's (one owner, read by every layer). Stored as VARCHAR (no
+# PostgreSQL ENUM type to migrate when a state is added).
 JOB_STATE_TYPE = sa.Enum(JobState, name="jobstate", native_enum=False, length=16, validate_strings=True)
 
 
@@ -144,6 +129,9 @@ class Job(SQLModel, table=True):
     attempts: int = 0
     failures: int = Field(default=0, sa_column_kwargs={"server_default": "0"})  # attempts lost to the job's own fault (task error, worker or node death): these spend retries
     preemptions: int = 0
+    # unclean scheduler stops in a row at which its task ran (scheduler.recovery: at 2 it is
+    # not started again); any other end of an attempt sets it back to 0 (store.transitions)
+    unclean_stops: int = Field(default=0, sa_column_kwargs={"server_default": "0"})
     result: dict[str, Any] | None = Field(default=None, sa_type=sa.JSON(none_as_null=True))
     error: str | None = None
     time_limit_s: float | None = None  # wall-time limit of each attempt's task (None: none)

@@ -14,7 +14,9 @@ Invariants:
     ``gpu_slices``, ``ray_task_id``), ``admitted_at`` and ``started_at`` are
     cleared and ``preemptions`` + 1 when ``event == "preempted"``. The job keeps
     its ``queue_seq`` (its original place in its account's queue) unless the
-    caller passes one, e.g. ``head_queue_seq(...)``.
+    caller passes one, e.g. ``head_queue_seq(...)``;
+  * RUNNING -> anything: ``unclean_stops`` = 0 (an attempt that ended any way but
+    at an unclean scheduler stop breaks the run; scheduler.recovery passes its count).
   Explicit ``fields`` win over these defaults.
 - ``reason`` / ``reason_message`` are set to the given values on every
   transition (so leaving them out clears a stale pending reason).
@@ -54,7 +56,7 @@ _DEFAULT_EVENT = {R: "admitted", P: "requeued", S: "finished", F: "failed", C: "
 SETTABLE_FIELDS = frozenset(
     {
         "node", "gpu", "gpu_slices", "result", "error", "ray_task_id", "queue_seq", "time_limit_s",
-        "attempts", "failures", "admitted_at", "started_at", "finished_at", "slices", "spec",
+        "attempts", "failures", "admitted_at", "started_at", "finished_at", "slices", "spec", "unclean_stops",
     }
 )
 
@@ -96,6 +98,8 @@ def _update_statement(current: JobState, to: JobState, preempted: bool, field_na
                           ray_task_id=None, admitted_at=None, started_at=None)
             if preempted:
                 values["preemptions"] = c.preemptions + 1
+        if current is R:  # an attempt ends: its unclean stops in a row start again (recovery passes its own)
+            values["unclean_stops"] = sa.literal_column("0", sa.Integer)
         for name in field_names:  # explicit fields win over the defaults above
             values[name] = sa.bindparam(f"f_{name}", type_=c[name].type)
         stmt = _JOBS.update().where(

@@ -67,6 +67,12 @@ BAD = {
     "bad setting": (["admin", "settings", "set", "half_life", "0d"],
                     f"half_life must be {describe_duration(limits.HALF_LIFE)} (got 0d)"),
     "unknown setting": (["admin", "settings", "set", "colour", "blue"], "unknown setting"),
+    "host memory below its range": (["admin", "settings", "set", "host_memory_per_slice", "1M"],
+                                    "host_memory_per_slice must be 64MiB to 64TiB (got 1M)"),
+    "host memory in decimal units": (["admin", "settings", "set", "host_memory_per_slice", "8GB"],
+                                     "host_memory_per_slice must be a size such as 8GiB"),
+    "processes not a number": (["admin", "settings", "set", "max_processes", "lots"],
+                               f"max_processes must be {limits.MAX_PROCESSES.describe()} (got 'lots')"),
 }
 
 
@@ -127,7 +133,8 @@ def test_listings_take_json(seeded):
     assert nodes == [{"node": "local", "gpu_type": "T4", "gpus": 2, "slices_per_gpu": 4, "slices": 8,
                       "active": True, "source": "declared", "frameworks": None, "reason": None, "ray_id": None}]
     settings = json.loads(seeded("admin", "settings", "list", "--json").output)
-    assert {s["key"] for s in settings} == {"half_life", "algorithm", "preemption", "reclaim"}
+    assert {s["key"] for s in settings} == {"half_life", "algorithm", "preemption", "reclaim",
+                                            "host_memory_per_slice", "max_processes"}
 
 
 def test_set_and_remove(seeded):
@@ -155,3 +162,16 @@ def test_database_it_cannot_open_names_the_url_without_password(tmp_path):
 def test_usage_errors_exit_2(seeded):
     assert seeded("admin", "account", "add", "c", expect=2).exit_code == 2  # --weight missing
     seeded("admin", "capacity", "set", "--gpus", "many", expect=2)
+
+
+def test_attempt_limit_settings_are_set_and_listed_readably(seeded):
+    assert "host_memory_per_slice = 8GiB" in seeded("admin", "settings", "set", "host_memory_per_slice", "8GiB").output
+    assert "max_processes = 512" in seeded("admin", "settings", "set", "max_processes", "512").output
+    table = seeded("admin", "settings", "list").output
+    assert [ln.split() for ln in table.splitlines() if ln.strip().startswith(("host_memory", "max_proc"))] == [
+        ["host_memory_per_slice", "8GiB"], ["max_processes", "512"]]
+    stored = {r["key"]: r["value"] for r in json.loads(seeded("admin", "settings", "list", "--json").output)}
+    assert (stored["host_memory_per_slice"], stored["max_processes"]) == (str(8 << 30), "512")
+    seeded("admin", "settings", "set", "host_memory_per_slice", "node")
+    stored = {r["key"]: r["value"] for r in json.loads(seeded("admin", "settings", "list", "--json").output)}
+    assert stored["host_memory_per_slice"] == "node"

@@ -64,9 +64,10 @@ def refused_url():
         yield f"http://127.0.0.1:{s.getsockname()[1]}"
 
 
-def start(db_path: Path, seed=None, results_dir: Path | None = None) -> Live:
+def start(db_path: Path, seed=None, results_dir: Path | None = None, sandbox_status=None) -> Live:
     """Serve a fresh database at ``db_path``, seeded by ``seed(engine) -> tokens`` (default ``seed_tokens``);
-    ``results_dir``: the jobs' directories (their logs), as ``fairgpu up`` passes it."""
+    ``results_dir``: the jobs' directories (their logs), as ``fairgpu up`` passes it;
+    ``sandbox_status``: whether script jobs are taken (``create_app``'s; None: not checked)."""
     import uvicorn
 
     from scheduler.api import create_app
@@ -80,7 +81,8 @@ def start(db_path: Path, seed=None, results_dir: Path | None = None) -> Live:
 
     sock = bind_socket("127.0.0.1", 0)
     port = sock.getsockname()[1]
-    app = create_app(engine, clock=now, results_dir=str(results_dir) if results_dir is not None else None)
+    app = create_app(engine, clock=now, results_dir=str(results_dir) if results_dir is not None else None,
+                     sandbox_status=sandbox_status)
     config = uvicorn.Config(app, log_level="warning", access_log=False)
     server = uvicorn.Server(config)
     thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, name="fairgpu-test-api", daemon=True)

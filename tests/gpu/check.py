@@ -15,6 +15,9 @@ Invariants:
 - fairgpu runs only as its CLI (`python -m scheduler.cli`) in subprocesses, so this
   script needs the standard library and httpx, plus `workloads.bench`'s NVML count
   (nvidia-ml-py; it loads no framework) to look for a GPU.
+- On a GPU, tests/gpu/cap_check.py runs after the end-to-end pass (`gpu_cap`, its server's
+  log in OUTDIR/gpu_cap/up.log): a script that lifts PyTorch's memory cap must be stopped
+  by the GPU memory watchdog, and one that fills its cap must not be.
 - The end-to-end pass runs first, then the bench; check.json is rewritten after each
   (`finished_at` null: cut off before the end). Exit 0 only if every check passed;
   otherwise exit 1 after writing check.json and naming the failed checks on stderr.
@@ -32,6 +35,7 @@ import time
 from datetime import UTC, datetime
 from pathlib import Path
 
+import cap_check
 import e2e
 
 # The e2e jobs: long enough on a GPU that a scrape sees them running; a few steps on a CPU.
@@ -130,6 +134,10 @@ def main(argv: list[str] | None = None) -> int:
     report["e2e"] = e2e.run(args.outdir / "e2e", gpu=gpu, jobs_each=args.jobs_each, job=job, timeout_s=args.timeout)
     report["checks"] += e2e.checks(report["e2e"], gpu=gpu)
     _write(args.outdir, report)
+    if gpu:  # the GPU memory watchdog stops a script that lifted its cap (nothing to measure on a CPU)
+        report["gpu_cap"] = cap_check.run(args.outdir / "gpu_cap", timeout_s=args.timeout)
+        report["checks"] += cap_check.checks(report["gpu_cap"])
+        _write(args.outdir, report)
     if not args.skip_bench:
         report["bench"], found = bench(args, gpu)
         report["checks"] += found

@@ -176,7 +176,7 @@ def test_recovery_removes_the_markers_of_lost_attempts(tmp_path):
     Path(marker).parent.mkdir(parents=True, exist_ok=True)
     Path(marker).touch()
     w.restart()
-    assert w.loop.recover() == {"finished": 0, "requeued": 1, "markers_removed": 1}
+    assert w.loop.recover() == {"finished": 0, "requeued": 1, "failed": 0, "markers_removed": 1}
     assert not Path(marker).exists()
 
 

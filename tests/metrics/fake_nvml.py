@@ -5,6 +5,9 @@ named by FAKE_NVML_STATE (so Ray worker processes see the same devices):
 {"init_error": null | "LibraryNotFound" | "DriverNotLoaded" | ..., "devices": [
   {"name", "uuid", "util", "used", "total", "power_mw" (null = NotSupported),
    "mig": null | 0 | 1, "procs": [[pid, bytes | null], ...]}]}
+A pid may be given as "cmdline:TEXT": every running process whose command line holds
+TEXT is listed with those bytes, by the pid this process sees (a real driver's view of
+a process it did not start, however it was launched).
 Every call is counted in CALLS so tests can check init/shutdown pairing.
 """
 from __future__ import annotations
@@ -38,9 +41,14 @@ class NVMLError_GpuIsLost(NVMLError):
     pass
 
 
-def configure(devices=(), init_error: str | None = None) -> None:
+def configure(devices=None, init_error: str | None = None) -> None:
+    """Set this process's state. With no arguments, go back to FAKE_NVML_STATE (or no
+    driver), so a test that configured the stand-in leaves later tests the file's state."""
     global _state
-    _state = {"devices": [dict(d) for d in devices], "init_error": init_error}
+    if devices is None and init_error is None:
+        _state = None
+    else:
+        _state = {"devices": [dict(d) for d in devices or ()], "init_error": init_error}
     CALLS.clear()
 
 
@@ -126,4 +134,23 @@ def nvmlDeviceGetMigMode(h):
 
 
 def nvmlDeviceGetComputeRunningProcesses(h):
-    return [SimpleNamespace(pid=pid, usedGpuMemory=used) for pid, used in _dev(h)["procs"]]
+    out = []
+    for pid, used in _dev(h)["procs"]:
+        pids = _matching(pid[len("cmdline:"):]) if isinstance(pid, str) and pid.startswith("cmdline:") else [pid]
+        out += [SimpleNamespace(pid=p, usedGpuMemory=used) for p in pids]
+    return out
+
+
+def _matching(text: str) -> list[int]:
+    """Pids of the running processes whose command line holds `text` (zombies have none)."""
+    found = []
+    for entry in os.scandir("/proc"):
+        if entry.name.isdigit():
+            try:
+                with open(f"/proc/{entry.name}/cmdline", "rb") as f:
+                    line = f.read().replace(b"\0", b" ").decode(errors="replace")
+            except OSError:
+                continue
+            if text in line:
+                found.append(int(entry.name))
+    return sorted(found)

@@ -28,12 +28,13 @@ from pathlib import Path
 import httpx
 
 import fake_nvml
+from scheduler.vocab import FINAL_STATES
 
 HERE = Path(__file__).resolve().parent
 WEIGHTS = {"inst-a": 1, "inst-b": 2, "inst-c": 3}
 LATE, LATE_GUARANTEE = "inst-late", 2  # the others then share 6 slices 1:2:3
 WORKLOAD = {"model": "conv6", "framework": "pytorch", "mode": "train", "slices": 1, "steps": 3, "batch_size": 4}
-FINAL = {"SUCCEEDED", "FAILED", "CANCELLED"}
+FINAL = {s.value for s in FINAL_STATES}
 
 
 class RealRun:

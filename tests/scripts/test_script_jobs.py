@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from scheduler import scripts
+from scheduler import archive
 from scheduler.cli import main
 from service_helpers import account, jobs, start_server, wait_for, wait_states
 
@@ -132,7 +132,7 @@ def test_one_institution_cannot_reach_anothers_working_directory_or_logs(server,
     wait_states(a, [job_id])
     assert b.get(f"/v1/jobs/{job_id}/logs").status_code == 404
     assert b.get(f"/v1/jobs/{job_id}").status_code == 404
-    sent = a.post("/v1/uploads", content=scripts.pack(work),
+    sent = a.post("/v1/uploads", content=archive.pack(work),
                   headers={"Content-Type": "application/octet-stream"}).json()
     r = b.post("/v1/jobs", json={"model": "script", "slices": 1, "command": ["python", "secret.py"],
                                  "upload": sent["upload"]})

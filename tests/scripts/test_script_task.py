@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from scheduler import jobfiles, scripts
+from scheduler.archive import ARCHIVE_MAX_BYTES, ArchiveError, check_archive, pack
 from scheduler.tasks import TaskPayload, run_job
 
 
@@ -23,7 +24,7 @@ def _job(tmp_path, files: dict[str, str], command: list[str], job_id: int = 5, a
     root = tmp_path / "results"
     archive = jobfiles.workdir_archive(root, job_id)
     jobfiles.ensure_dir(archive.parent)
-    archive.write_bytes(scripts.pack(src))
+    archive.write_bytes(pack(src))
     return TaskPayload.for_job(job_id=job_id, attempt=attempt, model="script", framework=None, mode="train",
                                spec={"command": command}, num_gpus=0.25, results_dir=str(root),
                                submitted_at=0.0, slices=1)
@@ -99,16 +100,16 @@ time.sleep(60)
 def test_archives_that_cannot_travel_are_refused(tmp_path):
     big = tmp_path / "big"
     big.mkdir()
-    (big / "weights.bin").write_bytes(os.urandom(scripts.ARCHIVE_MAX_BYTES + 1))
-    with pytest.raises(scripts.ArchiveError, match="packs to over 20 MiB"):
-        scripts.pack(big)
+    (big / "weights.bin").write_bytes(os.urandom(ARCHIVE_MAX_BYTES + 1))
+    with pytest.raises(ArchiveError, match="packs to over 20 MiB"):
+        pack(big)
     linked = tmp_path / "linked"
     linked.mkdir()
     (linked / "passwd").symlink_to("/etc/passwd")
-    with pytest.raises(scripts.ArchiveError, match="not a regular file"):
-        scripts.pack(linked)
-    with pytest.raises(scripts.ArchiveError, match="not a tar.gz"):
-        scripts.check_archive(b"not an archive")
+    with pytest.raises(ArchiveError, match="not a regular file"):
+        pack(linked)
+    with pytest.raises(ArchiveError, match="not a tar.gz"):
+        check_archive(b"not an archive")
     import io
     import tarfile
 
@@ -117,8 +118,8 @@ def test_archives_that_cannot_travel_are_refused(tmp_path):
         info = tarfile.TarInfo("../escape.py")
         info.size = 1
         tar.addfile(info, io.BytesIO(b"x"))
-    with pytest.raises(scripts.ArchiveError, match="unsafe path"):
-        scripts.check_archive(buf.getvalue())
+    with pytest.raises(ArchiveError, match="unsafe path"):
+        check_archive(buf.getvalue())
 
 
 def test_nvml_peak_memory_and_utilisation_are_measured_for_the_scripts_processes(tmp_path, monkeypatch):

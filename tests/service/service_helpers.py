@@ -21,8 +21,9 @@ from scheduler.server import Embedded
 from scheduler.services.accounts import add_account
 from scheduler.services.auth import issue_token
 from scheduler.store import session_scope
+from scheduler.vocab import FINAL_STATES
 
-FINAL = {"SUCCEEDED", "FAILED", "CANCELLED", "TIMEOUT"}
+FINAL = {s.value for s in FINAL_STATES}
 
 
 def start_server(tmp: Path, **kw) -> Embedded:
@@ -91,15 +92,18 @@ class Up:
     read line by line in a thread, so a test waits for what the server says (`wait_line`)
     rather than for a guessed time; `url` is the address it printed once it served."""
 
-    def __init__(self, db_url: str, state_dir: Path, *args: str, gpus: int = 1) -> None:
+    def __init__(self, db_url: str, state_dir: Path, *args: str, gpus: int = 1, user: str | None = None,
+                 env: dict[str, str] | None = None) -> None:
         self.cmd = [*FAIRGPU, "up", "--db", db_url, "--state-dir", str(state_dir), "--port", "0",
                     "--gpus", str(gpus), *args]
         self.lines: list[str] = []
         self._cond = threading.Condition()
         self._eof = False
         self.url: str | None = None
+        as_user = {"user": user, "group": _group_of(user), "extra_groups": []} if user else {}
         self.proc = subprocess.Popen(self.cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                                     start_new_session=True, env={**os.environ, "PYTHONUNBUFFERED": "1"})
+                                     start_new_session=True, env={**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})},
+                                     **as_user)
         self._reader = threading.Thread(target=self._read, name=f"up-{self.proc.pid}", daemon=True)
         self._reader.start()
 
@@ -158,6 +162,12 @@ class Up:
                 pass
         self.proc.wait(30)
         self._reader.join(10)
+
+
+def _group_of(user: str) -> int:
+    import pwd
+
+    return pwd.getpwnam(user).pw_gid
 
 
 def admin_client(url: str, state_dir: Path) -> httpx.Client:

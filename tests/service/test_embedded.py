@@ -143,6 +143,36 @@ def test_usage_is_charged_in_slice_seconds(server):
     assert used >= 2 * 2 * 1.0  # 2 jobs x 2 slices x at least the 1 s they held
 
 
+def test_a_job_past_its_time_ends_timeout_and_is_published_without_a_failed_cycle(server):
+    """`submit hold --seconds 60 --time 5s` as a new user would: TIMEOUT, no cycle fails
+    (the exporter once lacked `timeout`), and /metrics counts it."""
+    import httpx
+    from prometheus_client.parser import text_string_to_metric_families
+
+    client = account(server, "timed-inst")
+    env = {"FAIRGPU_URL": server.url, "FAIRGPU_TOKEN": client.headers["Authorization"].split()[1]}
+    r = CliRunner().invoke(main, ["submit", "hold", "--seconds", "60", "--time", "5s", "--slices", "1", "--json"],
+                           env=env)
+    assert r.exit_code == 0, r.output
+    job_id = json.loads(r.stdout)["id"]
+    done = wait_states(client, [job_id], timeout=60)[job_id]
+    assert (done["state"], done["reason"]) == ("TIMEOUT", "TimeLimit")
+    admin = {"Authorization": f"Bearer {server.admin_token}"}
+
+    def scraped():
+        text = httpx.get(f"{server.url}/metrics", headers=admin, timeout=30).text
+        return {(s.name, tuple(sorted(s.labels.items()))): s.value
+                for f in text_string_to_metric_families(text) for s in f.samples}
+
+    timeout_key = ("fairgpu_account_finished_jobs_total", (("account", "timed-inst"), ("status", "timeout")))
+    series = wait_for(lambda: (lambda m: m if m.get(timeout_key) else None)(scraped()), timeout=10,
+                      what="the time-out on /metrics")
+    assert series[timeout_key] == 1
+    assert series[("fairgpu_schedule_cycle_failures_total", ())] == 0
+    assert series[("fairgpu_schedule_cycle_publish_failures_total", ())] == 0
+    assert server.loop.health().failures_total == 0
+
+
 def test_stop_requeues_running_jobs(tmp_path):
     s = start_server(tmp_path, gpus=1, warm_up=False)
     client = account(s, "drained")

@@ -25,6 +25,8 @@ Invariants:
   (set before bwrap starts) and RLIMIT_NPROC (set inside the namespaces, by a one-line
   launcher, so it counts the sandbox's processes only). Soft = hard: without
   CAP_SYS_RESOURCE they cannot be raised. `mechanism()` says which is in force here.
+  One gap, said there too: the kernel does not apply RLIMIT_NPROC to host uid 0, so a
+  server running as root without a writable cgroup holds no process limit.
 - GPU: only the device nodes of the GPUs Ray assigned (CUDA_VISIBLE_DEVICES, mapped to
   /dev/nvidiaN through NVML) and the driver's control nodes are bound; the script's
   CUDA_VISIBLE_DEVICES names them by UUID, which holds whatever order CUDA enumerates in.
@@ -90,6 +92,9 @@ class Probe:
     def describe(self) -> str:
         if not self.ok:
             return f"no sandbox: {self.why}"
+        if self.limits == "rlimit" and os.geteuid() == 0:
+            return ("bubblewrap sandbox; host memory limit by RLIMIT_DATA; process limit NOT held (the kernel "
+                    "exempts root's uid from RLIMIT_NPROC: give fairgpu a writable cgroup, or run it as a user)")
         return f"bubblewrap sandbox; host memory and process limits by {self.limits}"
 
 
@@ -192,15 +197,15 @@ def command_line(command: list[str], *, workdir: Path, checkpoint_dir: Path, sit
 
 
 # -- GPUs -----------------------------------------------------------------------------------
-def gpu_devices(visible: str | None, nvml=None) -> tuple[tuple[str, ...], str | None]:
+def gpu_devices(visible: str | None, nvml=None, dev: str = "/dev") -> tuple[tuple[str, ...], str | None]:
     """(device nodes to bind, CUDA_VISIBLE_DEVICES for inside) for the GPUs Ray assigned.
     On a host without /dev/nvidia* (a CPU-only box, logical GPUs) there is nothing to bind
-    and the variable is kept as it is."""
-    nodes = sorted(str(p) for p in Path("/dev").glob("nvidia[0-9]*"))
+    and the variable is kept as it is. `dev`: where the device nodes are (tests)."""
+    nodes = sorted(str(p) for p in Path(dev).glob("nvidia[0-9]*"))
     if not nodes:
         return (), visible
-    control = tuple(f"/dev/{n}" for n in NVIDIA_CONTROL if Path(f"/dev/{n}").exists())
-    caps = ("/dev/nvidia-caps",) if Path("/dev/nvidia-caps").is_dir() else ()
+    control = tuple(f"{dev}/{n}" for n in NVIDIA_CONTROL if Path(f"{dev}/{n}").exists())
+    caps = (f"{dev}/nvidia-caps",) if Path(f"{dev}/nvidia-caps").is_dir() else ()
     ids = [v.strip() for v in (visible or "").split(",") if v.strip()]
     minors, uuids = [], []
     try:
@@ -220,7 +225,7 @@ def gpu_devices(visible: str | None, nvml=None) -> tuple[tuple[str, ...], str | 
             nvml.nvmlShutdown()
     except Exception:  # no NVML: the index is the minor number (true unless devices were renumbered)
         minors, uuids = [int(v) for v in ids if v.isdigit()], []
-    own = tuple(f"/dev/nvidia{m}" for m in minors if Path(f"/dev/nvidia{m}").exists())
+    own = tuple(f"{dev}/nvidia{m}" for m in minors if Path(f"{dev}/nvidia{m}").exists())
     return control + caps + own, (",".join(uuids) if uuids else visible)
 
 
@@ -448,13 +453,15 @@ def _data_fd(text: str) -> int:
 
 
 def prepare(command: list[str], *, workdir: Path, checkpoint_dir: Path, site_dir: Path, limits: Limits,
-            cgroup_name: str, hide: tuple[str, ...] = (), visible_gpus: str | None = None) -> Sandboxed:
-    """Everything one attempt's sandbox needs (SandboxUnavailable if none can start here)."""
+            cgroup_name: str, hide: tuple[str, ...] = (), visible_gpus: str | None = None,
+            cgroups: bool = True) -> Sandboxed:
+    """Everything one attempt's sandbox needs (SandboxUnavailable if none can start here).
+    `cgroups=False` holds the limits by rlimits even where a cgroup could be made."""
     found = probe()
     if not found.ok:
         raise SandboxUnavailable(found.why)
     cgroup = None
-    if found.limits.startswith("cgroup"):
+    if cgroups and found.limits.startswith("cgroup"):
         make = _make_v1 if found.limits == "cgroup v1" else _make_v2
         try:
             cgroup = make(f"{CGROUP_PREFIX}{cgroup_name}", limits)

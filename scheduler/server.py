@@ -265,8 +265,8 @@ class Embedded:
         if not self.ray_address:
             spg = self.slices_per_gpu or slices_per_gpu_for(self.gpu_type)
             local_cpus = max(os.cpu_count() or 1, (self.gpus or 0) * spg)
-        init_ray(ray, address=self.ray_address, gpus=self.gpus, gpu_type=self.gpu_type, num_cpus=local_cpus)
         self.say_sandbox()
+        init_ray(ray, address=self.ray_address, gpus=self.gpus, gpu_type=self.gpu_type, num_cpus=local_cpus)
         self.executor = RayExecutor(ray, str(self.state_dir / "results"), allow_unsandboxed=self.unsandboxed_scripts,
                                     on_new_node=self._node_seen)
         self.registry, self.metrics = build_registry(lambda: self.publisher.view(), health=lambda: self.loop.health())

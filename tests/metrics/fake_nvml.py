@@ -7,7 +7,9 @@ named by FAKE_NVML_STATE (so Ray worker processes see the same devices):
    "mig": null | 0 | 1, "procs": [[pid, bytes | null], ...]}]}
 A pid may be given as "cmdline:TEXT": every running process whose command line holds
 TEXT is listed with those bytes, by the pid this process sees (a real driver's view of
-a process it did not start, however it was launched).
+a process it did not start, however it was launched). The sandbox's own `bwrap`
+processes are never listed: their command line holds the script's, but like any process
+without a CUDA context they hold no GPU memory.
 Every call is counted in CALLS so tests can check init/shutdown pairing.
 """
 from __future__ import annotations
@@ -107,6 +109,18 @@ def nvmlDeviceGetUUID(h):
     return _dev(h)["uuid"]
 
 
+def nvmlDeviceGetHandleByUUID(uuid):
+    for i, d in enumerate(_get()["devices"]):
+        if d["uuid"] == (uuid.decode() if isinstance(uuid, bytes) else uuid):
+            return i
+    raise NVMLError("not found")
+
+
+def nvmlDeviceGetMinorNumber(h):
+    """/dev/nvidiaN's N: a device's "minor" if given, else its index."""
+    return _dev(h).get("minor", h)
+
+
 def nvmlDeviceGetUtilizationRates(h):
     d = _dev(h)
     if d.get("mig"):
@@ -149,6 +163,9 @@ def _matching(text: str) -> list[int]:
             try:
                 with open(f"/proc/{entry.name}/cmdline", "rb") as f:
                     line = f.read().replace(b"\0", b" ").decode(errors="replace")
+                with open(f"/proc/{entry.name}/comm", "rb") as f:
+                    if f.read().strip() == b"bwrap":
+                        continue
             except OSError:
                 continue
             if text in line:

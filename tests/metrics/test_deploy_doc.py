@@ -29,3 +29,16 @@ def test_the_documented_names_are_the_manifests():
     server = (REPO / "scheduler" / "server.py").read_text()
     (token_file,) = set(re.findall(r'state_dir / "([\w.-]+token[\w.-]*)"', server))
     assert f"/var/lib/fairgpu/{token_file}" in DOC
+
+
+def test_the_sandbox_section_explains_every_setting_the_gpu_workers_carry_for_it():
+    section = DOC.split("### The script sandbox in pods", 1)[1].split("\n## ", 1)[0]
+    rc = yaml.safe_load((REPO / "deploy" / "k8s" / "raycluster.yaml").read_text())
+    for group in rc["spec"]["workerGroupSpecs"]:
+        pod = group["template"]["spec"]
+        sc = pod["containers"][0]["securityContext"]
+        assert f"`hostUsers: {str(pod['hostUsers']).lower()}`" in section
+        assert f"`procMount: {sc['procMount']}`" in section
+        for key in ("seccompProfile", "appArmorProfile"):
+            assert f"`{key}: {{type: {sc[key]['type']}}}`" in section
+        assert f"`privileged: {str(sc['privileged']).lower()}`" in section

@@ -130,6 +130,74 @@ def test_t4_worker_group_asks_for_what_ray_is_told():
     assert any(t["key"] == "nvidia.com/gpu" for t in pod["tolerations"])
 
 
+def all_pods(rc: dict | None = None) -> list[tuple[str, dict]]:
+    """(where, pod spec) of every pod the manifests make: the server's and each Ray group's."""
+    rc, dep = rc or by_kind("RayCluster"), by_kind("Deployment")
+    return [("server", dep["spec"]["template"]["spec"]), ("ray head", rc["spec"]["headGroupSpec"]["template"]["spec"]),
+            *[(f"worker group {g['groupName']}", g["template"]["spec"]) for g in rc["spec"]["workerGroupSpecs"]]]
+
+
+def sandbox_problems(rc: dict) -> list[str]:
+    """Why a GPU worker could not start the script sandbox, or would be privileged."""
+    bad = []
+    for where, pod in all_pods(rc):
+        for c in pod["containers"]:
+            sc = c.get("securityContext", {})
+            if sc.get("privileged") or sc.get("capabilities", {}).get("add"):
+                bad.append(f"{where}: privileged or with capabilities added")
+            if sc.get("procMount", "Default") != "Default" and pod.get("hostUsers") is not False:
+                bad.append(f"{where}: an unmasked /proc needs hostUsers: false (the API server refuses it)")
+        if any(pod.get(k) for k in ("hostPID", "hostIPC", "hostNetwork")):
+            bad.append(f"{where}: shares a host namespace")
+        if not where.startswith("worker"):
+            continue
+        (c,) = pod["containers"]
+        sc = c.get("securityContext", {})
+        wanted = {"a user namespace of its own (hostUsers: false)": pod.get("hostUsers") is False,
+                  "no root": pod.get("securityContext", {}).get("runAsNonRoot") is True,
+                  "procMount: Unmasked": sc.get("procMount") == "Unmasked",
+                  "seccomp that lets clone/unshare/mount through":
+                      sc.get("seccompProfile", {}).get("type") in ("Unconfined", "Localhost"),
+                  "AppArmor that lets mount through": sc.get("appArmorProfile", {}).get("type") in ("Unconfined",
+                                                                                                    "Localhost"),
+                  "privileged: false": sc.get("privileged") is False,
+                  "allowPrivilegeEscalation: false": sc.get("allowPrivilegeEscalation") is False,
+                  "every capability dropped": sc.get("capabilities") == {"drop": ["ALL"]}}
+        bad += [f"{where}: needs {what}" for what, ok in wanted.items() if not ok]
+    return bad
+
+
+def test_gpu_workers_can_start_the_script_sandbox_without_privilege():
+    """Scripts run on the GPU workers, each in bubblewrap (scheduler/sandbox.py), which needs
+    user namespaces, mount and a fresh /proc: the pod in a user namespace of its own,
+    /proc unmasked, seccomp and AppArmor that let clone/unshare/mount through. Never
+    privileged: no capability added, no privilege escalation, no root."""
+    rc = by_kind("RayCluster")
+    assert rc["spec"]["workerGroupSpecs"]
+    assert sandbox_problems(rc) == []
+
+
+@pytest.mark.parametrize("breakage,problem", [
+    ("hostUsers", "an unmasked /proc needs hostUsers: false"),
+    ("procMount", "needs procMount: Unmasked"),
+    ("seccompProfile", "needs seccomp"),
+    ("privileged", "privileged or with capabilities added"),
+])
+def test_the_sandbox_check_catches_a_broken_worker(breakage, problem):
+    rc = by_kind("RayCluster")
+    pod = rc["spec"]["workerGroupSpecs"][0]["template"]["spec"]
+    sc = pod["containers"][0]["securityContext"]
+    if breakage == "hostUsers":
+        del pod["hostUsers"]
+    elif breakage == "privileged":
+        sc["capabilities"]["add"] = ["SYS_ADMIN"]
+    elif breakage == "seccompProfile":
+        sc["seccompProfile"] = {"type": "RuntimeDefault"}
+    else:
+        del sc[breakage]
+    assert any(problem in p for p in sandbox_problems(rc)), sandbox_problems(rc)
+
+
 def env_of(container) -> dict:
     return {e["name"]: e for e in container["env"]}
 

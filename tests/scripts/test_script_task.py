@@ -47,7 +47,7 @@ def test_the_command_runs_in_its_directory_with_fairgpus_environment_only(tmp_pa
     assert result.measurement["exit_code"] == 0
     log = jobfiles.log_path(payload.results_dir, 5, 1).read_text()
     env = json.loads(log.splitlines()[0])
-    assert env == {"FAIRGPU_ATTEMPT": "1", "FAIRGPU_CHECKPOINT_DIR": str(jobfiles.checkpoint_dir(payload.results_dir, 5)),
+    assert env == {"FAIRGPU_ATTEMPT": "1", "FAIRGPU_CHECKPOINT_DIR": "/fairgpu/checkpoint",  # as the sandbox shows it
                    "FAIRGPU_JOB_ID": "5", "FAIRGPU_MEMORY_FRACTION": "0.25", "FAIRGPU_SLICES": "1"}
     assert "db: None secret: None" in log  # the server's secrets are not in the script's environment
     assert "cwd files: ['data.txt', 'probe.py']" in log
@@ -126,18 +126,20 @@ def test_nvml_peak_memory_and_utilisation_are_measured_for_the_scripts_processes
     state = tmp_path / "nvml.json"
     device = {"name": "Tesla T4", "uuid": "GPU-fake-0000", "util": 37, "used": 0, "total": 15 << 30,
               "power_mw": None, "mig": None, "procs": []}
+    # the script and its own subprocess, known to the stand-in by their command lines (the
+    # driver reports host PIDs; the script, in its own PID namespace, could not name them)
+    unique = f"{os.getpid()}-{id(state)}"
+    mine, childs = f"script-{unique}", f"child-{unique}"  # neither command line holds the other's
+    device["procs"] = [[f"cmdline:{mine}", 1 << 30], [f"cmdline:{childs}", 3 << 30]]
     state.write_text(json.dumps({"init_error": None, "devices": [device]}))
     monkeypatch.setenv("FAIRGPU_NVML_MODULE", "fake_nvml")  # the stand-in, as on a CPU-only machine
     monkeypatch.setenv("FAKE_NVML_STATE", str(state))
-    script = f"""
-import json, os, subprocess, sys, time
-child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(3)"])
-device = {device!r}
-device["procs"] = [[os.getpid(), 1 << 30], [child.pid, 3 << 30]]  # the script and its own subprocess
-open({str(state)!r}, "w").write(json.dumps({{"init_error": None, "devices": [device]}}))
+    script = """
+import subprocess, sys, time
+child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(3)", "child-" + sys.argv[2]])
 time.sleep(2)
 child.kill()
 """
-    result = run_job(_job(tmp_path, {"gpu.py": script}, [sys.executable, "gpu.py"]))
+    result = run_job(_job(tmp_path, {"gpu.py": script}, [sys.executable, "gpu.py", mine, unique]))
     assert result.measurement["nvml_peak_memory_bytes"] == 4 << 30
     assert result.measurement["gpu_utilization_peak"] == 37

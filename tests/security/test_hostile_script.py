@@ -129,7 +129,7 @@ def test_a_hostile_script_stays_inside_its_own_job(as_user, tmp_path):
             env={"RAY_TMPDIR": str(ray_tmp), "HOME": str(state)})
     try:
         url = up.wait_up()
-        mechanism = "?"  # TODO restore: up.wait_line(r"sandbox|no sandbox").group(0)
+        mechanism = up.wait_line(r"scripts on node \S+: (.*)").group(1)
         admin = admin_client(url, state)
         token_before = (state / "admin.token").read_text()
         for key, value in (("host_memory_per_slice", "256MiB"), ("max_processes", "64")):

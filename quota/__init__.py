@@ -12,7 +12,7 @@ from quota.equity import Equity, cluster_equity, gini, jain_index, jain_of_share
 from quota.errors import QuotaError
 from quota.fairshare import ALGORITHMS, CLASSIC, FAIR_TREE, compute as fair_share
 from quota.policy import decide
-from quota.period import PeriodFigures, PeriodResult, Span, integrate as integrate_period, percentile
+from quota.period import PeriodFigures, PeriodResult, Span, integrate as integrate_period
 from quota.report import AccountFigures, report
 from quota.state import PolicyState
 from quota.snapshot import (

@@ -25,8 +25,7 @@ caller passes the ones it has). Pure and deterministic: no clock, no I/O.
 """
 from __future__ import annotations
 
-import math
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 from quota.entitlement import entitlements
@@ -204,15 +203,3 @@ class _Grid:
                             {n: v / w for n, v in self.owed[k].items()}, {n: v / w for n, v in self.held[k].items()})
                      for k in range(self.n))
 
-
-def percentile(values: Sequence[float], q: float) -> float | None:
-    """The q-th percentile (0..100) by linear interpolation (numpy's default); None if empty."""
-    if not 0 <= q <= 100:
-        raise QuotaError(f"percentile must be 0 to 100 (got {q})")
-    xs = sorted(values)
-    if not xs:
-        return None
-    pos = (len(xs) - 1) * q / 100
-    lo = math.floor(pos)
-    hi = min(lo + 1, len(xs) - 1)
-    return xs[lo] + (xs[hi] - xs[lo]) * (pos - lo)

@@ -58,7 +58,7 @@ class PendingRequest:
     id: JobId
     account: str
     slices: int
-    seq: float  # queue order: lower goes first within its account (preempted jobs get a low seq)
+    seq: float  # queue order: lower goes first within its account (a requeued job keeps its seq)
     submitted_at: float = 0.0
     work_s: float | None = None  # expected run time, used only by the finish-time ordering
 

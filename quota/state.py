@@ -10,7 +10,7 @@ if it wants) keeps a PolicyState instead and tells it only what changed:
     state.finish(job_id)             # a running job ended; its slices are free again
     if state.could_act():            # False only when the decision is provably empty
         decision = state.cycle(now, usage)   # decide AND apply: admitted jobs run,
-                                             # victims go back to the head of their queue
+                                             # victims go back to their place in their queue
 
 Invariants:
 - `cycle(now, usage)` returns exactly what `decide(state.snapshot(now, usage))` returns
@@ -18,8 +18,10 @@ Invariants:
   sequences), because both run `quota.policy.run_cycle`, the same policy code, on the same
   inputs. With `explain=False` it leaves `waiting` empty and is otherwise the same.
 - After `cycle`, the state is the decision applied: preempted jobs are pending again
-  (with the seq `requeue` gives them; by default one below the head of their account's
-  queue) and admitted requests run where the decision placed them, started at `now`.
+  (as `requeue` gives them back; by default with the seq they were submitted with, so
+  in their original place: victims of one cycle keep their submission order, as the
+  live scheduler's requeued jobs do) and admitted requests run where the decision
+  placed them, started at `now`.
 - `could_act()` is False only if no queued request both fits a free placement and fits
   every cap on its account's chain (so the admit passes cannot admit: within a pass
   capacity only shrinks and allocations only grow) and no account could reclaim (none
@@ -34,7 +36,6 @@ from __future__ import annotations
 from bisect import bisect_left
 from collections import Counter
 from collections.abc import Callable, Mapping
-from dataclasses import replace
 
 from quota.capacity import Capacity, FreeSlices
 from quota.policy import TreeCache, _pending_work, run_cycle
@@ -51,17 +52,18 @@ from quota.snapshot import (
 )
 from quota.tree import AccountTree
 
-Requeue = Callable[[PendingRequest, RunningJob, float, float], PendingRequest]
+Requeue = Callable[[PendingRequest, RunningJob, float], PendingRequest]
 
 
-def head_of_queue(request: PendingRequest, job: RunningJob, now: float, head_seq: float) -> PendingRequest:
-    """Default requeue: the victim goes back to the head of its account's queue."""
-    return replace(request, seq=min(request.seq, head_seq - 1.0))
+def keep_place(request: PendingRequest, job: RunningJob, now: float) -> PendingRequest:
+    """Default requeue: the victim goes back as it was submitted, to its original place in
+    its account's queue (its seq)."""
+    return request
 
 
 class PolicyState:
     def __init__(self, tree: AccountTree, capacity: Capacity, config: PolicyConfig | None = None,
-                 requeue: Requeue = head_of_queue, ties_by_id: bool = False):
+                 requeue: Requeue = keep_place, ties_by_id: bool = False):
         self.config = config or PolicyConfig()
         self.cache = TreeCache(tree, capacity, self.config)
         self.tree = tree
@@ -202,9 +204,7 @@ class PolicyState:
         for p in d.preemptions:
             job = self._untrack(p.job_id)
             req = self.request_of.pop(p.job_id)
-            q = self.queues.get(job.account)
-            head = q[0].seq if q else req.seq
-            self.submit(self.requeue(req, job, now, head))
+            self.submit(self.requeue(req, job, now))
         if not d.admissions:
             return
         by_account: dict[str, dict[JobId, object]] = {}

@@ -32,7 +32,6 @@ from scheduler.store import (
     WaitReason,
     add_event,
     after_commit,
-    head_queue_seq,
     transition,
 )
 from scheduler.store.bulk import execute_many
@@ -212,9 +211,11 @@ def finish_ok_many(session: Session, finished: list[tuple], *, fresh: bool = Fal
     return {m.job.id for m in done}
 
 
-def requeue(session: Session, job, *, at: datetime, event: str, message: str, head: bool = True,
+def requeue(session: Session, job, *, at: datetime, event: str, message: str,
             failures: int | None = None, reason: str | None = None, unclean_stops: int | None = None) -> None:
-    fields = {"queue_seq": head_queue_seq(session, job)} if head else {}
+    """Back to PENDING in its place: the job keeps its queue_seq, so requeued jobs wait in
+    their original submission order (then id), however many come back at once."""
+    fields = {}
     if failures is not None and failures != job.failures:
         fields["failures"] = failures
     if unclean_stops is not None:  # else 0: any other end of an attempt (store.transitions)
@@ -274,8 +275,8 @@ def end_attempt(session: Session, job, results_dir: str, meter: UsageMeter, *, a
     """The one owner of "result there? finish : requeue" for an attempt the server is
     giving up on (recovery, a lost worker or node, preemption, drain). It settles the
     attempt's result file once and for all (`settle_attempt` fences it if absent), charges
-    usage, and moves the job: SUCCEEDED if the task had finished, else PENDING at the head
-    of its queue, or FAILED once its own failures reach `retry_limit`. A job someone else
+    usage, and moves the job: SUCCEEDED if the task had finished, else PENDING in its place
+    in its queue (`requeue`), or FAILED once its own failures reach `retry_limit`. A job someone else
     settled meanwhile is left as it is (STALE)."""
     saved = settle_attempt(results_dir, job.id, job.attempts)
     try:

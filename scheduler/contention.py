@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from typing import Iterable, Mapping
 
 import quota
+from workloads.measure import percentile
 
 
 @dataclass(frozen=True)
@@ -31,8 +32,8 @@ class ContentionSummary:
     jain_index: float
     max_deviation: float  # largest |share - entitled|, in fractions
     utilisation: float  # used slice-time / (capacity * window)
-    wait_p50_s: dict[str, float]
-    wait_p95_s: dict[str, float]
+    wait_p50_s: dict[str, float | None]  # None: the account started no job
+    wait_p95_s: dict[str, float | None]
     ray_start_delay_p50_s: float | None = None
     ray_start_delay_max_s: float | None = None
 
@@ -55,15 +56,6 @@ def slice_time(intervals: Iterable[Interval], window: tuple[float, float]) -> di
         overlap = max(0.0, min(r.end, hi) - max(r.start, lo))
         out[r.account] = out.get(r.account, 0.0) + overlap * r.slices
     return out
-
-
-def percentile(values: list[float], q: float) -> float:
-    if not values:
-        return 0.0
-    xs = sorted(values)
-    if len(xs) == 1:
-        return xs[0]
-    return statistics.quantiles(xs, n=100, method="inclusive")[int(q) - 1] if 1 <= q <= 99 else xs[-1]
 
 
 def summarise(intervals: Iterable[Interval], weights: Mapping[str, float], capacity: int,

@@ -155,7 +155,8 @@ def run_demo(*, gpus: int = 2, seconds: float = 2.0, jobs_per_weight: int = 24, 
         for name, w in INSTITUTIONS:
             table.add_row(name, f"{w:g}", f"{summary.entitled[name]:.1%}", f"{summary.share[name]:.1%}",
                           f"{(summary.share[name] - summary.entitled[name]) * 100:+.1f} pp",
-                          f"{summary.wait_p50_s[name]:.1f}", f"{summary.wait_p95_s[name]:.1f}")
+                          *("-" if v is None else f"{v:.1f}"  # None: no job of it started
+                            for v in (summary.wait_p50_s[name], summary.wait_p95_s[name])))
         lo, hi = summary.window
         table.caption = (f"contended window {hi - lo:.1f} s   Jain's index {summary.jain_index:.4f}   "
                          f"slice utilisation {summary.utilisation:.1%}   Ray start delay p50 "

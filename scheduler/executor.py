@@ -22,6 +22,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from scheduler.discovery import GPU_TYPE_PREFIX, DiscoveredNode, Probed
+from scheduler.text import first_line
 from scheduler.vocab import HOLD
 
 log = logging.getLogger("fairgpu.executor")
@@ -257,7 +258,7 @@ class RayExecutor:
         except exc_mod.RayError as exc:
             if att.cancelled:
                 return Completion(att.job_id, att.attempt, False, error="cancelled", cancelled=True)
-            first = (str(exc).strip().splitlines() or [""])[0]
+            first = first_line(exc, "")
             return Completion(att.job_id, att.attempt, False, error=f"{type(exc).__name__}: {first}"[:2000],
                               infrastructure=True)
 
@@ -277,7 +278,7 @@ def init_ray(ray, *, address: str | None, gpus: int | None, gpu_type: str, num_c
         try:
             ray.init(address=address, logging_level=logging.WARNING, log_to_driver=False)
         except Exception as exc:  # Ray raises ConnectionError, RuntimeError, or its own auth errors
-            raise RayUnavailable(f"cannot join the Ray cluster at {address}: {_first_line(exc)}"
+            raise RayUnavailable(f"cannot join the Ray cluster at {address}: {first_line(exc)[:300]}"
                                  " (a cluster started with RAY_AUTH_MODE=token needs it here too, with its"
                                  " token; see docs/deploy.md)") from exc
         return
@@ -292,11 +293,6 @@ def init_ray(ray, *, address: str | None, gpus: int | None, gpu_type: str, num_c
 
 class RayUnavailable(RuntimeError):
     """`fairgpu up --ray-address` could not join the cluster (said in one line)."""
-
-
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip() or type(exc).__name__
-    return text.splitlines()[0][:300]
 
 
 LOOPBACK = "127.0.0.1"

@@ -10,8 +10,7 @@ label set is the same tuple, and `cycle()` takes their names from it):
               quota.PolicyState) up to the database, re-reading only the jobs with a
               job event past its change cursor (not those the loop itself admitted or
               ended SUCCEEDED: it keeps the rows it wrote);
- 4. decide:   `PolicyState.cycle` (the same policy code as quota.decide); an injected
-              `decide` gets the state's snapshot instead;
+ 4. decide:   `PolicyState.cycle` (the same policy code as quota.decide);
  5. admit:    reconcile with what the API changed, mark admitted jobs RUNNING and store
               every waiting job's reason; 2-5 are one short write transaction;
  6. start:    after commit: stop cancelled attempts, preempt (cancel in Ray, end the
@@ -38,7 +37,8 @@ Invariants:
   backoff, and after `max_refusals` waits with a reason until capacity changes.
 - A fence marker is only ever the server's: an attempt that failed while the server still
   runs it, and whose result file is a fence, is queued again without spending a retry.
-- The clock, engine, executor and policy are injected (tests pass a FakeExecutor).
+- The clock, engine and executor are injected (tests pass a FakeExecutor); the policy is
+  quota's, with no second path for tests.
 
 Checkpoints, progress and time limits of running attempts live in scheduler.watch;
 capacity from Ray, frameworks per node and jobs Ray refused in scheduler.nodes. Per
@@ -69,6 +69,7 @@ from scheduler.services.snapshot import (
 from scheduler.store import Job, JobState, session_scope
 from scheduler.store.lease import LeaseLapsed, LeaseLost
 from scheduler.tasks import TaskPayload
+from scheduler.text import first_line
 from scheduler.vocab import PHASES
 from scheduler.watch import TIME_LIMIT, AttemptWatch, format_seconds  # noqa: F401 (the loop's names)
 
@@ -115,8 +116,7 @@ class SchedulingLoop(AttemptWatch, NodeWatch):
     def __init__(self, engine, executor, clock: Callable[[], datetime], *,
                  slices_per_gpu: int | None = None, retry_limit: int = 3, usage_period_s: float = 15.0,
                  discover: bool = True, on_cycle: Callable[[CycleReport], None] | None = None,
-                 lease=None, on_lease_lost: Callable[[LeaseLost], None] | None = None,
-                 decide: Callable[[quota.Snapshot], quota.Decision] = quota.decide, max_refusals: int = 5,
+                 lease=None, on_lease_lost: Callable[[LeaseLost], None] | None = None, max_refusals: int = 5,
                  checkpoint_grace_s: float = 10.0):
         self.engine = engine
         self.executor = executor
@@ -128,7 +128,6 @@ class SchedulingLoop(AttemptWatch, NodeWatch):
         self.on_cycle = on_cycle
         self.lease = lease
         self.on_lease_lost = on_lease_lost
-        self.decide = decide
         self.max_refusals = max_refusals
         self.checkpoint_grace_s = checkpoint_grace_s  # how long a victim may take to checkpoint
         self.progress_period_s = 1.0
@@ -233,7 +232,7 @@ class SchedulingLoop(AttemptWatch, NodeWatch):
 
     def _log_once(self, exc: Exception, what: str) -> str:
         """Log `exc` with its traceback the first time it is seen (a bounded set); its key."""
-        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:300]
+        first = first_line(exc)[:300]
         key = f"{type(exc).__name__}: {first}"
         if key not in self._logged and len(self._logged) < 100:
             self._logged[key] = 1
@@ -330,19 +329,15 @@ class SchedulingLoop(AttemptWatch, NodeWatch):
             by_id = self.meter.usage.get(s, now, loaded.half_life_s, time.monotonic())
             usage = {name: by_id[i] for name, i in loaded.account_ids.items() if i in by_id}
             held = self._hold_back(loaded)
-            snapshot = None  # built only for whoever reads it: an injected policy, the publisher
-            if self.decide is not quota.decide or self.on_cycle is not None:
-                snapshot = loaded.state.snapshot(now.timestamp(), usage)
+            # built only for whoever reads it (the publisher)
+            snapshot = loaded.state.snapshot(now.timestamp(), usage) if self.on_cycle is not None else None
             lap(LOAD)
-            if self.decide is quota.decide:  # the same policy code, on the state kept (quota.state)
-                decision = loaded.state.cycle(now.timestamp(), usage)
-            else:  # the state learns the outcome from the rows, next sync
-                decision = self.decide(snapshot)
+            decision = loaded.state.cycle(now.timestamp(), usage)  # quota.decide's code, on the state kept
             lap(DECIDE)
             stop, gone = self._reconcile(s, loaded, now, report)
             stop += self._time_out(s, loaded, now, report)
             self._copy_progress(s)
-            own = [] if self.decide is quota.decide else None  # admitted rows as written (the state made them)
+            own: list = []  # admitted rows as written (the state made them)
             if not decision.preemptions:
                 started, reasons = self._admit(s, decision, loaded, now, held, rows=own)
             own_to = self.loader.event_mark(s) if own else 0
@@ -533,31 +528,27 @@ class SchedulingLoop(AttemptWatch, NodeWatch):
         next; after a rebuild, all are written afresh).
         A pending job's own reason column holds only a reason of its own (held back,
         Infeasible): a job re-read this cycle (every pending job after a rebuild) that is
-        explained by its group has its own reason cleared. A policy that explains request
-        by request (an injected decide) has every reason stored on its job. Returns the
-        per-job reasons written."""
+        explained by its group has its own reason cleared. Returns the per-job reasons
+        written."""
         jobs, pending = loaded.jobs, JobState.PENDING
-        groups = getattr(decision.waiting, "reasons", None)
-        if groups is None:  # a policy that explains request by request (an injected decide)
-            per_job = {jid: (w.reason, w.message) for jid, w in decision.waiting.items()}
-        else:
-            per_job = {jid: (w.reason, w.message) for jid, w in decision.waiting.explicit.items()}
-            ids, written = loaded.account_ids, self.loader.reasons_written
-            live = {(ids[account], k): why for (account, k), why in groups.items()}
-            fresh = loaded.rebuilt  # a new state: replace what is stored (written is empty)
-            changed = [(key, why) for key, why in live.items() if written.get(key) != why]
-            gone = [key for key in written if key not in live]
-            if changed or gone or fresh:
-                apply.set_group_reasons(s, changed, gone, at=now, replace_all=fresh)
-            written.update(changed)
-            for key in gone:
-                del written[key]
-            admitted = {a.request_id for a in decision.admissions}
-            for jid in (jobs if fresh else loaded.changed):
-                row = jobs.get(jid)
-                if (row is not None and row.state == pending and row.reason is not None and jid not in admitted
-                        and jid not in held and jid not in per_job):
-                    per_job[jid] = (None, None)  # its group's reason is the one shown
+        waiting: quota.policy.Explained = decision.waiting  # PolicyState.cycle's: per group
+        per_job = {jid: (w.reason, w.message) for jid, w in waiting.explicit.items()}
+        ids, written = loaded.account_ids, self.loader.reasons_written
+        live = {(ids[account], k): why for (account, k), why in waiting.reasons.items()}
+        fresh = loaded.rebuilt  # a new state: replace what is stored (written is empty)
+        changed = [(key, why) for key, why in live.items() if written.get(key) != why]
+        gone = [key for key in written if key not in live]
+        if changed or gone or fresh:
+            apply.set_group_reasons(s, changed, gone, at=now, replace_all=fresh)
+        written.update(changed)
+        for key in gone:
+            del written[key]
+        admitted = {a.request_id for a in decision.admissions}
+        for jid in (jobs if fresh else loaded.changed):
+            row = jobs.get(jid)
+            if (row is not None and row.state == pending and row.reason is not None and jid not in admitted
+                    and jid not in held and jid not in per_job):
+                per_job[jid] = (None, None)  # its group's reason is the one shown
         per_job.update(held)
         changed_rows = {}  # only reasons that differ from the rows as loaded are written
         for jid, why in per_job.items():
@@ -590,7 +581,8 @@ class SchedulingLoop(AttemptWatch, NodeWatch):
                     why = self._note_refusal(s, job.id, f"{type(exc).__name__}: {exc}")
                     fresh = s.get(Job, job.id)
                     if fresh is not None and fresh.state == JobState.RUNNING:
-                        apply.requeue(s, fresh, at=now, event="requeued", message=why, reason=RAY_REFUSED)
+                        apply.requeue(s, fresh, at=now, event="requeued", message=why, reason=RAY_REFUSED,
+                                      unclean_stops=fresh.unclean_stops)  # never started: counts as nothing
 
     def _meter(self, now: datetime, report: CycleReport) -> None:
         """Charge running jobs up to now, each from its task's own start."""

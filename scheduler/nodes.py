@@ -26,6 +26,7 @@ from scheduler.services.capacity import set_node, slices_per_gpu_for
 from scheduler.services.errors import DomainError
 from scheduler.services.snapshot import Synced
 from scheduler.store import JobState, Node, after_commit
+from scheduler.text import first_line
 from scheduler.vocab import RAY_REFUSED
 
 log = logging.getLogger("fairgpu.loop")
@@ -80,7 +81,7 @@ class NodeWatch:
         """Count a refusal and hold the job back: 1, 2, 4 ... s, then until capacity changes;
         counted once `s`, the transaction that queues the job again, commits."""
         n = self._refused.get(job_id, (0, 0.0, ""))[0] + 1
-        first = (str(error or "").strip().splitlines() or ["no reason given"])[0][:200]
+        first = first_line(error or "", "no reason given")[:200]
         if n >= self.max_refusals:
             why = f"Ray refused to place it {n} times ({first}); it waits until capacity changes"
             entry = (n, float("inf"), why)

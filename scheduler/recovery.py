@@ -2,7 +2,8 @@
 
 - `recover` runs when a server takes the lease (start, restart, a standby taking over):
   every RUNNING job either finished (its result file is there: SUCCEEDED) or goes back
-  to the head of its queue; then the start markers of the attempts it ended are removed.
+  to its place in its queue (its original submission order: requeued jobs keep it
+  among themselves too); then the start markers of the attempts it ended are removed.
 - `drain` runs on a clean shutdown: it stops every running attempt in Ray and ends it the
   same way.
 
@@ -21,7 +22,9 @@ last server stopped (`last_stop`) is read from the lease row the new server repl
   there is no lease to ask (a loop without one, in tests).
 Only an UNCLEAN stop, and only for an attempt whose task had started (its start marker is
 there: a job merely admitted cannot have stopped anything), adds one to the job's
-`unclean_stops`; any other end of an attempt sets it back to 0 (store.transitions).
+`unclean_stops`; any other end of a started attempt sets it back to 0 (store.transitions).
+An admission whose task never started (no start marker, whatever the stop) counts as
+nothing: no retry spent, `unclean_stops` left as it was, nothing charged, its place kept.
 
 Invariants: both go through `apply.end_attempt`, the one owner of "result there? finish :
 requeue"; neither spends a job's retries (a restart or a drain is not the job's fault;
@@ -40,6 +43,7 @@ from scheduler import apply, jobfiles
 from scheduler.store import Job, JobState
 
 RESTARTED = "the scheduler restarted while it ran; queued again"
+NEVER_STARTED = "the scheduler restarted before its task started; queued again in its place (it costs nothing)"
 SHUT_DOWN = "the scheduler shut down; queued again"
 UNCLEAN_STOP_LIMIT = 2  # unclean stops in a row at which a job ran: it is not started again
 
@@ -74,8 +78,9 @@ def crash_loop_message(n: int) -> str:
 
 def _lost(job: Job, results_dir: str, stop: LastStop) -> apply.Lost:
     """How recovery ends `job`'s attempt after a stop of kind `stop`."""
-    ran = stop is LastStop.UNCLEAN and jobfiles.started_path(results_dir, job.id, job.attempts).exists()
-    if not ran:
+    if not jobfiles.started_path(results_dir, job.id, job.attempts).exists():
+        return apply.Lost("requeued", NEVER_STARTED, unclean_stops=job.unclean_stops)  # as if never admitted
+    if stop is not LastStop.UNCLEAN:
         return apply.Lost("requeued", RESTARTED)  # costs nothing; its count starts again
     n = job.unclean_stops + 1
     if n >= UNCLEAN_STOP_LIMIT:

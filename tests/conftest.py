@@ -79,7 +79,9 @@ def pg_databases():
         with admin.connect() as conn:
             conn.exec_driver_sql("SELECT 1")
     except Exception as exc:  # no server, or no driver
-        _pg_unreachable(str(getattr(exc, "orig", None) or exc).splitlines()[0])
+        from scheduler.text import first_line
+
+        _pg_unreachable(first_line(getattr(exc, "orig", None) or exc))
     dbs = PgDatabases(admin)
     yield dbs
     dbs.drop_all()

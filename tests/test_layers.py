@@ -15,14 +15,16 @@ FIRST_PARTY = ("scheduler", "quota", "workloads")
 ALLOWED = {
     "quota": {"quota"},
     "workloads": {"workloads", "numpy", "PIL", "torch", "tensorflow", "keras", "pynvml", "rich", "matplotlib"},
-    "scheduler/store": {"scheduler.store", "scheduler.vocab", "sqlmodel", "sqlalchemy", "alembic", "platformdirs"},
+    "scheduler/store": {"scheduler.store", "scheduler.vocab", "scheduler.text", "sqlmodel", "sqlalchemy", "alembic",
+                        "platformdirs"},
     "scheduler/services": {"scheduler.services", "scheduler.store", "scheduler.jobfiles", "scheduler.archive",
-                           "scheduler.vocab", "quota", "workloads.registry", "sqlmodel", "sqlalchemy"},
+                           "scheduler.vocab", "scheduler.text", "quota", "workloads.registry", "workloads.measure",
+                           "sqlmodel", "sqlalchemy"},
     "scheduler/api": {"scheduler.api", "scheduler.services", "scheduler.store", "scheduler.metrics.exporter",
-                      "scheduler.archive", "scheduler.vocab", "quota.limits", "fastapi", "starlette", "pydantic",
-                      "sqlmodel", "sqlalchemy"},
-    "scheduler/sim": {"scheduler.sim", "quota", "numpy", "matplotlib", "scheduler.store", "scheduler.services",
-                      "sqlmodel"},
+                      "scheduler.archive", "scheduler.vocab", "scheduler.text", "quota.limits", "fastapi", "starlette",
+                      "pydantic", "sqlmodel", "sqlalchemy"},
+    "scheduler/sim": {"scheduler.sim", "quota", "workloads.measure", "numpy", "matplotlib", "scheduler.store",
+                      "scheduler.services", "sqlmodel"},
 }
 QUOTA_FORBIDDEN_STDLIB = {"time", "datetime"}
 

@@ -1,9 +1,11 @@
-"""Measurement helpers: percentiles, peak RSS, NVML per-process GPU memory.
+"""Measurement helpers: the percentile, peak RSS, NVML per-process GPU memory.
 
 Invariants:
 - No framework imports; `pynvml` is imported lazily, only when a GPU run asks.
 - A figure that cannot be measured is None, never an estimate. The reason is
-  logged once per process (`fairgpu.workloads` logger) and returned as a note.
+  logged once per process (`fairgpu.workloads` logger) and returned as a note. So
+  too the percentile of no values.
+- Standard library only at import: the services and the simulator import `percentile`.
 - `RssPeak` measures the peak resident set of this process between `reset()`
   and `read()` (Linux `clear_refs` + `VmHWM`); where the reset is refused it
   falls back to the lifetime peak (`ru_maxrss`) and says so in `note`.
@@ -12,12 +14,12 @@ from __future__ import annotations
 
 import importlib
 import logging
-import math
 import os
 import platform
 import resource
+import statistics
 import threading
-from typing import Callable
+from typing import Callable, Iterable
 
 log = logging.getLogger("fairgpu.workloads")
 _warned: set[str] = set()
@@ -30,14 +32,19 @@ def warn_once(message: str) -> str:
     return message
 
 
-def percentile(values, q: float) -> float:
-    """Linear-interpolated percentile (numpy's default method), q in [0, 100]."""
-    xs = sorted(values)
-    if not xs:
-        raise ValueError("percentile of an empty sequence")
-    pos = (len(xs) - 1) * q / 100.0
-    lo, hi = math.floor(pos), math.ceil(pos)
-    return xs[lo] + (xs[hi] - xs[lo]) * (pos - lo)
+def percentile(values: Iterable[float], q: int) -> float | None:
+    """The q-th percentile of `values` (q a whole number from 0 to 100), interpolated
+    linearly between the closest ranks (`statistics.quantiles`' "inclusive" method,
+    numpy's default); None when there are no values.
+
+    fairgpu's one percentile: step times here, queue waits in reports
+    (`services.report`), the simulator and the demo, and the benchmarks all call it."""
+    if isinstance(q, bool) or not isinstance(q, int) or not 0 <= q <= 100:
+        raise ValueError(f"percentile must be a whole number from 0 to 100 (got {q!r})")
+    xs = list(values)
+    if len(xs) < 2 or q in (0, 100):
+        return (min(xs) if q == 0 else max(xs)) if xs else None
+    return statistics.quantiles(xs, n=100, method="inclusive")[q - 1]
 
 
 def cpu_name() -> str:

@@ -23,7 +23,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from datetime import datetime
-from typing import Protocol
+from typing import TYPE_CHECKING
 
 from fastapi import APIRouter, FastAPI, HTTPException, Request
 from fastapi.exceptions import RequestValidationError
@@ -33,6 +33,10 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.routing import BaseRoute
 
 from scheduler.services.script_gate import StatusSource
+from scheduler.text import first_line
+
+if TYPE_CHECKING:  # the loop's health, as /metrics reads it too (the api never imports the loop)
+    from scheduler.metrics.exporter import LoopHealthLike
 
 API_PREFIX = "/v1"
 MAX_BODY_BYTES = 64 * 1024
@@ -42,15 +46,14 @@ def create_app(
     engine: Engine, *, clock: Callable[[], datetime], on_change: Callable[[], None] | None = None,
     extra_routes: Sequence[BaseRoute] | None = None, max_body_bytes: int = MAX_BODY_BYTES,
     health: Callable[[], LoopHealthLike] | None = None, results_dir: str | None = None,
-    submit_mode: str = "group", sandbox_status: StatusSource | None = None,
+    sandbox_status: StatusSource | None = None,
 ) -> FastAPI:
     """The API over ``engine``. ``on_change`` runs after a committed submit or cancel;
     ``extra_routes`` (e.g. ``metrics_route(registry)``) are added as given, outside the
     OpenAPI document; ``health`` (the loop's ``health``) feeds ``/healthz``;
     ``results_dir`` (the executor's, where each job's directory is) lets
-    ``/v1/jobs/{id}/logs`` read the tasks' own output. ``submit_mode``: "group" (submissions
-    are group-committed, ``services.committer``) or "thread" (each in its own transaction
-    in the thread pool); neither blocks the event loop on the database. ``sandbox_status``
+    ``/v1/jobs/{id}/logs`` read the tasks' own output. Submissions are group-committed
+    (``services.committer``), off the event loop. ``sandbox_status``
     says whether script jobs (and their uploads) are taken (``services.script_gate``: 409
     when no sandbox starts and unsandboxed scripts were not accepted); None: not checked."""
     from scheduler.api import routes_admin, routes_jobs, routes_reports
@@ -68,9 +71,6 @@ def create_app(
     app.state.results_dir = results_dir
     app.state.sandbox_status = sandbox_status
     app.state.estimates = EstimateCache()  # one replay of the queue, kept ~2 s (services.estimates)
-    if submit_mode not in ("group", "thread"):
-        raise ValueError(f"submit_mode must be group or thread, not {submit_mode!r}")
-    app.state.submit_mode = submit_mode
     app.state.committer = Committer(engine, after_commit=lambda: app.state.on_change and app.state.on_change(),
                                     refusals=(*domain_classes(), HTTPException), flush=write_arrays)
 
@@ -96,16 +96,6 @@ def create_app(
 
 # /healthz answers 503 once the loop has failed this many cycles in a row.
 FAILING_AFTER = 3
-
-
-class LoopHealthLike(Protocol):
-    """What ``SchedulingLoop.health()`` returns (the api package never imports the loop)."""
-
-    consecutive_failures: int
-    failures_total: int
-    last_error: str | None
-    last_success_at: datetime | None
-    failing_since: datetime | None
 
 
 def health_router() -> APIRouter:
@@ -136,11 +126,6 @@ def health_router() -> APIRouter:
     return router
 
 
-def _one_line(text: object) -> str:
-    lines = [ln.strip() for ln in str(text).splitlines() if ln.strip()]
-    return lines[0] if lines else "error"
-
-
 def _status_for(exc: Exception) -> int:
     """The HTTP status of a domain error, from the one table in ``services.errors``."""
     from scheduler.services.errors import classify
@@ -153,7 +138,7 @@ def _install_error_handlers(app: FastAPI) -> None:
     from scheduler.services.errors import domain_classes
 
     async def domain(_request: Request, exc: Exception) -> JSONResponse:
-        return JSONResponse({"detail": _one_line(exc)}, status_code=_status_for(exc))
+        return JSONResponse({"detail": first_line(exc, "error")}, status_code=_status_for(exc))
 
     for cls in domain_classes():
         app.add_exception_handler(cls, domain)
@@ -165,7 +150,7 @@ def _install_error_handlers(app: FastAPI) -> None:
         token_first = getattr(request.scope.get("endpoint"), "check_token_first", None)
         refused = await token_first(request) if token_first is not None else None
         if refused is not None:
-            return JSONResponse({"detail": _one_line(refused.detail)}, status_code=refused.status_code,
+            return JSONResponse({"detail": first_line(refused.detail, "error")}, status_code=refused.status_code,
                                 headers=getattr(refused, "headers", None))
         errors = exc.errors()
         first = errors[0] if errors else {}
@@ -180,14 +165,15 @@ def _install_error_handlers(app: FastAPI) -> None:
         else:
             message = f"{where}: {first.get('msg', 'invalid')}"
         more = f" (and {len(errors) - 1} more problem(s))" if len(errors) > 1 else ""
-        return JSONResponse({"detail": _one_line(message) + more}, status_code=422)
+        return JSONResponse({"detail": first_line(message, "error") + more}, status_code=422)
 
     @app.exception_handler(StarletteHTTPException)
     async def http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
         headers = dict(getattr(exc, "headers", None) or {})
         if exc.status_code == 405:  # Starlette names the first matching route's methods only
             headers["Allow"] = ", ".join(allowed_methods(request.app, request.scope))
-        return JSONResponse({"detail": _one_line(exc.detail)}, status_code=exc.status_code, headers=headers or None)
+        return JSONResponse({"detail": first_line(exc.detail, "error")}, status_code=exc.status_code,
+                            headers=headers or None)
 
 
 HTTP_METHODS = ("DELETE", "GET", "HEAD", "OPTIONS", "PATCH", "POST", "PUT")

@@ -8,8 +8,7 @@ Invariants:
   only after a successful commit.
 - Submissions (``POST /v1/jobs``) never touch the database on the event loop: the
   handler hands its work (``authorize`` included) to the app's group committer
-  (``services.committer``), or with ``submit_mode="thread"`` runs it in its own
-  transaction in the thread pool. The other handlers, these dependencies and their
+  (``services.committer``). The other handlers, these dependencies and their
   short transactions run on the event loop itself, not in the thread pool (a thread
   hop costs more than their queries; docs/benchmarks.md). The price: such a request
   waiting on the database holds up the others for as long.

@@ -12,7 +12,6 @@ from quota.limits import TOKEN_LIFETIME
 from scheduler.api.openapi import AUTH, BODY, AccountPath, NodePath, TokenPath, errors
 from scheduler.api.schemas import AccountCreate, AccountUpdate, NodeCapacityBody, SettingValue, TokenCreate
 from scheduler.services import accounts, auth, capacity, settings
-from scheduler.services.directory import forget
 from scheduler.services.validate import parse_duration
 
 router = APIRouter(prefix="/admin", tags=["admin"])
@@ -29,7 +28,6 @@ async def add_account(body: AccountCreate, session: SessionDep, _: AdminDep) -> 
     accounts.add_account(session, body.name, weight=body.weight, guaranteed=body.guaranteed, cap=body.max_slices,
                          max_pending=body.max_pending, parent=body.parent, default_time_s=body.default_time_s,
                          max_time_s=body.max_time_s, allow_scripts=body.allow_scripts)
-    forget(session)
     return _account(session, body.name)
 
 
@@ -49,7 +47,6 @@ async def set_account(name: AccountPath, body: AccountUpdate, session: SessionDe
         parent=body.parent if "parent" in sent else unset,
         **{k: getattr(body, k) for k in ("default_time_s", "max_time_s", "allow_scripts") if k in sent},
     )
-    forget(session)
     return _account(session, name)
 
 
@@ -57,7 +54,6 @@ async def set_account(name: AccountPath, body: AccountUpdate, session: SessionDe
                responses=errors(*AUTH, 404, 409, 422))
 async def remove_account(name: AccountPath, session: SessionDep, _: AdminDep) -> dict:
     accounts.remove_account(session, name)
-    forget(session)
     return {"removed": name}
 
 

@@ -50,17 +50,11 @@ async def whoami(who: PrincipalDep) -> dict:
              responses=errors(*AUTH, *BODY, 404, 409))
 async def submit(body: SubmitRequest, request: Request, token: BearerDep) -> dict:
     """The checks and the insert run off the event loop: queued to the app's group
-    committer (one transaction per batch), or with ``submit_mode="thread"`` in a
-    transaction of their own in the thread pool."""
+    committer (one transaction per batch)."""
     state = request.app.state
     at = now(request)
     work = functools.partial(_submit, token=token, body=body, at=at, root=state.results_dir,
                              sandbox=state.sandbox_status)
-    if state.submit_mode == "thread":
-        answer = await run_in_threadpool(_alone, state.engine, work)
-        if state.on_change is not None:
-            state.on_change()
-        return answer
     # _submit refuses before it writes, except a script job (it claims its upload after the insert)
     return await state.committer.submit_async(work, savepoint=body.model == jobs.SCRIPT,
                                               prepare=(_prepare_batch, (token, at, body.account)))
@@ -113,8 +107,7 @@ def _submit(session, *, token: str, body: SubmitRequest, at, root, sandbox=None)
     account = body.account or who.account
     if account is None:
         raise jobs.InvalidJob("an admin token must name the account to submit to")
-    # one job goes in through the array path too (Core INSERTs): the same checks and
-    # the same row as jobs.submit, without building an ORM object per request
+    # one job is an array of one: the same checks and insert (Core INSERTs) as any array
     args = {"count": 1 if body.count is None else body.count, "account": account, "model": body.model,
             "framework": body.framework, "mode": body.mode, "slices": body.slices, "spec": body.spec(), "at": at,
             "accounts": who.accounts, "time_limit_s": body.time_limit_s}
@@ -129,12 +122,10 @@ def _submit(session, *, token: str, body: SubmitRequest, at, root, sandbox=None)
     return Deferred(jobs.plan_array(session, **args), answer)
 
 
-def _alone(engine, work) -> dict:
+def _alone(engine, work):
+    """`work(session)` in a short transaction of its own (run in the thread pool)."""
     with session_scope(engine) as session:
-        answer = work(session)
-        if isinstance(answer, Deferred):
-            answer = answer.answer(jobs.write_arrays(session, [answer.plan])[0])
-        return answer
+        return work(session)
 
 
 @router.post("/uploads", status_code=201, summary="Upload a working directory (tar.gz) for a script job",

@@ -96,8 +96,9 @@ class Api:
 
 
 def _reason(exc: Exception) -> str:
-    text = str(exc).strip().splitlines()
-    return text[0] if text and text[0] else type(exc).__name__
+    from scheduler.text import first_line
+
+    return first_line(exc)
 
 
 def _detail(response) -> str:
@@ -105,6 +106,7 @@ def _detail(response) -> str:
         detail = response.json().get("detail")
     except ValueError:
         detail = None
-    if not isinstance(detail, str) or not detail.strip():
-        detail = f"HTTP {response.status_code} {response.reason_phrase}".strip()
-    return detail.strip().splitlines()[0]
+    from scheduler.text import first_line
+
+    fallback = f"HTTP {response.status_code} {response.reason_phrase}".strip()
+    return first_line(detail, fallback) if isinstance(detail, str) else fallback

@@ -41,12 +41,13 @@ def domain_errors(func: Callable) -> Callable:
         except click.ClickException:
             raise
         except Exception as exc:
-            from scheduler.services.errors import classify, one_line
+            from scheduler.services.errors import classify
+            from scheduler.text import first_line
 
             outcome = classify(exc)
             if outcome is None:
                 raise
-            error = click.ClickException(one_line(exc))
+            error = click.ClickException(first_line(exc))
             error.exit_code = outcome.exit_code
             raise error from None
 

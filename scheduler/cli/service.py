@@ -36,6 +36,7 @@ def up(db_url, ray_address, gpus, gpu_type, slices_per_gpu, host, port, state_di
     import os
 
     from scheduler.executor import RayUnavailable
+    from scheduler.ray_session import SessionInUse
     from scheduler.server import Embedded, PortInUse, default_state_dir
     from scheduler.store.lease import LeaseHeld
 
@@ -67,7 +68,7 @@ def up(db_url, ray_address, gpus, gpu_type, slices_per_gpu, host, port, state_di
 
     try:
         n = server.serve_foreground(announce)
-    except PortInUse as exc:
+    except (PortInUse, SessionInUse) as exc:
         raise click.ClickException(str(exc)) from None
     except LeaseHeld as exc:
         raise click.ClickException(f"{exc} (or start with --standby to wait for it)") from None

@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Iterable
+from datetime import datetime
 from typing import Protocol
 
 from prometheus_client import CollectorRegistry, Counter, Histogram
@@ -153,12 +154,15 @@ def _families(v: ClusterView | None) -> list:
 
 
 class LoopHealthLike(Protocol):
-    """What ``SchedulingLoop.health()`` returns (duck-typed: metrics never import the loop)."""
+    """What ``SchedulingLoop.health()`` returns (``loop.LoopHealth``), as /metrics and the
+    API's /healthz read it: duck-typed, so neither imports the loop."""
 
     consecutive_failures: int
     failures_total: int
     publish_failures_total: int
-    last_success_at: object  # datetime | None
+    last_error: str | None
+    last_success_at: datetime | None
+    failing_since: datetime | None
 
 
 class LoopHealthCollector(Collector):

@@ -31,15 +31,17 @@ UNSET = object()
 
 
 def account_specs(session: Session) -> list[AccountSpec]:
-    rows = session.exec(select(Account)).all()
-    names = {a.id: a.name for a in rows}
-    return [
-        AccountSpec(
-            name=a.name, weight=a.weight, parent=names.get(a.parent_id), guaranteed=a.guaranteed_slices,
-            cap=a.max_slices, max_pending=a.max_pending,
-        )
-        for a in rows
-    ]
+    return specs_from_rows([(a.id, a.name, a.parent_id, a.weight, a.guaranteed_slices, a.max_slices, a.max_pending)
+                            for a in session.exec(select(Account)).all()])
+
+
+def specs_from_rows(rows) -> list[AccountSpec]:
+    """The policy's accounts from (id, name, parent_id, weight, guaranteed_slices,
+    max_slices, max_pending) rows (the loop's loader reads them itself, once a cycle)."""
+    names = {r[0]: r[1] for r in rows}
+    return [AccountSpec(name=name, weight=weight, parent=names.get(parent_id), guaranteed=guaranteed, cap=cap,
+                        max_pending=max_pending)
+            for _id, name, parent_id, weight, guaranteed, cap, max_pending in rows]
 
 
 def own_settings(session: Session) -> dict[str, inherited.Own]:
@@ -55,9 +57,7 @@ def load_tree(session: Session) -> AccountTree:
 
 
 def _validated_tree(session: Session, specs: Iterable[AccountSpec]) -> AccountTree:
-    tree = AccountTree.build(specs, total_slices(session) or None)
-    session.info.pop("fairgpu.directory", None)  # the per-transaction account directory is stale now
-    return tree
+    return AccountTree.build(specs, total_slices(session) or None)
 
 
 def get_account(session: Session, name: str, field: str = "account") -> Account:
@@ -101,7 +101,6 @@ def add_account(
                   allow_scripts=allow_scripts)
     session.add(row)
     session.flush()
-    session.info.pop("fairgpu.directory", None)
     return row
 
 
@@ -155,7 +154,6 @@ def set_account(
         row.parent_id = new_parent_row.id if new_parent_row else None
     session.add(row)
     session.flush()
-    session.info.pop("fairgpu.directory", None)
     return row
 
 
@@ -168,7 +166,6 @@ def remove_account(session: Session, name: str) -> None:
         raise DomainError(f"account {name} has {jobs} job(s) on record and cannot be removed")
     session.delete(row)
     session.flush()
-    session.info.pop("fairgpu.directory", None)
 
 
 def list_accounts(session: Session) -> list[dict]:

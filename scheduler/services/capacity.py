@@ -20,7 +20,12 @@ from scheduler.store import Account, Node
 
 def load_capacity(session: Session) -> Capacity:
     rows = session.exec(select(Node).where(Node.active == sa.true()).order_by(Node.name)).all()
-    return Capacity(tuple(NodeCapacity(r.name, r.gpus, r.slices_per_gpu, r.gpu_type) for r in rows))
+    return capacity_from_rows((r.name, r.gpus, r.slices_per_gpu, r.gpu_type) for r in rows)
+
+
+def capacity_from_rows(rows) -> Capacity:
+    """Capacity from the active nodes' (name, gpus, slices_per_gpu, gpu_type) rows, by name."""
+    return Capacity(tuple(NodeCapacity(name, gpus, spg, gpu_type) for name, gpus, spg, gpu_type in rows))
 
 
 def total_slices(session: Session) -> int:

@@ -53,6 +53,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from scheduler.store import session_scope
+from scheduler.text import first_line
 
 log = logging.getLogger("fairgpu.committer")
 
@@ -154,7 +155,7 @@ class Committer:
         try:
             return self.engine.connect()
         except Exception as exc:  # noqa: BLE001 - whatever it is, _commit's transaction meets it again
-            log.warning("the committer could not connect (%s)", str(exc).split("\n")[0])
+            log.warning("the committer could not connect (%s)", first_line(exc))
             return None
 
     @staticmethod
@@ -175,7 +176,7 @@ class Committer:
                     self._run_piece(s, piece)
                 self._flush(s, [p for p in batch if p.ok and isinstance(p.value, Deferred)])
         except Exception as exc:  # noqa: BLE001 - the transaction failed, whatever the cause: nothing was written
-            log.warning("group commit of %d failed (%s); each runs alone", len(batch), str(exc).split("\n")[0])
+            log.warning("group commit of %d failed (%s); each runs alone", len(batch), first_line(exc))
             self.failed_batches += 1
             committed = False
             for piece in batch:

@@ -2,10 +2,12 @@
 
 Invariants:
 - One Core query each (the tree: id, name, parent, max_pending and the inherited
-  settings of every account;
-  the active nodes), memoised in ``session.info`` so that one request (one
-  transaction) reads them at most once, however many checks use them. Nothing outlives the session: a change made
-  by an admin is seen by the next request.
+  settings of every account; the active nodes), memoised in ``session.info`` so that one
+  request (one transaction) reads them at most once, however many checks use them.
+  Nothing outlives the session: a change made by an admin is seen by the next request.
+- One rule drops the memo, in one place: a flush that writes an account or a node
+  (``_forget_after_change``, on every session), so a transaction that changes the tree
+  or the capacity reads them again; no caller has to remember to.
 - No validation of weights or guarantees here: that is ``accounts`` (quota's
   rules). This is only navigation.
 """
@@ -14,9 +16,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import sqlalchemy as sa
+from sqlalchemy import event
+from sqlalchemy.orm import Session as OrmSession
 from sqlmodel import Session, select
 
-from quota import Capacity, NodeCapacity
+from quota import Capacity
+from scheduler.services.capacity import capacity_from_rows
 from scheduler.services.errors import NotFound
 from scheduler.store import Account, Node
 
@@ -99,13 +104,19 @@ def capacity(session: Session) -> Capacity:
     """Active nodes as quota's ``Capacity`` (as ``services.capacity.load_capacity``), read once per session."""
     cached = session.info.get(_CAPACITY_KEY)
     if cached is None:
-        rows = session.connection().execute(_NODES).all()
-        cached = Capacity(tuple(NodeCapacity(name, gpus, spg, gpu_type) for name, gpus, spg, gpu_type in rows))
+        cached = capacity_from_rows(session.connection().execute(_NODES).all())
         session.info[_CAPACITY_KEY] = cached
     return cached
 
 
-def forget(session: Session) -> None:
-    """Drop what this session memoised (after it changed accounts or nodes)."""
-    session.info.pop(_KEY, None)
-    session.info.pop(_CAPACITY_KEY, None)
+@event.listens_for(OrmSession, "after_flush")
+def _forget_after_change(session: OrmSession, _context) -> None:
+    """Drop what this session memoised once it wrote an account or a node (the flush's
+    objects are still listed as new, dirty or deleted here). A session with nothing
+    memoised (the loop's) pays two lookups."""
+    info = session.info
+    if _KEY not in info and _CAPACITY_KEY not in info:
+        return
+    if any(isinstance(o, (Account, Node)) for objs in (session.new, session.dirty, session.deleted) for o in objs):
+        info.pop(_KEY, None)
+        info.pop(_CAPACITY_KEY, None)

@@ -66,8 +66,3 @@ def classify(exc: BaseException) -> Outcome | None:
 
 def domain_classes() -> tuple[type[BaseException], ...]:
     return tuple(cls for cls, _, _ in ERRORS)
-
-
-def one_line(exc: BaseException) -> str:
-    lines = [ln.strip() for ln in str(exc).splitlines() if ln.strip()]
-    return lines[0] if lines else type(exc).__name__

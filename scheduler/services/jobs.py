@@ -1,12 +1,13 @@
 """Job services: submit, list, show, cancel and history, for the API and the CLI.
 
 Invariants:
-- ``submit`` checks everything before it writes: the request's own fields (each
-  number within its ``quota.limits`` range: slices, count, seconds, steps,
-  batch_size, image_size, time_limit_s), that
-  the shape fits some node, that the account exists, is visible to the caller and
-  is a leaf, that the time limit asked for is within the account's effective
-  maximum, and the pending limit of the account and of every ancestor. A refusal
+- A submission (``submit_array``, or ``plan_array`` then ``write_arrays`` in a group
+  commit; one job is an array of one) checks everything before it writes: the
+  request's own fields (each number within its ``quota.limits`` range: slices, count,
+  seconds, steps, batch_size, image_size, time_limit_s), that the shape fits some node,
+  that the account exists, is visible to the caller and is a leaf, that the time limit
+  asked for is within the account's effective maximum, and the pending limit of the
+  account and of every ancestor. A refusal
   raises ``InvalidJob`` (the request itself is wrong: HTTP 422), ``NotFound``
   (unknown or invisible account or job: 404) or ``DomainError`` (refused in the
   current state, e.g. over the pending limit: 409); nothing has been written.
@@ -51,6 +52,7 @@ from scheduler.store import (
     transition,
 )
 from scheduler.store.transitions import submit_job_arrays, submit_jobs
+from scheduler.text import first_line
 from scheduler.vocab import FRAMEWORKS, HOLD, KINDS, MODELS, MODES, SCRIPT, spec_keys
 
 COMMAND_MAX_ARGS = 256
@@ -132,7 +134,7 @@ def _check_submission(
     spec: dict, accounts: frozenset[str] | set[str] | None, count: int, time_limit_s: float | None = None,
     root: str | None = None,
 ):
-    """Everything ``submit`` and ``submit_array`` check before writing; returns (entry,
+    """Everything ``submit_array`` and ``plan_array`` check before writing; returns (entry,
     spec, time limit): the limit is resolved against the account (``inherited.job_time_limit``).
     A script job also needs an account allowed scripts and its upload (``root``: the server's
     results directory)."""
@@ -159,17 +161,6 @@ def _check_submission(
         uploads.check(root, entry.id, spec["upload"])
     pending.check(session, tree, entry, count)
     return entry, spec, limit
-
-
-def submit(
-    session: Session, *, account: str, model: str, framework: str | None, mode: str, slices: int,
-    spec: dict, at: datetime, accounts: frozenset[str] | set[str] | None = None, time_limit_s: float | None = None,
-) -> Job:
-    """One job: ``submit_array`` with a count of one (the same checks and insert), its
-    row read back. ``time_limit_s``: the wall-time limit asked for (None: the account's)."""
-    (job_id,) = submit_array(session, count=1, account=account, model=model, framework=framework, mode=mode,
-                             slices=slices, spec=spec, at=at, accounts=accounts, time_limit_s=time_limit_s)
-    return session.get(Job, job_id)
 
 
 def submit_array(
@@ -314,8 +305,8 @@ def display_reason(state: JobState, reason: str | None, message: str | None, err
     REASON_MAX_CHARS (the whole text stays in ``reason_message`` and ``error``)."""
     if reason or state not in (JobState.FAILED, JobState.CANCELLED, JobState.TIMEOUT):
         return reason
-    text = next((line.strip() for line in (message or error or "").splitlines() if line.strip()), None)
-    if text is None:
+    text = first_line(message or error or "")
+    if not text:
         return None
     return text if len(text) <= REASON_MAX_CHARS else text[:REASON_MAX_CHARS - 3] + "..."
 

@@ -36,13 +36,14 @@ import sqlalchemy as sa
 from sqlmodel import Session
 
 from quota import AccountTree
-from quota.period import HELD, WAITING, Span, integrate, percentile
+from quota.period import HELD, WAITING, Span, integrate
 from scheduler.services import history, validate
 from scheduler.services.accounts import load_tree
 from scheduler.services.capacity import load_capacity
 from scheduler.services.errors import Invalid, NotFound
 from scheduler.store import Account, JobState, UsageRecord
 from scheduler.vocab import FINAL_STATES
+from workloads.measure import percentile
 
 DEFAULT_DAYS = 30
 EPOCH = validate.EPOCH

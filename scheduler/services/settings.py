@@ -11,6 +11,7 @@ is written.
 """
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 import sqlalchemy as sa
@@ -76,9 +77,18 @@ def set_setting(session: Session, key: str, value: str) -> str:
 
 
 def all_settings(session: Session) -> dict[str, str]:
-    out = dict(DEFAULTS)
+    return _merged(_rows(session))
+
+
+def _rows(session: Session) -> list[tuple[str, str]]:
     t = Setting.__table__.c
-    for key, value in session.connection().execute(sa.select(t.key, t.value)).all():
+    return session.connection().execute(sa.select(t.key, t.value)).all()
+
+
+def _merged(rows: Iterable[tuple[str, str]]) -> dict[str, str]:
+    """DEFAULTS, overridden by the stored (key, value) rows of known keys."""
+    out = dict(DEFAULTS)
+    for key, value in rows:
         if key in DEFAULTS:
             out[key] = value
     return out
@@ -100,7 +110,14 @@ class PolicySettings:
 
 
 def policy_settings(session: Session) -> PolicySettings:
-    s = all_settings(session)
+    return policy_from_rows(_rows(session))
+
+
+def policy_from_rows(rows: Iterable[tuple[str, str]]) -> PolicySettings:
+    """The policy's settings from the setting table's (key, value) rows, as read by the
+    caller (the loop's loader reads them once a cycle, and builds from them only when
+    they changed)."""
+    s = _merged(rows)
     memory = s["host_memory_per_slice"]
     return PolicySettings(
         half_life_s=float(s["half_life"]),

@@ -27,9 +27,9 @@ from quota import (
     RunningJob,
     Snapshot,
 )
-from scheduler.services.accounts import load_tree
-from scheduler.services.capacity import load_capacity
-from scheduler.services.settings import AttemptLimits, policy_settings
+from scheduler.services.accounts import specs_from_rows
+from scheduler.services.capacity import capacity_from_rows
+from scheduler.services.settings import AttemptLimits, policy_from_rows
 from scheduler.services.usage import decayed_by_account
 from scheduler.store import Account, Job, JobEvent, JobState, Node, Setting
 
@@ -171,6 +171,8 @@ _A = Account.__table__.c
 _N = Node.__table__.c
 _S = Setting.__table__.c
 _E = JobEvent.__table__.c
+# The policy inputs' rows, read once a cycle and built from (only when they changed), in
+# the column order of accounts.specs_from_rows and capacity.capacity_from_rows.
 _ACCOUNT_ROWS = sa.select(_A.id, _A.name, _A.parent_id, _A.weight, _A.guaranteed_slices, _A.max_slices,
                           _A.max_pending).order_by(_A.id)
 _NODE_ROWS = sa.select(_N.name, _N.gpus, _N.slices_per_gpu, _N.gpu_type).where(_N.active == sa.true()).order_by(_N.name)
@@ -251,16 +253,16 @@ class SnapshotLoader:
         return built
 
     def policy_inputs(self, session: Session):
-        """(PolicySettings, AccountTree, Capacity, {account id: name}), each rebuilt only
-        when its rows changed."""
+        """(PolicySettings, AccountTree, Capacity, {account id: name}), each built from
+        the rows read here (once a cycle), and only when those rows changed."""
         conn = session.connection()
-        settings = self._cached("settings", tuple(conn.execute(_SETTING_ROWS).all()),
-                                lambda _raw: policy_settings(session))
-        accounts = tuple(tuple(r) for r in conn.execute(_ACCOUNT_ROWS).all())
-        tree, names = self._cached("accounts", accounts, lambda _raw: (load_tree(session),
-                                                                      {r[0]: r[1] for r in accounts}))
+        settings = self._cached("settings", tuple(tuple(r) for r in conn.execute(_SETTING_ROWS).all()),
+                                policy_from_rows)
+        tree, names = self._cached("accounts", tuple(tuple(r) for r in conn.execute(_ACCOUNT_ROWS).all()),
+                                   lambda rows: (AccountTree.build(specs_from_rows(rows)),
+                                                 {r[0]: r[1] for r in rows}))
         capacity = self._cached("nodes", tuple(tuple(r) for r in conn.execute(_NODE_ROWS).all()),
-                                lambda _raw: load_capacity(session))
+                                capacity_from_rows)
         return settings, tree, capacity, names
 
     def sync(self, session: Session, config: PolicyConfig | None = None, horizon: int | None = None) -> Synced:

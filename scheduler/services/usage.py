@@ -60,16 +60,16 @@ def read_usage_csv(path: str | Path, known_accounts: dict[str, int]) -> list[tup
 
 def import_usage_csv(session: Session, path: str | Path) -> int:
     known = {a.name: a.id for a in session.exec(select(Account)).all()}
-    rows = read_usage_csv(path, known)
+    return add_usage(session, read_usage_csv(path, known))
+
+
+def add_usage(session: Session, rows: list[tuple[int, float, datetime]]) -> int:
+    """Past usage, not tied to a job: (account id, slice_seconds, at) rows, as
+    `read_usage_csv` checked them. Returns how many were added."""
     for account_id, value, when in rows:
         session.add(UsageRecord(account_id=account_id, slice_seconds=value, at=when))
     session.flush()
     return len(rows)
-
-
-def record_usage(session: Session, account_id: int, slice_seconds: float, at: datetime, job_id: int | None = None) -> None:
-    if slice_seconds > 0:
-        session.add(UsageRecord(account_id=account_id, job_id=job_id, slice_seconds=slice_seconds, at=at))
 
 
 def decayed_by_account(session: Session, now: datetime, half_life_s: float) -> dict[str, float]:

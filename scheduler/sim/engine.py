@@ -5,7 +5,8 @@ everything that happens at t (ends first, then arrivals), and then runs ONE sche
 cycle of the live policy, quota.PolicyState.cycle (the same code as quota.decide), unless
 `could_act()` proves the decision would be empty. The decision is applied at once: an
 admitted job starts at t and ends at t + its remaining work; a preempted job goes back to
-the head of its account's queue keeping its progress (checkpoint and restart, as Themis
+its place in its account's queue (its arrival order, as the live scheduler's requeued
+jobs keep their submission order) keeping its progress (checkpoint and restart, as Themis
 and Gandiva model it), and its scheduled end is cancelled.
 
 Usage for the fair-share factor is decayed slice-seconds per leaf account, kept exactly:
@@ -118,9 +119,9 @@ def simulate(trace: Trace, tree: AccountTree, capacity: Capacity, policy: Policy
             raise ValueError(f"job id {tj.id} appears twice in the trace")
         jobs[tj.id] = _Job(tj.id, tj.account, tj.submit_s, tj.duration_s, tj.slices)
 
-    def requeue(req: PendingRequest, job, now: float, head_seq: float) -> PendingRequest:
-        rec = jobs[job.id]
-        return replace(req, seq=min(req.seq, head_seq - 1.0), work_s=rec.remaining - (now - job.started_at))
+    def requeue(req: PendingRequest, job, now: float) -> PendingRequest:
+        rec = jobs[job.id]  # back in its place (its seq is its arrival), with the work it has left
+        return replace(req, work_s=rec.remaining - (now - job.started_at))
 
     state = PolicyState(tree, capacity, policy, requeue=requeue)
     usage = UsageClock(options.half_life_s)

@@ -18,7 +18,7 @@
   the sum of their isolated times, isolated time = duration x max(1, slices / (C / N))
   (the job alone on a 1/N share of the C slices, N institutions with jobs); max_rho is the
   largest over institutions (1 = as good as owning a 1/N slice of the cluster).
-Percentiles are numpy's linear interpolation. Only finished jobs enter the wait, JCT and
+Percentiles are `workloads.measure.percentile` (linear interpolation, numpy's). Only finished jobs enter the wait, JCT and
 rho figures; `unfinished` counts jobs that could never start (a static quota smaller than
 the job), which the simulator stops waiting for once no other event is left.
 """
@@ -28,6 +28,7 @@ from dataclasses import dataclass, field
 
 from quota import AccountTree, Capacity, jain_index
 from quota import report as account_figures
+from workloads.measure import percentile
 
 
 @dataclass
@@ -38,7 +39,7 @@ class RunMetrics:
     makespan_s: float
     utilisation: float
     max_rho: float
-    wait_p50_s: float
+    wait_p50_s: float  # 0 when no job finished, as mean_jct_s
     wait_p95_s: float
     jobs: int  # jobs that finished
     unfinished: int  # jobs still waiting when nothing else could happen (e.g. over a static quota)
@@ -109,12 +110,12 @@ class Recorder:
         for inst, js in by_inst.items():
             if not js:
                 continue
-            waits = np.array([j.first_start - j.submit for j in js])
+            waits = [j.first_start - j.submit for j in js]
             jct = sum(j.finish - j.submit for j in js)
             iso = sum(j.duration * max(1.0, j.slices / fair) for j in js)
-            per[inst] = {"jobs": len(js), "wait_p50_s": float(np.percentile(waits, 50)),
-                         "wait_p95_s": float(np.percentile(waits, 95)), "rho": jct / iso}
-        waits = np.array([j.first_start - j.submit for j in done]) if done else np.zeros(1)
+            per[inst] = {"jobs": len(js), "wait_p50_s": percentile(waits, 50),
+                         "wait_p95_s": percentile(waits, 95), "rho": jct / iso}
+        waits = [j.first_start - j.submit for j in done]
         first = min((j.submit for j in jobs), default=0.0)
         last = max((j.finish for j in done), default=first)
         makespan = last - first
@@ -138,8 +139,8 @@ class Recorder:
             makespan_s=makespan,
             utilisation=self.busy_area / (cap * makespan) if makespan > 0 else 0.0,
             max_rho=max((p["rho"] for p in per.values()), default=1.0),
-            wait_p50_s=float(np.percentile(waits, 50)),
-            wait_p95_s=float(np.percentile(waits, 95)),
+            wait_p50_s=percentile(waits, 50) if waits else 0.0,
+            wait_p95_s=percentile(waits, 95) if waits else 0.0,
             jobs=len(done),
             unfinished=len(jobs) - len(done),
             preemptions=self.preemptions,

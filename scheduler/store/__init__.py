@@ -36,8 +36,7 @@ from scheduler.store.transitions import (
     InvalidTransition,
     StaleJob,
     add_event,
-    head_queue_seq,
-    submit_job,
+    submit_jobs,
     transition,
 )
 
@@ -45,6 +44,6 @@ __all__ = [
     "ALLOWED", "EVENT_KINDS", "Account", "ApiToken", "InvalidTransition", "Job", "JobEvent",
     "JobState", "LeaderLease", "Node", "Setting", "StaleJob", "StoreError", "UTCDateTime", "UsageRecord", "WaitReason",
     "add_event", "after_commit", "alembic_config", "default_db_url", "display_prefix", "hash_token",
-    "head_queue_seq", "init_db", "make_engine", "metadata", "new_token", "redact_url",
-    "session_scope", "submit_job", "transition", "utcnow", "verify",
+    "init_db", "make_engine", "metadata", "new_token", "redact_url",
+    "session_scope", "submit_jobs", "transition", "utcnow", "verify",
 ]

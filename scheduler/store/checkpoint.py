@@ -25,6 +25,8 @@ import threading
 
 from sqlalchemy.engine import Engine
 
+from scheduler.text import first_line
+
 log = logging.getLogger("fairgpu.store")
 
 
@@ -73,7 +75,7 @@ class WalCheckpointer:
                 self.checkpoint(conn)
             except Exception as exc:  # a locked or vanished file: try again next period
                 self.failures += 1
-                message = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+                message = first_line(exc)
                 if message not in self._logged and len(self._logged) < 20:
                     self._logged.add(message)
                     log.warning("WAL checkpoint failed (retried; commits still checkpoint): %s", message)

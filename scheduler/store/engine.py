@@ -28,6 +28,8 @@ from sqlalchemy import event
 from sqlalchemy.engine import URL, Engine, make_url
 from sqlmodel import Session
 
+from scheduler.text import first_line
+
 ENV_VAR = "FAIRGPU_DB"
 _HOLDS_WRITERS = "fairgpu.holds_writer_lock"
 SQLITE_BUSY_TIMEOUT_S = 30
@@ -78,8 +80,7 @@ def _normalise(url: str) -> URL:
 
 def _short_reason(exc: BaseException, password: str | None) -> str:
     orig = getattr(exc, "orig", None) or exc
-    lines = [line.strip() for line in str(orig).splitlines() if line.strip()]
-    reason = lines[0] if lines else type(orig).__name__
+    reason = first_line(orig)
     if password:
         reason = reason.replace(password, "***")
     return reason

@@ -13,8 +13,8 @@ Invariants:
   * RUNNING -> PENDING (preemption / requeue): placement (``node``, ``gpu``,
     ``gpu_slices``, ``ray_task_id``), ``admitted_at`` and ``started_at`` are
     cleared and ``preemptions`` + 1 when ``event == "preempted"``. The job keeps
-    its ``queue_seq`` (its original place in its account's queue) unless the
-    caller passes one, e.g. ``head_queue_seq(...)``;
+    its ``queue_seq``: its original place in its account's queue (submission
+    order, then id), whatever ended its attempt;
   * RUNNING -> anything: ``unclean_stops`` = 0 (an attempt that ended any way but
     at an unclean scheduler stop breaks the run; scheduler.recovery passes its count).
   Explicit ``fields`` win over these defaults.
@@ -29,7 +29,7 @@ from datetime import datetime
 from typing import Any
 
 import sqlalchemy as sa
-from sqlmodel import Session, select
+from sqlmodel import Session
 
 from scheduler.store.bulk import execute_many
 from scheduler.store.engine import StoreError
@@ -236,7 +236,7 @@ def add_event(session: Session, job_id: int, kind: str, message: str | None, at:
 def _new_job_row(*, account_id: int, model: str, framework: str | None, mode: str, slices: int,
                  spec: dict[str, Any], at: datetime, time_limit_s: float | None = None) -> dict[str, Any]:
     """Every column of a PENDING job as submitted (queue_seq is the submission time, see
-    submit_job), the others at their model defaults. A plain dict: submit_jobs inserts it
+    submit_jobs), the others at their model defaults. A plain dict: submit_jobs inserts it
     as it is (constructing a SQLModel object costs more than the INSERT: pydantic
     inspects default factories)."""
     if slices <= 0:
@@ -244,31 +244,6 @@ def _new_job_row(*, account_id: int, model: str, framework: str | None, mode: st
     return {**_job_defaults(), "account_id": account_id, "model": model, "framework": framework, "mode": mode,
             "slices": slices, "spec": dict(spec), "gpu_slices": [], "state": JobState.PENDING,
             "queue_seq": at.timestamp(), "submitted_at": at, "time_limit_s": time_limit_s}
-
-
-def submit_job(
-    session: Session,
-    *,
-    account_id: int,
-    model: str,
-    framework: str | None,
-    mode: str,
-    slices: int,
-    spec: dict[str, Any],
-    at: datetime,
-    time_limit_s: float | None = None,
-) -> Job:
-    """Create a PENDING job and its "submitted" event.
-
-    ``queue_seq`` is the submission time in epoch seconds: queues are FIFO by
-    submission within an account, ties broken by ``id`` (order by
-    ``(queue_seq, id)``). A requeued job may be given a smaller seq to go first.
-    ``time_limit_s`` is each attempt's wall-time limit, as resolved by the caller.
-    A job array of one (``submit_job_arrays`` is the one insert path), read back.
-    """
-    (job_id,) = submit_jobs(session, count=1, account_id=account_id, model=model, framework=framework, mode=mode,
-                            slices=slices, spec=spec, at=at, time_limit_s=time_limit_s)
-    return session.get(Job, job_id)
 
 
 def submit_jobs(
@@ -285,8 +260,14 @@ def submit_jobs(
     time_limit_s: float | None = None,
 ) -> list[int]:
     """A job array: ``count`` identical PENDING jobs and their "submitted" events
-    (``submit_job_arrays`` with one array). Each job is like one from ``submit_job`` (same ``queue_seq``:
-    FIFO among them by id). Returns the ids in ascending order."""
+    (``submit_job_arrays`` with one array; one job is an array of one). Returns the ids
+    in ascending order.
+
+    ``queue_seq`` is the submission time in epoch seconds: queues are FIFO by
+    submission within an account, ties broken by ``id`` (order by
+    ``(queue_seq, id)``), so an array's jobs run in id order. A requeued job keeps
+    its seq, so its place. ``time_limit_s`` is each attempt's wall-time limit, as
+    resolved by the caller."""
     (ids,) = submit_job_arrays(session, [(count, {"account_id": account_id, "model": model, "framework": framework,
                                                    "mode": mode, "slices": slices, "spec": spec, "at": at,
                                                    "time_limit_s": time_limit_s})])
@@ -325,16 +306,6 @@ def _job_defaults() -> dict[str, Any]:
     """Every column of a new job at its model default (_new_job_row fills in the rest and
     gives each row mutable values of its own)."""
     return Job(account_id=0, model="", slices=1, submitted_at=datetime(1970, 1, 1)).model_dump(exclude={"id"})
-
-
-def head_queue_seq(session: Session, job: Job) -> float:
-    """A queue_seq that puts ``job`` ahead of every PENDING job of its account."""
-    lowest = session.exec(
-        select(sa.func.min(Job.queue_seq)).where(
-            Job.account_id == job.account_id, Job.state == JobState.PENDING, Job.id != job.id
-        )
-    ).one()
-    return job.queue_seq if lowest is None else min(job.queue_seq, lowest - 1.0)
 
 
 _PG_COLUMNS = tuple(c for c in _JOBS.columns if c.name != "id")

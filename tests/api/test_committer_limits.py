@@ -119,24 +119,30 @@ def test_a_refused_submission_in_a_prepared_batch_counts_nothing(limited):
     assert _pending(limited.engine) == 3
 
 
-@pytest.mark.parametrize("kind", ["submit", "submit_array"])
+@pytest.mark.parametrize("kind", ["submit_array", "plan_array"])
 def test_one_transaction_of_single_submissions_counts_each(limited, kind):
-    """The rule outside a batch: several submissions in one transaction see each other."""
+    """The rule outside a batch: several submissions in one transaction see each other,
+    written at once (submit_array) or planned and then written (the committer's way)."""
     from scheduler.services import jobs
     from scheduler.services.errors import DomainError
     from scheduler.store import session_scope
 
     args = {"account": "uni-a/vision", "model": "hold", "framework": None, "mode": "train", "slices": 1,
             "spec": {"seconds": 1}, "at": limited.clock()}
-    submit = jobs.submit if kind == "submit" else functools.partial(jobs.submit_array, count=1)
+
+    def submit(s, n: int) -> None:
+        if kind == "submit_array":
+            for _ in range(n):
+                jobs.submit_array(s, count=1, **args)
+        else:
+            jobs.write_arrays(s, [jobs.plan_array(s, count=1, **args) for _ in range(n)])
+
     with (pytest.raises(DomainError, match="at its limit of 3 pending jobs \\(3 waiting\\)"),
           session_scope(limited.engine) as s):
-        for _ in range(4):
-            submit(s, **args)
+        submit(s, 4)
     assert _pending(limited.engine) == 0  # refused: the transaction wrote nothing
     with session_scope(limited.engine) as s:
-        for _ in range(3):
-            submit(s, **args)
+        submit(s, 3)
     assert _pending(limited.engine) == 3
 
 

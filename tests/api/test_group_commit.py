@@ -42,9 +42,8 @@ def _jobs(engine) -> list[tuple[int, int]]:
         return [tuple(r) for r in c.execute(sa.text("SELECT id, account_id FROM job ORDER BY id"))]
 
 
-@pytest.mark.parametrize("mode", ["group", "thread"])
-def test_concurrent_submissions_are_each_stored_exactly_once(seeded, mode):
-    app = _app(seeded, submit_mode=mode)
+def test_concurrent_submissions_are_each_stored_exactly_once(seeded):
+    app = _app(seeded)
     requests = [(seeded.tokens[t], {**HOLD, **({"count": 3} if i % 5 == 0 else {})})
                 for i, t in enumerate(["a", "b", "admin"] * 20)]
     for token, body in requests:
@@ -59,9 +58,8 @@ def test_concurrent_submissions_are_each_stored_exactly_once(seeded, mode):
     with seeded.engine.connect() as c:
         events = c.execute(sa.text("SELECT count(*), count(DISTINCT job_id) FROM job_event")).one()
     assert tuple(events) == (len(rows), len(rows))
-    if mode == "group":
-        assert app.state.committer.pieces == len(requests)
-        assert app.state.committer.batches < len(requests)  # some were committed together
+    assert app.state.committer.pieces == len(requests)
+    assert app.state.committer.batches < len(requests)  # some were committed together
 
 
 def test_a_race_past_a_pending_limit_accepts_exactly_the_limit(seeded):

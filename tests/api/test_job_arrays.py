@@ -21,7 +21,7 @@ def test_an_array_is_count_pending_jobs_in_queue_order(seeded):
     with session_scope(seeded.engine) as s:
         rows = [jobs.get_job(s, i, None) for i in ids]
         events = {i: [e.kind for e in jobs.job_events(s, i)] for i in ids}
-        single = jobs.submit(s, account="uni-a/nlp", at=T0, **HOLD)
+        single = jobs.get_job(s, jobs.submit_array(s, count=1, account="uni-a/nlp", at=T0, **HOLD)[0], None)
     for job in rows:
         assert job.state == JobState.PENDING and job.spec == {"seconds": 5} and job.slices == 1
         assert job.queue_seq == single.queue_seq and job.submitted_at == T0 and job.version == single.version

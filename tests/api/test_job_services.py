@@ -17,7 +17,7 @@ RESNET = dict(model="resnet18", framework="pytorch", mode="train", slices=2, spe
 def submit(seeded, account="uni-a/vision", accounts_=None, **kw):
     args = {**HOLD, **kw}
     with session_scope(seeded.engine) as s:
-        return jobs.submit(s, account=account, at=T0, accounts=accounts_, **args).id
+        return jobs.submit_array(s, count=1, account=account, at=T0, accounts=accounts_, **args)[0]
 
 
 def test_submit_stores_a_pending_job_with_its_event(seeded):

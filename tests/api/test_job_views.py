@@ -12,7 +12,7 @@ from api_helpers import T0, bearer
 from scheduler import jobfiles
 from scheduler.apply import finish, set_progress
 from scheduler.services import accounts, jobs, logs
-from scheduler.services.usage import record_usage
+from scheduler.services.usage import add_usage
 from scheduler.services.share import EXPLAIN_KEYS
 from scheduler.store import JobState, session_scope, transition
 
@@ -36,11 +36,11 @@ def submit(seeded, account="uni-a/vision", slices=1, seconds=None, time_limit_s=
     spec, model, framework = ({"seconds": seconds}, "hold", None) if seconds is not None else ({}, "resnet18",
                                                                                                "pytorch")
     with session_scope(seeded.engine) as s:
-        job = jobs.submit(s, account=account, model=model, framework=framework, mode="train", slices=slices,
-                          spec=spec, at=T0)
+        (job_id,) = jobs.submit_array(s, count=1, account=account, model=model, framework=framework, mode="train",
+                                      slices=slices, spec=spec, at=T0)
         if time_limit_s is not None:
-            s.get(type(job), job.id).time_limit_s = time_limit_s
-        return job.id
+            jobs.get_job(s, job_id, None).time_limit_s = time_limit_s
+        return job_id
 
 
 def run(seeded, job_id, gpu, slices, at=T0):
@@ -61,7 +61,7 @@ def test_rows_carry_progress_position_estimated_start_and_why_jobs_ended(api, se
     with session_scope(seeded.engine) as s:
         set_progress(s, running, {"step": 40, "steps": 200, "samples_per_second": 812.5, "eta_s": 12.0,
                                   "updated_at": T - 1})
-        record_usage(s, accounts.get_account(s, "uni-a/vision").id, 10_000.0, T0)
+        add_usage(s, [(accounts.get_account(s, "uni-a/vision").id, 10_000.0, T0)])
     waiting_b = submit(seeded, account="uni-b", slices=4, seconds=10)
     waiting_a = submit(seeded, account="uni-a/nlp", slices=4, seconds=10)
     failed, cancelled, timed_out = (submit(seeded, account="uni-a/nlp", seconds=1) for _ in range(3))

@@ -11,7 +11,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "loop"))
 
-from loop_world import make_world  # noqa: E402
+from loop_world import break_policy, make_world  # noqa: E402
 
 from scheduler.api import create_app, metrics_route  # noqa: E402
 from scheduler.api.app import FAILING_AFTER  # noqa: E402
@@ -24,17 +24,10 @@ def loop_series(client) -> dict[str, float]:
             if s.name.startswith("fairgpu_schedule_") and "cycle_duration" not in s.name}
 
 
-def test_a_loop_that_keeps_failing_shows_on_healthz_and_metrics(tmp_path):
-    import quota
-
+def test_a_loop_that_keeps_failing_shows_on_healthz_and_metrics(tmp_path, monkeypatch):
     broken = [True]
-
-    def decide(snapshot):
-        if broken[0]:
-            raise ValueError("weight of uni-x is not finite")
-        return quota.decide(snapshot)
-
-    w = make_world(tmp_path, decide=decide)
+    break_policy(monkeypatch, lambda n: ValueError("weight of uni-x is not finite") if broken[0] else None)
+    w = make_world(tmp_path)
     registry, _ = build_registry(lambda: None, health=w.loop.health)
     app = create_app(w.engine, clock=lambda: w.now[0], health=w.loop.health, extra_routes=[metrics_route(registry)])
     w.submit()
@@ -59,3 +52,14 @@ def test_a_loop_that_keeps_failing_shows_on_healthz_and_metrics(tmp_path):
         assert series["fairgpu_schedule_cycle_failures_total"] == FAILING_AFTER  # a counter never goes back
         assert series["fairgpu_schedule_consecutive_failures"] == 0
         assert series["fairgpu_schedule_last_success_timestamp_seconds"] == w.now[0].timestamp()
+
+
+def test_the_one_health_protocol_is_what_the_loop_returns():
+    """/healthz and /metrics read the loop's health through one Protocol
+    (metrics.exporter.LoopHealthLike); every field it names is the loop's."""
+    from dataclasses import fields
+
+    from scheduler.loop import LoopHealth
+    from scheduler.metrics.exporter import LoopHealthLike
+
+    assert set(LoopHealthLike.__annotations__) <= {f.name for f in fields(LoopHealth)}

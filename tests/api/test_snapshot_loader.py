@@ -35,7 +35,7 @@ def test_kept_loader_equals_a_fresh_load_after_every_change(seeded):
     _same(engine, loader, at)
     with session_scope(engine) as s:
         ids = jobs.submit_array(s, count=4, account="uni-a/nlp", slices=1, at=at, **HOLD)
-        jobs.submit(s, account="uni-b", slices=2, at=at, **HOLD)
+        jobs.submit_array(s, count=1, account="uni-b", slices=2, at=at, **HOLD)
     _same(engine, loader, at)
     with session_scope(engine) as s:  # the loop admits two
         rows = {r.id: r for r in active_jobs(s, ids)}
@@ -66,3 +66,34 @@ def test_kept_loader_equals_a_fresh_load_after_every_change(seeded):
     kept, _ = _both(engine, loader, at)
     assert kept.snapshot.config.algorithm == "fair-tree" and not kept.snapshot.config.preemption
     _same(engine, loader, at)
+
+
+def test_a_changed_cycle_reads_each_policy_input_once(seeded):
+    """Accounts, nodes and settings are read once a cycle, and built from those rows
+    when they changed (not read a second time to build)."""
+    import re
+
+    import sqlalchemy as sa
+
+    engine, loader = seeded.engine, SnapshotLoader()
+    tables = ("account", "node", "setting")
+    reads: list[str] = []
+
+    def count(conn, cursor, statement, params, context, executemany):
+        read = re.match(r"\s*SELECT\b.*?\bFROM\s+(\w+)", statement, re.S | re.I)
+        if read and read[1] in tables:
+            reads.append(read[1])
+
+    with session_scope(engine) as s:  # all three change
+        accounts.add_account(s, "uni-c", weight=1)
+        capacity.set_node(s, node="n2", gpus=1, slices_per_gpu=4, gpu_type="T4", at=T0)
+        settings.set_setting(s, "algorithm", "fair-tree")
+    sa.event.listen(engine, "before_cursor_execute", count)
+    try:
+        for _ in range(2):  # a changed cycle (all built), then an unchanged one
+            with session_scope(engine, readonly=True) as s:
+                loader.sync(s)
+    finally:
+        sa.event.remove(engine, "before_cursor_execute", count)
+    assert sorted(reads) == sorted(tables * 2), reads
+    assert "uni-c" in loader.state.tree.accounts and loader.state.capacity.total_slices == 12

@@ -18,7 +18,7 @@ from scheduler import apply, recovery
 from scheduler.cli import main
 from scheduler.services.accounts import add_account
 from scheduler.services.capacity import set_node
-from scheduler.services.jobs import submit
+from scheduler.services.jobs import submit_array
 from scheduler.services.jobs_admin import CANCELLED_BY_ADMIN
 from scheduler.store import Job, JobEvent, JobState, session_scope, transition, utcnow
 from scheduler.store.lease import Lease
@@ -57,8 +57,8 @@ def jobs(db_engine):
     with session_scope(db_engine) as s:
         set_node(s, node="n1", gpus=1, slices_per_gpu=4, gpu_type="T4", at=at)
         add_account(s, "lab", weight=1.0)
-        ids = [submit(s, account="lab", model="hold", framework=None, mode="train", slices=1,
-                      spec={"seconds": 60}, at=at).id for _ in range(3)]
+        ids = submit_array(s, count=3, account="lab", model="hold", framework=None, mode="train", slices=1,
+                           spec={"seconds": 60}, at=at)
     with session_scope(db_engine) as s:
         for job_id in ids[1:]:
             transition(s, s.get(Job, job_id), JobState.RUNNING, at=at, node="n1", gpu=0, gpu_slices=[[0, 1]])

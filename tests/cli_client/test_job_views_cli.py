@@ -13,7 +13,7 @@ from scheduler.cli import main
 from scheduler.cli.client import Api
 from scheduler.cli.views import show_logs
 from scheduler.services import accounts, jobs
-from scheduler.services.usage import record_usage
+from scheduler.services.usage import add_usage
 from scheduler.store import JobState, session_scope, transition
 
 runner = CliRunner()
@@ -23,7 +23,7 @@ def seed(engine) -> dict[str, str]:
     """live_server's accounts, with all the usage so far uni-b's (weight 1 of 3)."""
     tokens = seed_tokens(engine)
     with session_scope(engine) as s:
-        record_usage(s, accounts.get_account(s, "uni-b").id, 3600.0, now())
+        add_usage(s, [(accounts.get_account(s, "uni-b").id, 3600.0, now())])
     return tokens
 
 
@@ -53,12 +53,12 @@ def cli(env, *argv):
 
 def new_job(server, account="uni-a/vision", slices=1, seconds=60.0, running=False, gpu=0) -> int:
     with session_scope(server.engine) as s:
-        job = jobs.submit(s, account=account, model="hold", framework=None, mode="train", slices=slices,
-                          spec={"seconds": seconds}, at=now())
+        (job_id,) = jobs.submit_array(s, count=1, account=account, model="hold", framework=None, mode="train",
+                                      slices=slices, spec={"seconds": seconds}, at=now())
         if running:
-            job = transition(s, job, JobState.RUNNING, at=now(), node="gpu-box-1", gpu=gpu,
-                             gpu_slices=[[gpu, slices]])
-        return job.id
+            transition(s, jobs.get_job(s, job_id, None), JobState.RUNNING, at=now(), node="gpu-box-1", gpu=gpu,
+                       gpu_slices=[[gpu, slices]])
+        return job_id
 
 
 def write(server, job_id, attempt, text):

@@ -16,7 +16,7 @@ from scheduler.metrics.exporter import build_registry
 from scheduler.publish import Publisher
 from scheduler.services.accounts import add_account
 from scheduler.services.capacity import set_node
-from scheduler.services.jobs import submit
+from scheduler.services.jobs import submit_array
 from scheduler.store import Job, init_db, make_engine, session_scope
 
 T0 = datetime(2026, 11, 1, 12, 0, tzinfo=UTC)
@@ -37,8 +37,9 @@ class World:
 
     def submit(self, seconds: float = 10.0, slices: int = 1, account: str = "lab", **kw) -> int:
         with session_scope(self.engine) as s:
-            return submit(s, account=account, model="hold", framework=None, mode="train", slices=slices,
-                          spec={"seconds": seconds}, at=self.now[0], **kw).id
+            (job_id,) = submit_array(s, count=1, account=account, model="hold", framework=None, mode="train",
+                                     slices=slices, spec={"seconds": seconds}, at=self.now[0], **kw)
+            return job_id
 
     def sample(self, name: str, **labels) -> float:
         """The value of the one series `name` with these labels in a scrape (0 if absent)."""
@@ -62,6 +63,24 @@ def make_loop(engine, executor, now, **kw) -> SchedulingLoop:
     loop = SchedulingLoop(engine, executor, lambda: now[0], discover=kw.pop("discover", False), **kw)
     loop.backoff_s = (0.0, 0.0)
     return loop
+
+
+def break_policy(monkeypatch, fault) -> None:
+    """Make the policy's cycle (`quota.PolicyState.cycle`, what the loop's decide phase
+    runs) raise `fault(n)` on its n-th call (from 1), or run as usual where that is None:
+    a fault inside the cycle's write transaction, on the production path."""
+    import quota
+
+    cycle, calls = quota.PolicyState.cycle, [0]
+
+    def faulty(state, *args, **kw):
+        calls[0] += 1
+        error = fault(calls[0])
+        if error is not None:
+            raise error
+        return cycle(state, *args, **kw)
+
+    monkeypatch.setattr(quota.PolicyState, "cycle", faulty)
 
 
 def make_world(tmp_path, *, accounts=(("lab", 1.0),), engine=None, **kw) -> World:

@@ -13,7 +13,7 @@ from loop_world import T0
 from scheduler.loop import SchedulingLoop
 from scheduler.services.accounts import add_account
 from scheduler.services.capacity import set_node
-from scheduler.services.jobs import submit
+from scheduler.services.jobs import submit_array
 from scheduler.store import JobState, session_scope
 from scheduler.store.lease import Lease, LeaseHeld, LeaseLapsed, LeaseLost
 
@@ -42,8 +42,8 @@ def test_a_loop_that_lost_its_lease_writes_nothing(db_engine, tmp_path):
 
     def add_job():
         with session_scope(db_engine) as s:
-            return submit(s, account="lab", model="hold", framework=None, mode="train", slices=1,
-                          spec={"seconds": 1}, at=T0).id
+            return submit_array(s, count=1, account="lab", model="hold", framework=None, mode="train", slices=1,
+                                spec={"seconds": 1}, at=T0)[0]
 
     first = add_job()
     loop.run_once()

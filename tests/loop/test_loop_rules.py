@@ -4,7 +4,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from loop_world import make_world
+from loop_world import break_policy, make_world
 
 from scheduler.discovery import DiscoveredNode
 from scheduler.loop import NOT_IN_RAY, RAY_REFUSED
@@ -74,18 +74,9 @@ def test_a_task_that_never_started_is_charged_nothing(tmp_path):
     assert w.loop.run_once().usage == {}
 
 
-def test_a_failing_cycle_is_rolled_back_counted_and_the_next_is_normal(tmp_path):
-    import quota
-
-    calls = []
-
-    def flaky(snapshot):
-        calls.append(1)
-        if len(calls) == 2:
-            raise ZeroDivisionError("injected fault")
-        return quota.decide(snapshot)
-
-    w = make_world(tmp_path, decide=flaky)
+def test_a_failing_cycle_is_rolled_back_counted_and_the_next_is_normal(tmp_path, monkeypatch):
+    break_policy(monkeypatch, lambda n: ZeroDivisionError("injected fault") if n == 2 else None)
+    w = make_world(tmp_path)
     first = w.submit()
     w.loop.run_once()
     second = w.submit()
@@ -102,20 +93,11 @@ def test_a_failing_cycle_is_rolled_back_counted_and_the_next_is_normal(tmp_path)
     assert w.loop.health().consecutive_failures == 0 and w.loop.health().failures_total == 1
 
 
-def test_run_backs_off_and_keeps_going_after_failures(tmp_path):
+def test_run_backs_off_and_keeps_going_after_failures(tmp_path, monkeypatch):
     import threading
 
-    import quota
-
-    failures = [3]
-
-    def flaky(snapshot):
-        if failures[0]:
-            failures[0] -= 1
-            raise RuntimeError("database away")
-        return quota.decide(snapshot)
-
-    w = make_world(tmp_path, decide=flaky)
+    break_policy(monkeypatch, lambda n: RuntimeError("database away") if n <= 3 else None)
+    w = make_world(tmp_path)
     w.loop.backoff_s = (0.01, 0.02)
     job_id = w.submit()
     t = threading.Thread(target=w.loop.run, kwargs={"period_s": 0.01})
@@ -321,12 +303,12 @@ def test_a_job_whose_framework_no_node_has_waits_infeasible_and_starts_once_one_
     w = make_world(tmp_path, discover=True)
     w.executor.nodes = [DiscoveredNode("gpu-box-1", 1, "T4", "10.0.0.1", ray_id="a" * 56, frameworks=("pytorch",))]
     with session_scope(w.engine) as s:
-        from scheduler.services.jobs import submit
+        from scheduler.services.jobs import submit_array
 
-        tf = submit(s, account="lab", model="conv6", framework="tensorflow", mode="train", slices=1, spec={},
-                    at=w.now[0]).id
-        torch = submit(s, account="lab", model="conv6", framework="pytorch", mode="train", slices=1, spec={},
-                       at=w.now[0]).id
+        (tf,) = submit_array(s, count=1, account="lab", model="conv6", framework="tensorflow", mode="train",
+                             slices=1, spec={}, at=w.now[0])
+        (torch,) = submit_array(s, count=1, account="lab", model="conv6", framework="pytorch", mode="train",
+                                slices=1, spec={}, at=w.now[0])
     w.loop.run_once()
     job = w.job(tf)
     assert (job.state, job.reason) == (JobState.PENDING, "Infeasible")

@@ -23,7 +23,7 @@ from scheduler.metrics.exporter import build_registry
 from scheduler.publish import Publisher
 from scheduler.services.accounts import add_account
 from scheduler.services.capacity import set_node
-from scheduler.services.jobs import submit
+from scheduler.services.jobs import submit_array
 from scheduler.services.settings import set_setting
 from scheduler.store import session_scope
 
@@ -56,8 +56,8 @@ def share_json(db_url: str) -> dict[str, dict]:
 
 def add_job(engine, account: str, slices: int, at: datetime) -> int:
     with session_scope(engine) as s:
-        return submit(s, account=account, model="hold", framework=None, mode="train", slices=slices,
-                      spec={"seconds": 60}, at=at).id
+        return submit_array(s, count=1, account=account, model="hold", framework=None, mode="train",
+                            slices=slices, spec={"seconds": 60}, at=at)[0]
 
 
 def test_share_and_the_entitled_gauge_agree_after_a_node_leaves(db_engine, db_url, tmp_path):

@@ -1,7 +1,7 @@
 """Benchmark of the API: sustained job submissions per second from concurrent clients.
 
 Not a timed test. Run: `.venv/bin/python tests/perf/bench_api.py [--db URL] [--clients 8] [--jobs 4000]
-[--mode group|thread] [--client raw|httpx]`
+[--client raw|httpx]`
 (default: a fresh SQLite file; `--db postgres` makes a throwaway database on the
 PostgreSQL server at 127.0.0.1:5432 and drops it afterwards).
 
@@ -26,7 +26,6 @@ import argparse
 import json
 import os
 import socket
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -64,7 +63,7 @@ def seed(url: str, clients: int) -> list[str]:
     return tokens
 
 
-def serve(url: str, fd: int, mode: str = "group", switch_ms: float | None = None) -> None:
+def serve(url: str, fd: int, switch_ms: float | None = None) -> None:
     """Serve the API on the listening socket inherited as `fd` (bound by the parent)."""
     if switch_ms is not None:
         sys.setswitchinterval(switch_ms / 1000)
@@ -73,7 +72,7 @@ def serve(url: str, fd: int, mode: str = "group", switch_ms: float | None = None
     from scheduler.api import create_app
     from scheduler.store import make_engine
 
-    app = create_app(make_engine(url), clock=_now, submit_mode=mode)
+    app = create_app(make_engine(url), clock=_now)
     sock = socket.socket(fileno=fd)
 
     def batches() -> None:  # at shutdown (uvicorn re-raises SIGTERM after it), warm-up included
@@ -85,7 +84,7 @@ def serve(url: str, fd: int, mode: str = "group", switch_ms: float | None = None
     uvicorn.Server(uvicorn.Config(app, log_level="warning", access_log=False)).run(sockets=[sock])
 
 
-def start_server(url: str, mode: str = "group", switch_ms: float | None = None) -> tuple[subprocess.Popen, str]:
+def start_server(url: str, switch_ms: float | None = None) -> tuple[subprocess.Popen, str]:
     """The server process, on a loopback socket bound here (port 0) and handed down: the
     port is the server's from the start, nothing else can take it meanwhile."""
     import httpx
@@ -95,7 +94,7 @@ def start_server(url: str, mode: str = "group", switch_ms: float | None = None) 
     sock = bind_socket("127.0.0.1", 0)
     port = sock.getsockname()[1]
     proc = subprocess.Popen([sys.executable, __file__, "--serve", "--db", url, "--fd", str(sock.fileno()),
-                             "--mode", mode, *(["--switch-interval-ms", str(switch_ms)] if switch_ms else [])],
+                             *(["--switch-interval-ms", str(switch_ms)] if switch_ms else [])],
                             cwd=ROOT, pass_fds=[sock.fileno()])
     sock.close()  # the child holds it now
     base = f"http://127.0.0.1:{port}"
@@ -246,10 +245,11 @@ def burst(base: str, tokens: list[str], per_client: int, server_pid: int, client
     wall = time.perf_counter() - t0
     server_cpu = cpu_seconds(server_pid) - cpu0
     client_cpu = cpu_seconds(os.getpid()) - own0
-    lat.sort()
+    from workloads.measure import percentile
+
     return {"accepted": len(ids), "errors": len(errors), "first_error": errors[0] if errors else None,
-            "wall_s": wall, "per_s": len(ids) / wall, "p50_ms": statistics.median(lat) * 1e3,
-            "p99_ms": lat[int(len(lat) * 0.99) - 1] * 1e3,
+            "wall_s": wall, "per_s": len(ids) / wall, "p50_ms": percentile(lat, 50) * 1e3,
+            "p99_ms": percentile(lat, 99) * 1e3,
             "server_cpu_ms_per_submit": server_cpu / max(1, len(ids)) * 1e3,
             "client_cpu_ms_per_submit": client_cpu / max(1, len(ids)) * 1e3, "load_avg_1m_before": load0,
             "load_avg_1m": os.getloadavg()[0], "ids": ids}
@@ -267,10 +267,10 @@ def stored(url: str) -> tuple[int, int]:
     return rows[0], rows[1]
 
 
-def run(url: str, clients: int, jobs: int, warmup: int = 200, mode: str = "group",
-        switch_ms: float | None = None, client: str = "raw") -> dict:
+def run(url: str, clients: int, jobs: int, warmup: int = 200, switch_ms: float | None = None,
+        client: str = "raw") -> dict:
     tokens = seed(url, clients)
-    proc, base = start_server(url, mode, switch_ms)
+    proc, base = start_server(url, switch_ms)
     try:
         burst(base, tokens, max(1, warmup // clients), proc.pid, client)
         result = burst(base, tokens, jobs // clients, proc.pid, client)
@@ -280,7 +280,7 @@ def run(url: str, clients: int, jobs: int, warmup: int = 200, mode: str = "group
     total, distinct = stored(url)
     expected = result["accepted"] + clients * max(1, warmup // clients)
     ids = result.pop("ids")
-    result.update(backend=url.split(":", 1)[0], mode=mode, client=client, clients=clients, rows=total, distinct_ids=distinct,
+    result.update(backend=url.split(":", 1)[0], client=client, clients=clients, rows=total, distinct_ids=distinct,
                   exactly_once=(total == expected == distinct and len(set(ids)) == len(ids)))
     return result
 
@@ -290,9 +290,6 @@ def main() -> None:
     ap.add_argument("--db", default=None, help="sqlite:///PATH, a PostgreSQL URL, or 'postgres' (throwaway db)")
     ap.add_argument("--clients", type=int, default=8)
     ap.add_argument("--jobs", type=int, default=4000)
-    ap.add_argument("--mode", choices=["group", "thread"], default="group",
-                    help="group: submissions group-committed (the default); thread: each in its own "
-                         "transaction in the thread pool")
     ap.add_argument("--client", choices=["raw", "httpx"], default="raw",
                     help="raw: every client from one thread over raw sockets (the default, cheap); "
                          "httpx: a thread and an httpx connection per client")
@@ -303,7 +300,7 @@ def main() -> None:
     ap.add_argument("--fd", type=int, default=-1, help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.serve:
-        serve(args.db, args.fd, args.mode, args.switch_interval_ms)
+        serve(args.db, args.fd, args.switch_interval_ms)
         return
     cleanup = None
     if args.db is None:
@@ -324,7 +321,7 @@ def main() -> None:
     else:
         url = args.db
     try:
-        result = run(url, args.clients, args.jobs, mode=args.mode, switch_ms=args.switch_interval_ms,
+        result = run(url, args.clients, args.jobs, switch_ms=args.switch_interval_ms,
                      client=args.client)
     finally:
         if cleanup:
@@ -332,7 +329,7 @@ def main() -> None:
     if args.json:
         print(json.dumps(result, indent=2))
     else:
-        print(f"{result['backend']} ({result['mode']}, {result['client']} clients): {result['accepted']} submissions from {result['clients']} clients in "
+        print(f"{result['backend']} ({result['client']} clients): {result['accepted']} submissions from {result['clients']} clients in "
               f"{result['wall_s']:.2f} s = {result['per_s']:.0f}/s (p50 {result['p50_ms']:.1f} ms, "
               f"p99 {result['p99_ms']:.1f} ms; CPU per submit: server {result['server_cpu_ms_per_submit']:.2f} ms, "
               f"clients {result['client_cpu_ms_per_submit']:.2f} ms; load {result['load_avg_1m']:.1f}); errors {result['errors']}; rows {result['rows']}, "

@@ -105,7 +105,7 @@ def test_unexplained_cycle_decides_the_same(seq):
             assert db.waiting == {}
 
 
-def test_preempted_job_goes_back_to_the_head_of_its_queue():
+def test_preempted_jobs_go_back_to_their_place_in_submission_order():
     t = tree(("a", 1), ("b", 1, {"guaranteed": 4}))
     state = q.PolicyState(t, nodes(("n1", 1, 4)))
     for i in range(4):
@@ -116,7 +116,7 @@ def test_preempted_job_goes_back_to_the_head_of_its_queue():
     d = state.cycle(1.0, {})
     assert {p.job_id for p in d.preemptions} == {"a0", "a1", "a2", "a3"}
     assert [a.request_id for a in d.admissions] == ["b0"]
-    queue = state.queues["a"]
-    assert queue[-1].id == "a-late" and {r.id for r in queue[:4]} == {"a0", "a1", "a2", "a3"}
+    assert [r.id for r in state.queues["a"]] == ["a0", "a1", "a2", "a3", "a-late"]  # not reversed
+    assert [r.seq for r in state.queues["a"]] == [0.0, 1.0, 2.0, 3.0, 10.0]
     assert state.running_slices == {"b": 4}
     assert not state.could_act()  # full, and b is at its guarantee: nothing can change

@@ -46,7 +46,8 @@ JAIN = (9.5 / 10.75 + 0.75) ** 2 / (2 * ((9.5 / 10.75) ** 2 + 0.75 ** 2))
 def build(engine) -> None:
     from scheduler.apply import insert_usage
     from scheduler.services import accounts, capacity
-    from scheduler.store import JobState, session_scope, submit_job, transition
+    from scheduler.store import Job, JobState, session_scope, transition
+    from scheduler.store.transitions import submit_jobs
 
     with session_scope(engine) as s:
         capacity.set_node(s, node="gpu-1", gpus=1, slices_per_gpu=4, gpu_type="T4", at=at(-2))
@@ -58,8 +59,9 @@ def build(engine) -> None:
     R, P = JobState.RUNNING, JobState.PENDING
 
     def job(s, account, slices, submitted, *moves):
-        j = submit_job(s, account_id=ids[account], model="hold", framework=None, mode="train", slices=slices,
-                       spec={}, at=at(submitted))
+        (job_id,) = submit_jobs(s, count=1, account_id=ids[account], model="hold", framework=None, mode="train",
+                                slices=slices, spec={}, at=at(submitted))
+        j = s.get(Job, job_id)
         for to, when, event in moves:
             j = transition(s, j, to, at=at(when), event=event)
 

@@ -7,7 +7,7 @@ import random
 import pytest
 
 import quota as q
-from quota.period import HELD, WAITING, Span, integrate, percentile
+from quota.period import HELD, WAITING, Span, integrate
 
 H = 3600.0
 
@@ -99,15 +99,6 @@ def test_spans_belong_to_leaves():
     t = tree(("n", 1, {}), ("n/x", 1, {"parent": "n"}))
     with pytest.raises(q.QuotaError, match="sub-accounts"):
         integrate(t, 4, [Span("n", 0, 1, 1)], 0, 1)
-
-
-def test_percentile_interpolates_linearly():
-    assert percentile([], 50) is None
-    assert percentile([7], 95) == 7
-    assert percentile([4, 1, 3, 2], 50) == 2.5
-    assert percentile([0, 10, 20, 30, 40], 95) == pytest.approx(38)
-    with pytest.raises(q.QuotaError):
-        percentile([1], 101)
 
 
 def _reference(t, cap, spans, since, until):

@@ -65,7 +65,7 @@ print("caps", [l for l in open("/proc/self/status") if l.startswith("CapEff")][0
     assert result["exit_code"] == 0, out
     assert "ids 1000 2 /fairgpu/work" in out  # uid 1000, PID 2 in its own namespace (bwrap is 1)
     assert "fairgpu ['checkpoint', 'site', 'work']" in out
-    assert "tmp [] 0o1777" in out
+    assert "0o1777" in out and "ck" not in out.split("tmp ")[1].split("]")[0]  # private (a bound root's mount point may show)
     assert "host tmp seen: False" in out  # the host's /tmp (and this test's folder) is not there
     assert "caps 0000000000000000" in out
     assert (tmp_path / "ck" / "saved").read_text() == "kept"  # the checkpoint folder is the job's own
@@ -185,3 +185,21 @@ def test_only_the_assigned_gpus_device_nodes_are_bound(tmp_path):
     finally:
         fake_nvml.configure()
     assert sandbox.gpu_devices("0", dev=str(tmp_path / "none")) == ((), "0")  # a CPU-only box: as it was
+
+
+def test_cgroups_of_dead_workers_are_swept(tmp_path):
+    if not sandbox.probe().limits.startswith("cgroup"):
+        pytest.skip(f"no cgroup can be made here (limits by {sandbox.probe().limits}): nothing to sweep")  # as a user
+    import subprocess
+
+    gone = subprocess.Popen(["true"])
+    gone.wait()  # a pid that no longer runs: a worker that died before closing its cgroup
+    make = sandbox._make_v1 if sandbox.probe().limits == "cgroup v1" else sandbox._make_v2
+    stale = make(f"{sandbox.CGROUP_PREFIX}9-1-{gone.pid}", sandbox.Limits(1 << 30, 64))
+    live = make(f"{sandbox.CGROUP_PREFIX}9-2-{os.getpid()}", sandbox.Limits(1 << 30, 64))
+    try:
+        assert sandbox.sweep_stale_cgroups() >= 1
+        assert not any(d.exists() for d in stale.dirs) and all(d.exists() for d in live.dirs)
+    finally:
+        live.remove()
+        stale.remove()

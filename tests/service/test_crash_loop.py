@@ -1,7 +1,9 @@
 """No crash loop: a job whose task was running at two unclean scheduler stops in a row is
 not started a third time (recovery ends it FAILED, saying so); a clean stop (drain), a
-lapsed lease whose holder still lives, an attempt that never started and any other end of
-an attempt cost nothing or start the count again.
+lapsed lease whose holder still lives and any other end of a started attempt cost nothing
+or start the count again. An admission whose task never started counts as nothing: no
+retry, the count left as it was, its place kept. Requeued jobs keep their submission
+order.
 
 The rules run with real leases on SQLite and PostgreSQL: each "server" is a scheduling
 loop (on a FakeExecutor) holding a `Lease` of its own, and takes over once the last one's
@@ -25,8 +27,9 @@ from service_helpers import Up, admin_client, institution, wait_for
 from sqlmodel import select
 
 from scheduler.jobfiles import started_path
-from scheduler.recovery import UNCLEAN_STOP_LIMIT, LastStop, crash_loop_message, last_stop
-from scheduler.store import Job, JobEvent, JobState, make_engine, session_scope, utcnow
+from scheduler.recovery import NEVER_STARTED, UNCLEAN_STOP_LIMIT, LastStop, crash_loop_message, last_stop
+from scheduler.services.snapshot import SnapshotLoader
+from scheduler.store import Job, JobEvent, JobState, UsageRecord, make_engine, session_scope, utcnow
 from scheduler.store.lease import Holder, Lease, process_started_at
 
 TTL = 15.0
@@ -178,6 +181,61 @@ def test_a_clean_drain_and_a_lapsed_lease_cost_nothing(servers, paused):
     c.run(job_id)
     c.start(pid=dead_pid())
     assert (c.w.job(job_id).state, c.w.job(job_id).unclean_stops) == (JobState.PENDING, 1)
+
+
+def test_requeued_jobs_keep_their_submission_order(servers):
+    """Recovery requeues several running jobs at once: they wait again in the order they were
+    submitted (then id), ahead of the jobs submitted after them, in the database and in the
+    policy's queue. (Each used to go to the head in turn, so they came back reversed.)"""
+    c = servers
+    c.start(pid=dead_pid())
+    ids = []
+    for _ in range(8):  # the node has 4 slices: 4 run, 4 wait
+        ids.append(c.w.submit(seconds=600))
+        c.w.tick(1.0)
+    array = [c.w.submit(seconds=600) for _ in range(2)]  # one submission time: then by id
+    c.run(*ids[:4], started=False)
+    for job_id in ids[:3]:  # three had started, one was only admitted
+        marker = Path(started_path(c.w.executor.results_dir, job_id, 1))
+        marker.parent.mkdir(parents=True, exist_ok=True)
+        marker.touch()
+    assert c.start(pid=dead_pid())["requeued"] == 4
+
+    with session_scope(c.w.engine, readonly=True) as s:
+        jobs = s.exec(select(Job).where(Job.state == JobState.PENDING).order_by(Job.queue_seq, Job.id)).all()
+        assert [j.id for j in jobs] == ids + array
+        assert all(j.queue_seq == j.submitted_at.timestamp() for j in jobs)
+        queue = SnapshotLoader().sync(s).state.queues["lab"]
+    assert [r.id for r in queue] == ids + array
+    c.w.loop.run_once()
+    assert {j: c.w.job(j).state for j in ids[:5]} == {**dict.fromkeys(ids[:4], JobState.RUNNING),
+                                                     ids[4]: JobState.PENDING}
+
+
+def test_an_admission_whose_task_never_started_counts_as_nothing(servers):
+    """Not an attempt's failure, not a retry, not an unclean stop, and not a break in the run
+    of unclean stops: the job keeps its place and its count, and nothing is charged."""
+    c = servers
+    c.start(pid=dead_pid())
+    job_id = c.w.submit(seconds=600)
+    c.run(job_id)
+    c.start(pid=dead_pid())
+    assert c.w.job(job_id).unclean_stops == 1
+
+    for _ in range(3):  # restarts faster than Ray starts tasks
+        c.w.tick(5.0)
+        c.run(job_id, started=False)
+        assert c.start(pid=dead_pid())["requeued"] == 1
+        job = c.w.job(job_id)
+        assert (job.state, job.failures, job.unclean_stops) == (JobState.PENDING, 0, 1)
+        assert job.queue_seq == job.submitted_at.timestamp()
+        assert c.events(job_id)[-1] == ("requeued", NEVER_STARTED)
+    with session_scope(c.w.engine, readonly=True) as s:
+        assert s.exec(select(UsageRecord).where(UsageRecord.job_id == job_id)).all() == []
+
+    c.run(job_id)  # it runs, and the server dies again: the second unclean stop in a row
+    assert c.start(pid=dead_pid())["failed"] == 1
+    assert (c.w.job(job_id).state, c.w.job(job_id).unclean_stops) == (JobState.FAILED, 2)
 
 
 def test_an_unclean_stop_on_another_host_counts(servers):

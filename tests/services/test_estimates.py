@@ -10,7 +10,8 @@ from quota.estimate import Estimate
 from scheduler.apply import set_progress
 from scheduler.services import accounts, capacity, estimates
 from scheduler.services.snapshot import JobRow
-from scheduler.store import JobState, session_scope, submit_job, transition
+from scheduler.store import Job, JobState, session_scope, transition
+from scheduler.store.transitions import submit_jobs
 
 NOW = datetime(2026, 11, 27, 12, 0, tzinfo=timezone.utc)
 T = NOW.timestamp()
@@ -31,9 +32,10 @@ def job(engine, account: str, slices: int, *, seconds=None, time_limit_s=None, r
     with session_scope(engine) as s:
         acct = accounts.get_account(s, account)
         model, spec = ("hold", {"seconds": seconds}) if seconds is not None else ("resnet18", {})
-        j = submit_job(s, account_id=acct.id, model=model, framework=None if seconds is not None else "pytorch",
-                       mode="train", slices=slices, spec=spec, at=NOW - timedelta(minutes=5),
-                       time_limit_s=time_limit_s)
+        (job_id,) = submit_jobs(s, count=1, account_id=acct.id, model=model,
+                                framework=None if seconds is not None else "pytorch", mode="train", slices=slices,
+                                spec=spec, at=NOW - timedelta(minutes=5), time_limit_s=time_limit_s)
+        j = s.get(Job, job_id)
         if running_since is not None:
             j = transition(s, j, JobState.RUNNING, at=running_since, node="n1", gpu=0, gpu_slices=[gpu_slices])
             if progress is not None:

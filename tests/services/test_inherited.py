@@ -189,11 +189,11 @@ def test_a_job_gets_its_limit_at_submit(tree):
         accounts.set_account(s, "u/a", default_time_s=30 * 60)
     with session_scope(tree) as s:
         ids = [
-            jobs.submit(s, account="u/a/b", at=NOW, time_limit_s=2 * D, **HOLD).id,  # asked, up to its own max
-            jobs.submit(s, account="u/a/b", at=NOW, **HOLD).id,  # the inherited default
-            jobs.submit(s, account="u/c", at=NOW, **HOLD).id,  # no default: the maximum
-            jobs.submit(s, account="v", at=NOW, **HOLD).id,  # nothing set: no limit
-            jobs.submit(s, account="v", at=NOW, time_limit_s=90, **HOLD).id,
+            *jobs.submit_array(s, count=1, account="u/a/b", at=NOW, time_limit_s=2 * D, **HOLD),  # up to its max
+            *jobs.submit_array(s, count=1, account="u/a/b", at=NOW, **HOLD),  # the inherited default
+            *jobs.submit_array(s, count=1, account="u/c", at=NOW, **HOLD),  # no default: the maximum
+            *jobs.submit_array(s, count=1, account="v", at=NOW, **HOLD),  # nothing set: no limit
+            *jobs.submit_array(s, count=1, account="v", at=NOW, time_limit_s=90, **HOLD),
         ]
     assert limits_of(tree, ids) == [2 * D, 30 * 60, 6 * H, None, 90]
 
@@ -213,7 +213,7 @@ def test_a_job_array_gets_the_same_limit_each(tree):
     ("v", float("inf"), LimitError, "time_limit_s must be 1 to 2,592,000 s (got inf)"),
 ])
 def test_a_limit_over_the_maximum_or_out_of_range_is_refused_and_nothing_written(tree, account, asked, error, message):
-    for submit in (lambda s: jobs.submit(s, account=account, at=NOW, time_limit_s=asked, **HOLD),
+    for submit in (lambda s: jobs.submit_array(s, count=1, account=account, at=NOW, time_limit_s=asked, **HOLD),
                    lambda s: jobs.submit_array(s, count=2, account=account, at=NOW, time_limit_s=asked, **HOLD)):
         with pytest.raises(error) as err:
             with session_scope(tree) as s:

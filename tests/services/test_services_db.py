@@ -9,7 +9,8 @@ from quota import QuotaError, limits
 from quota.limits import LimitError
 from scheduler.services import accounts, capacity, settings, share
 from scheduler.services.errors import DomainError
-from scheduler.store import JobState, session_scope, submit_job, transition
+from scheduler.store import Job, JobState, session_scope, transition
+from scheduler.store.transitions import submit_jobs
 
 NOW = datetime(2026, 11, 27, 12, 0, tzinfo=timezone.utc)
 
@@ -53,8 +54,8 @@ def test_refusals_write_nothing(tree):
 def test_account_with_jobs_cannot_be_removed_and_no_sub_accounts_under_it(tree):
     with session_scope(tree) as s:
         acct = accounts.get_account(s, "b")
-        submit_job(s, account_id=acct.id, model="hold", framework=None, mode="train", slices=1,
-                   spec={"seconds": 1}, at=NOW)
+        submit_jobs(s, count=1, account_id=acct.id, model="hold", framework=None, mode="train", slices=1,
+                    spec={"seconds": 1}, at=NOW)
     with pytest.raises(DomainError, match="1 job"):
         with session_scope(tree) as s:
             accounts.remove_account(s, "b")
@@ -66,10 +67,11 @@ def test_account_with_jobs_cannot_be_removed_and_no_sub_accounts_under_it(tree):
 def test_share_counts_running_and_pending_and_entitlement(tree):
     with session_scope(tree) as s:
         ids = {a: accounts.get_account(s, a).id for a in ("a/x", "b")}
-        jobs = [submit_job(s, account_id=ids["a/x"], model="hold", framework=None, mode="train", slices=2,
-                           spec={"seconds": 5}, at=NOW) for _ in range(3)]
-        jobs += [submit_job(s, account_id=ids["b"], model="hold", framework=None, mode="train", slices=4,
-                            spec={"seconds": 5}, at=NOW) for _ in range(2)]
+        job_ids = submit_jobs(s, count=3, account_id=ids["a/x"], model="hold", framework=None, mode="train", slices=2,
+                              spec={"seconds": 5}, at=NOW)
+        job_ids += submit_jobs(s, count=2, account_id=ids["b"], model="hold", framework=None, mode="train", slices=4,
+                               spec={"seconds": 5}, at=NOW)
+        jobs = [s.get(Job, i) for i in job_ids]
     with session_scope(tree) as s:
         transition(s, jobs[0], JobState.RUNNING, at=NOW, node="n1", gpu=0, gpu_slices=[[0, 2]])
         transition(s, jobs[3], JobState.RUNNING, at=NOW, node="n1", gpu=1, gpu_slices=[[1, 4]])
@@ -98,3 +100,23 @@ def test_settings_validate_and_feed_the_policy(tree):
     assert ps.half_life_s == 36 * 3600 and ps.config.reclaim == "entitlement"
     assert settings.parse_duration("90m", limits.HALF_LIFE) == 5400
     assert settings.parse_duration("7d", limits.HALF_LIFE) == 604800
+
+
+def test_a_transaction_that_changes_accounts_or_nodes_reads_them_again(tree):
+    """The per-transaction directory and capacity (services.directory) are dropped by the
+    flush that writes an account or a node, whoever wrote it: one rule, no caller's call."""
+    from scheduler.services import directory
+
+    with session_scope(tree) as s:
+        assert "c" not in directory.directory(s).by_name and directory.capacity(s).total_slices == 8
+        accounts.add_account(s, "c", weight=1)
+        assert directory.directory(s).get("c").parent_id is None
+        accounts.set_account(s, "c", max_pending=5)
+        assert directory.directory(s).get("c").max_pending == 5
+        capacity.set_node(s, node="n2", gpus=1, slices_per_gpu=4, gpu_type="T4", at=NOW)
+        assert directory.capacity(s).total_slices == 12
+        accounts.remove_account(s, "c")
+        assert "c" not in directory.directory(s).by_name
+        memo = directory.directory(s)
+        settings.set_setting(s, "algorithm", "classic")  # not an account or a node: the memo stays
+        assert directory.directory(s) is memo

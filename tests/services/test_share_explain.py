@@ -6,7 +6,7 @@ from datetime import datetime, timezone
 import pytest
 
 from scheduler.services import accounts, capacity, share
-from scheduler.services.usage import record_usage
+from scheduler.services.usage import add_usage
 from scheduler.store import session_scope
 
 NOW = datetime(2026, 11, 27, 12, 0, tzinfo=timezone.utc)
@@ -76,7 +76,7 @@ def test_explain_rows_are_share_rows_figures(db_engine):
         capacity.set_node(s, node="n1", gpus=2, slices_per_gpu=4, gpu_type="T4", at=NOW)
         accounts.add_account(s, "a", weight=2)
         accounts.add_account(s, "b", weight=1)
-        record_usage(s, accounts.get_account(s, "b").id, 5000.0, NOW)
+        add_usage(s, [(accounts.get_account(s, "b").id, 5000.0, NOW)])
     with session_scope(db_engine) as s:
         figures = {r["account"]: r for r in share.share_rows(s, NOW)}
         explained = {r["account"]: r for r in share.explain_rows(s, NOW)}

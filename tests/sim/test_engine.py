@@ -61,6 +61,20 @@ def test_static_quotas_never_borrow_so_utilisation_is_lower():
     assert static.makespan_s == pytest.approx(400.0) and fair.makespan_s == pytest.approx(300.0)
 
 
+def test_preempted_jobs_come_back_in_their_submission_order():
+    """Two nodes of 4 slices. `a`'s a0 (100 s) and a1 (300 s) run; at t=10 `b` reclaims its
+    guarantee and both are preempted; b's jobs free one node at t=60 and the other at
+    t=110. In submission order a0 resumes first (ends at 150) and a1 at 110 (ends at 400);
+    reversed, as victims once came back, a1 would end at 350 and a0 at 200."""
+    t = tree(("a", {}), ("b", {"guaranteed": 8}))
+    cluster = q.Capacity((q.NodeCapacity("n1", 1, 4), q.NodeCapacity("n2", 1, 4)))
+    jobs = [TraceJob("a0", "a", 0.0, 100.0, 4), TraceJob("a1", "a", 0.0, 300.0, 4),
+            TraceJob("s0", "b", 10.0, 50.0, 4), TraceJob("s1", "b", 10.0, 100.0, 4)]
+    r = simulate(Trace(jobs), t, cluster, POLICIES["fair-share"])
+    assert r.metrics.preemptions == 2
+    assert r.metrics.makespan_s == pytest.approx(400.0)  # a1 resumed second: 110 + 290
+
+
 def test_all_five_policies_run_deterministically_and_respect_capacity():
     trace = synthetic(jobs=600, days=1, institutions=6, gpus=8, gpus_per_node=4, load=1.3, seed=11)
     t = trace.default_tree()

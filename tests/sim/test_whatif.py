@@ -1,7 +1,7 @@
 """What-if on the live tree: the server's job history as a trace (scheduler.sim.history),
 replayed by `fairgpu simulate --from-db` under the live tree and under --set changes.
 
-The histories are written by the functions the server itself uses (services.jobs.submit
+The histories are written by the functions the server itself uses (services.jobs.submit_array
 and cancel, apply.admit_many, apply.requeue, apply.finish), at fixed times."""
 from __future__ import annotations
 
@@ -39,8 +39,8 @@ def run_job(engine, account: str, slices: int, submit: float, attempts=(), end: 
     start, preempted at each attempt's end but the last, which ends as `end`
     (finished, failed, timeout, cancelled, or running: left running)."""
     with session_scope(engine) as s:
-        jid = jobs.submit(s, account=account, model="hold", framework=None, mode="train", slices=slices,
-                          spec={"seconds": 1}, at=at(submit)).id
+        (jid,) = jobs.submit_array(s, count=1, account=account, model="hold", framework=None, mode="train",
+                                   slices=slices, spec={"seconds": 1}, at=at(submit))
     for k, (start, stop) in enumerate(attempts):
         with session_scope(engine) as s:
             apply.admit_many(s, [(s.get(Job, jid), "gpu-1", [(0, slices)])], at=at(start))

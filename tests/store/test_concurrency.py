@@ -17,15 +17,16 @@ WRITER = """
 import sys
 from datetime import UTC, datetime
 from sqlmodel import select
-from scheduler.store import Account, make_engine, session_scope, submit_job
+from scheduler.store import Account, make_engine, session_scope
+from scheduler.store.transitions import submit_jobs
 
 url, worker, count = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
 engine = make_engine(url)
 for i in range(count):
     with session_scope(engine) as s:  # read, then write: the case BEGIN IMMEDIATE fixes
         account = s.exec(select(Account).where(Account.name == "shared")).one()
-        submit_job(s, account_id=account.id, model="m", framework=None, mode="train", slices=1,
-                   spec={"worker": worker, "i": i}, at=datetime.now(UTC))
+        submit_jobs(s, count=1, account_id=account.id, model="m", framework=None, mode="train", slices=1,
+                    spec={"worker": worker, "i": i}, at=datetime.now(UTC))
 engine.dispose()
 """
 

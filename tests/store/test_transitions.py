@@ -15,7 +15,6 @@ from scheduler.store import (
     JobEvent,
     JobState,
     StaleJob,
-    head_queue_seq,
     session_scope,
     transition,
 )
@@ -130,17 +129,23 @@ def test_preemption_requeues_and_clears_placement(store):
         assert s.get(Job, job.id) is not None
 
 
-def test_head_queue_seq_puts_a_requeued_job_first(store):
+def test_requeued_jobs_keep_their_place_in_submission_order(store):
+    """Jobs requeued one after another (as recovery does) wait again in the order they were
+    submitted, behind a job submitted before them and ahead of one submitted after."""
     with session_scope(store) as s:
         account = make_account(s)
-        victim = make_job(s, account, at=later(5))
-        older = make_job(s, account, at=later(1))
-        victim = transition(s, victim, R, at=later(6))
-        victim = transition(s, victim, P, at=later(7), event="preempted", queue_seq=head_queue_seq(s, victim))
+        first = make_job(s, account, at=later(1))  # too big for what was free: it waited
+        a, b, c = (make_job(s, account, at=later(2)) for _ in range(3))  # one submission time: then by id
+        last = make_job(s, account, at=later(3))
+        running = [transition(s, j, R, at=later(4)) for j in (a, b, c)]
+        for job in running:
+            transition(s, job, P, at=later(5), event="preempted")
         order = s.exec(
             select(Job.id).where(Job.account_id == account.id, Job.state == P).order_by(Job.queue_seq, Job.id)
         ).all()
-    assert order == [victim.id, older.id]
+        seqs = {j.id: j.queue_seq for j in s.exec(select(Job)).all()}
+    assert order == [first.id, a.id, b.id, c.id, last.id]
+    assert seqs[a.id] == seqs[b.id] == seqs[c.id] == later(2).timestamp()
 
 
 def test_stale_copy_loses(store):

@@ -85,14 +85,15 @@ def test_reparenting_a_leaf_with_jobs_under_a_leaf_with_jobs_is_refused(cli):
     from datetime import datetime, timezone
 
     from scheduler.services.accounts import get_account
-    from scheduler.store import make_engine, session_scope, submit_job
+    from scheduler.store import make_engine, session_scope
+    from scheduler.store.transitions import submit_jobs
 
     cli("admin", "account", "add", "lab", "--weight", "1", "--parent", "a")  # a one-part name may move
     engine = make_engine(cli.url)
     with session_scope(engine) as s:
         for name in ("lab", "b"):
-            submit_job(s, account_id=get_account(s, name).id, model="hold", framework=None, mode="train", slices=1,
-                       spec={"seconds": 1}, at=datetime.now(timezone.utc))
+            submit_jobs(s, count=1, account_id=get_account(s, name).id, model="hold", framework=None, mode="train",
+                        slices=1, spec={"seconds": 1}, at=datetime.now(timezone.utc))
     engine.dispose()
     before = _dump(cli.url)
     result = cli("admin", "account", "set", "lab", "--parent", "b", expect=1)

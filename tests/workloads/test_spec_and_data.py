@@ -146,6 +146,16 @@ def test_percentile_matches_numpy(q):
     assert measure.percentile(xs, q) == pytest.approx(float(np.percentile(xs, q)))
 
 
+def test_percentile_has_one_rule_for_no_values_and_interpolates_linearly():
+    assert measure.percentile([], 50) is None and measure.percentile(iter(()), 0) is None
+    assert measure.percentile([7], 95) == 7 and measure.percentile([7], 0) == 7
+    assert measure.percentile([4, 1, 3, 2], 50) == 2.5
+    assert measure.percentile([0, 10, 20, 30, 40], 95) == pytest.approx(38)
+    for q in (101, -1, 99.9, True):
+        with pytest.raises(ValueError, match="whole number from 0 to 100"):
+            measure.percentile([1, 2], q)
+
+
 RSS_WINDOW = """
 import numpy as np
 from workloads import measure

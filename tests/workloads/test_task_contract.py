@@ -3,7 +3,7 @@ reference batch (every job used to run at 32: a default written on the task's si
 from __future__ import annotations
 
 
-from scheduler.services.jobs import submit
+from scheduler.services.jobs import submit_array
 from scheduler.store import session_scope
 from scheduler.tasks import TaskPayload
 from workloads import registry
@@ -53,8 +53,8 @@ def test_the_loop_hands_over_what_was_submitted(tmp_path):
 
     w = make_world(tmp_path)
     with session_scope(w.engine) as s:
-        job_id = submit(s, account="lab", model="vgg16", framework="pytorch", mode="train", slices=1,
-                        spec={"steps": 5}, at=w.now[0]).id
+        (job_id,) = submit_array(s, count=1, account="lab", model="vgg16", framework="pytorch", mode="train",
+                                 slices=1, spec={"steps": 5}, at=w.now[0])
     w.loop.run_once()
     (start,) = w.executor.starts
     payload = start["payload"]

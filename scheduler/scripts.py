@@ -125,32 +125,25 @@ def run(command: list[str], *, cwd: Path, env: dict[str, str], log, stop_request
     sandbox's host memory limit stopped it. `sandbox` (a scheduler.sandbox.Sandboxed,
     built for this command) runs it confined; it is closed here, whatever happens.
     `memory_note` says how the host memory limit was set (for the reason)."""
-    try:
-        return _run(command, cwd=cwd, env=env, log=log, stop_requested=stop_requested, on_stop=on_stop,
-                    poll_s=poll_s, gpu_limit=gpu_limit, sandbox=sandbox, memory_note=memory_note)
-    finally:
-        if sandbox is not None:
-            sandbox.close(None)  # its cgroup and descriptors, if the child never started
-
-
-def _run(command, *, cwd, env, log, stop_requested, on_stop, poll_s, gpu_limit, sandbox, memory_note) -> dict:
     started = time.monotonic()
     if sandbox is not None:
         argv, preexec, fds, env = sandbox.argv, sandbox.preexec, sandbox.fds, {**env, **sandbox.env_overrides}
     else:
         argv, preexec, fds = command, _die_with_parent, ()
+    child = None
     try:
-        child = subprocess.Popen(argv, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                                 stdin=subprocess.DEVNULL, start_new_session=True, preexec_fn=preexec, pass_fds=fds)
-    except OSError as exc:
-        raise ScriptFailed(f"cannot start {argv[0]!r}: {exc.strerror or exc}") from None
-    try:
+        try:
+            child = subprocess.Popen(argv, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                                     stdin=subprocess.DEVNULL, start_new_session=True, preexec_fn=preexec,
+                                     pass_fds=fds)
+        except OSError as exc:
+            raise ScriptFailed(f"cannot start {argv[0]!r}: {exc.strerror or exc}") from None
         return _watch(child, command, log=log, stop_requested=stop_requested, on_stop=on_stop, poll_s=poll_s,
                       gpu_limit=gpu_limit, sandbox=sandbox, memory_note=memory_note, started=started)
     finally:
         if sandbox is not None:
-            sandbox.close(child)  # the outer bwrap: the kernel ends all the namespace held
-        elif child.poll() is None:
+            sandbox.close(child)  # the outer bwrap (the kernel ends all the namespace held), its cgroup, its fds
+        elif child is not None and child.poll() is None:
             kill_tree(child)
 
 

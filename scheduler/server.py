@@ -13,7 +13,7 @@ Start, in this order, each step only once the one before succeeded:
  2. the state directory (0700) and the database (a SQLite file 0600), migrated; what
     a dead server's local Ray left on this host is ended, and a live server on another
     database that recorded its Ray in this state directory is a refusal (SessionInUse,
-    scheduler.ray_session);
+    scheduler.runtime.ray_session);
  3. the leader lease (scheduler.store.lease): refused if another server holds it, or
     with `standby` wait until it lapses; its heartbeat starts at once;
  4. Ray (a local one listens on loopback only), the loop, recovery, then the API
@@ -28,7 +28,7 @@ lease is released for a standby. A server that loses the lease stops scheduling 
 once, cancels its Ray tasks and writes nothing more (no drain). A local Ray is recorded
 in the state directory once started, and shut down with the server; if the server dies
 without stopping it (kill -9), the next server on this host ends it
-(scheduler.ray_session). The admin token is written once, at first start, to a file only
+(scheduler.runtime.ray_session). The admin token is written once, at first start, to a file only
 its owner can read.
 """
 from __future__ import annotations
@@ -163,7 +163,7 @@ class Embedded:
         self._lost_lock = threading.Lock()
         self._stopped = False
         self.requeued = 0
-        self.ray_record: Path | None = None  # this server's local Ray session, as recorded (scheduler.ray_session)
+        self.ray_record: Path | None = None  # this server's local Ray session, as recorded (scheduler.runtime.ray_session)
 
     # -- start ----------------------------------------------------------------------
     def start_core(self) -> bool:
@@ -196,8 +196,8 @@ class Embedded:
     def settle_ray_sessions(self) -> None:
         """Step 2, and again just before a local Ray starts: end what dead servers' local Ray
         sessions left on this host; SessionInUse if a live server on another database
-        recorded one in this state directory (scheduler.ray_session)."""
-        from scheduler import ray_session
+        recorded one in this state directory (scheduler.runtime.ray_session)."""
+        from scheduler.runtime import ray_session
 
         for rec in ray_session.settle(self.state_dir, self._database()):
             self.say(f"ended what was left of a dead server's Ray on this host (pid {rec.pid}, "
@@ -279,10 +279,10 @@ class Embedded:
         metrics, the loop (not yet running); recovers what a previous server left."""
         import ray
 
-        from scheduler.executor import RayExecutor, init_ray
-        from scheduler.loop import SchedulingLoop
+        from scheduler.runtime.executor import RayExecutor, init_ray
+        from scheduler.loop.coordinator import SchedulingLoop
         from scheduler.metrics.exporter import build_registry
-        from scheduler.publish import Publisher
+        from scheduler.loop.publish import Publisher
         from scheduler.services.auth import ensure_admin_token
 
         with self._fenced() as s:
@@ -318,7 +318,7 @@ class Embedded:
     def _record_ray(self) -> None:
         """Record the local Ray just started (its session directory and processes), so the
         next server on this host can end it if this one dies without stopping it."""
-        from scheduler import ray_session
+        from scheduler.runtime import ray_session
 
         try:
             node = self.ray._private.worker._global_node  # Ray's own handle on the node it started
@@ -339,7 +339,7 @@ class Embedded:
             self.say("WARNING: --unsandboxed-scripts: script jobs on nodes without a sandbox run unconfined, "
                      "with the server's user's rights")
         if not self.ray_address:
-            from scheduler import sandbox
+            from scheduler.runtime import sandbox
 
             self.say(f"scripts on node {socket.gethostname()}: {sandbox.mechanism()}")
 
@@ -357,7 +357,7 @@ class Embedded:
         from scheduler.services.script_gate import SandboxStatus
 
         if not self.ray_address:
-            from scheduler import sandbox
+            from scheduler.runtime import sandbox
 
             found = sandbox.probe()
             return SandboxStatus(found.ok, found.why, self.unsandboxed_scripts)
@@ -400,10 +400,10 @@ class Embedded:
                           sandbox_status=self.sandbox_status)
 
     def start_loop(self) -> None:
-        from scheduler import collector
+        from scheduler.loop import collector
         from scheduler.store.checkpoint import WalCheckpointer
 
-        collector.tune()  # this process holds a row per waiting job (scheduler.collector)
+        collector.tune()  # this process holds a row per waiting job (scheduler.loop.collector)
         self.checkpointer = WalCheckpointer.for_engine(self.engine)
         if self.checkpointer is not None:
             self.checkpointer.start()
@@ -540,7 +540,7 @@ class Embedded:
         if self.ray is not None and self.ray.is_initialized():
             self.ray.shutdown()
         if self.ray_record is not None:
-            from scheduler import ray_session
+            from scheduler.runtime import ray_session
 
             ray_session.forget(self.ray_record)
         if getattr(self, "engine", None) is not None:

@@ -17,11 +17,11 @@ ALLOWED = {
     "workloads": {"workloads", "numpy", "PIL", "torch", "tensorflow", "keras", "pynvml", "rich", "matplotlib"},
     "scheduler/store": {"scheduler.store", "scheduler.vocab", "scheduler.text", "sqlmodel", "sqlalchemy", "alembic",
                         "platformdirs"},
-    "scheduler/services": {"scheduler.services", "scheduler.store", "scheduler.jobfiles", "scheduler.archive",
+    "scheduler/services": {"scheduler.services", "scheduler.store", "scheduler.runtime.jobfiles", "scheduler.runtime.archive",
                            "scheduler.vocab", "scheduler.text", "quota", "workloads.registry", "workloads.measure",
                            "sqlmodel", "sqlalchemy"},
     "scheduler/api": {"scheduler.api", "scheduler.services", "scheduler.store", "scheduler.metrics.exporter",
-                      "scheduler.archive", "scheduler.vocab", "scheduler.text", "quota.limits", "fastapi", "starlette",
+                      "scheduler.runtime.archive", "scheduler.vocab", "scheduler.text", "quota.limits", "fastapi", "starlette",
                       "pydantic", "sqlmodel", "sqlalchemy"},
     "scheduler/sim": {"scheduler.sim", "quota", "workloads.measure", "numpy", "matplotlib", "scheduler.store",
                       "scheduler.services", "sqlmodel"},
@@ -59,7 +59,7 @@ def test_packages_import_only_what_their_layer_allows():
 def test_the_allow_list_refuses_what_the_table_forbids():
     assert not _allowed("quota", "time") and not _allowed("quota", "sqlalchemy") and _allowed("quota", "math")
     assert not _allowed("scheduler/api", "ray") and not _allowed("scheduler/api", "scheduler.loop")
-    assert not _allowed("scheduler/services", "fastapi") and not _allowed("workloads", "scheduler.tasks")
+    assert not _allowed("scheduler/services", "fastapi") and not _allowed("workloads", "scheduler.runtime.tasks")
 
 
 def test_the_cli_imports_nothing_heavy():

@@ -81,7 +81,7 @@ def create_app(
     for route in extra_routes or ():
         app.router.routes.append(route)
     _install_error_handlers(app)
-    from scheduler.archive import ARCHIVE_MAX_BYTES
+    from scheduler.runtime.archive import ARCHIVE_MAX_BYTES
 
     app.add_middleware(BodyLimit, max_bytes=max_body_bytes, larger={f"{API_PREFIX}/uploads": ARCHIVE_MAX_BYTES})
 

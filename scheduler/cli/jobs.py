@@ -82,7 +82,7 @@ def submit(model, framework, slices, account, mode, steps, batch_size, image_siz
 
 def _upload(api: Api, working_dir: str | None, command: tuple[str, ...], account: str | None) -> dict:
     """Pack and send a script job's working directory; the submission's script fields."""
-    from scheduler import archive
+    from scheduler.runtime import archive
 
     if not working_dir or not command:
         raise click.UsageError("a script job needs --working-dir DIR and a COMMAND after --")

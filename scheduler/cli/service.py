@@ -35,8 +35,8 @@ def up(db_url, ray_address, gpus, gpu_type, slices_per_gpu, host, port, state_di
     import logging
     import os
 
-    from scheduler.executor import RayUnavailable
-    from scheduler.ray_session import SessionInUse
+    from scheduler.runtime.executor import RayUnavailable
+    from scheduler.runtime.ray_session import SessionInUse
     from scheduler.server import Embedded, PortInUse, default_state_dir
     from scheduler.store.lease import LeaseHeld
 
@@ -57,7 +57,7 @@ def up(db_url, ray_address, gpus, gpu_type, slices_per_gpu, host, port, state_di
     def announce(s: Embedded) -> None:
         rec = s.recovered
         if rec.get("finished") or rec.get("requeued") or rec.get("failed"):
-            from scheduler.recovery import UNCLEAN_STOP_LIMIT
+            from scheduler.loop.recovery import UNCLEAN_STOP_LIMIT
 
             failed = (f", {rec['failed']} failed (running at {UNCLEAN_STOP_LIMIT} unclean scheduler stops in a row: "
                       "not started again)" if rec.get("failed") else "")

@@ -1,6 +1,6 @@
 """A job's logs: its event history and its task's own output, attempt by attempt.
 
-The output of attempt n is the file ``scheduler.jobfiles.log_path(root, job, n)`` (capped
+The output of attempt n is the file ``scheduler.runtime.jobfiles.log_path(root, job, n)`` (capped
 by the task at ``jobfiles.LOG_CAP_BYTES``). A reader names where it stopped with a
 **cursor** ``"<attempt>:<byte offset>"``: the next read returns that attempt's output
 from the offset, then every later attempt's from its start. Attempts follow one another,
@@ -25,7 +25,7 @@ from pathlib import Path
 from sqlmodel import Session
 
 from quota import limits
-from scheduler import jobfiles
+from scheduler.runtime import jobfiles
 from scheduler.services import validate
 from scheduler.services.errors import Invalid
 from scheduler.store import Job, JobState

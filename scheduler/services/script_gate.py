@@ -1,5 +1,5 @@
 """Whether this server takes script jobs at all: a sandbox must start where they run
-(scheduler.sandbox), unless the admin accepted unsandboxed scripts
+(scheduler.runtime.sandbox), unless the admin accepted unsandboxed scripts
 (`fairgpu up --unsandboxed-scripts`).
 
 Invariants:
@@ -10,7 +10,7 @@ Invariants:
   (``NoSandbox``), right after the token is checked: before anything is written and
   before a byte of an upload's body is read.
 - This is the front door only: a task on a node where no sandbox starts still refuses
-  to run a script unless its payload allows it (scheduler.tasks).
+  to run a script unless its payload allows it (scheduler.runtime.tasks).
 """
 from __future__ import annotations
 

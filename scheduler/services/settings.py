@@ -2,7 +2,7 @@
 
 Keys: half_life (a duration within quota.limits.HALF_LIFE, stored in seconds),
 algorithm (classic | fair-tree), preemption (on | off), reclaim (guarantee | entitlement),
-and a script attempt's limits (scheduler.sandbox): host_memory_per_slice (a size within
+and a script attempt's limits (scheduler.runtime.sandbox): host_memory_per_slice (a size within
 quota.limits.HOST_MEMORY_PER_SLICE, stored in bytes, or "node": the node's memory divided
 by its slices) and max_processes (an integer within quota.limits.MAX_PROCESSES; threads
 count, as the kernel's pids controller counts them).
@@ -96,7 +96,7 @@ def _merged(rows: Iterable[tuple[str, str]]) -> dict[str, str]:
 
 @dataclass(frozen=True)
 class AttemptLimits:
-    """A script attempt's limits, as its TaskPayload carries them (scheduler.tasks)."""
+    """A script attempt's limits, as its TaskPayload carries them (scheduler.runtime.tasks)."""
 
     host_memory_per_slice: int | None = None  # bytes per slice; None: the node's memory / its slices
     max_processes: int | None = None

@@ -5,7 +5,7 @@ Invariants:
   the body is read (``may_upload``): the caller's leaf account (or the one an admin
   names), which must be allowed scripts (403 otherwise), on a server with a state
   directory (409 otherwise).
-- The body is checked as it arrives (``Receiver``: scheduler.archive's streaming reader;
+- The body is checked as it arrives (``Receiver``: scheduler.runtime.archive's streaming reader;
   anything unsafe, malformed or over a limit is a one-line 422) and written to a private
   temporary file as it goes; no database session is open meanwhile. Accepted, it is kept
   under the uploading account by its SHA-256: `<results>/uploads/<account id>/<sha256>.tar.gz`,
@@ -22,7 +22,7 @@ import re
 import time
 from pathlib import Path
 
-from scheduler import archive, jobfiles
+from scheduler.runtime import archive, jobfiles
 from scheduler.services import inherited
 from scheduler.services.directory import directory
 from scheduler.services.errors import DomainError, Forbidden, Invalid, NotFound

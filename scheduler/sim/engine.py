@@ -12,7 +12,7 @@ and Gandiva model it), and its scheduled end is cancelled.
 Usage for the fair-share factor is decayed slice-seconds per leaf account, kept exactly:
 between events an account's running slices r are constant, so its usage goes from U to
 U d + r h / ln 2 (1 - d) with d = 2^(-dt / h), h the half-life (the integral of the decay).
-As in the live loop (scheduler/loop.py, usage_period_s = 15 s), the policy is handed new
+As in the live loop (scheduler/loop/coordinator.py, usage_period_s = 15 s), the policy is handed new
 usage at most once per `usage_period_s` of virtual time, at the first cycle after it.
 
 Invariants: the virtual clock never goes back; every job of the trace that can run ends

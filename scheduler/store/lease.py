@@ -21,7 +21,7 @@ Invariants:
 - ``try_acquire`` remembers the row it replaced (``Lease.previous``: who held the lease
   before, and whether it ``released`` it on a clean stop; ``release`` sets
   ``renewed_at = expires_at``, which a live lease never has), so recovery can tell how
-  the last server stopped (scheduler.recovery).
+  the last server stopped (scheduler.loop.recovery).
 - Times are the wall clock of the host (``now``), not the scheduler's injected job
   clock; servers sharing a PostgreSQL database need synchronised clocks (NTP), as
   any lease does.

@@ -129,7 +129,7 @@ class Job(SQLModel, table=True):
     attempts: int = 0
     failures: int = Field(default=0, sa_column_kwargs={"server_default": "0"})  # attempts lost to the job's own fault (task error, worker or node death): these spend retries
     preemptions: int = 0
-    # unclean scheduler stops in a row at which its task ran (scheduler.recovery: at 2 it is
+    # unclean scheduler stops in a row at which its task ran (scheduler.loop.recovery: at 2 it is
     # not started again); any other end of an attempt sets it back to 0 (store.transitions)
     unclean_stops: int = Field(default=0, sa_column_kwargs={"server_default": "0"})
     result: dict[str, Any] | None = Field(default=None, sa_type=sa.JSON(none_as_null=True))

@@ -16,7 +16,7 @@ Invariants:
     its ``queue_seq``: its original place in its account's queue (submission
     order, then id), whatever ended its attempt;
   * RUNNING -> anything: ``unclean_stops`` = 0 (an attempt that ended any way but
-    at an unclean scheduler stop breaks the run; scheduler.recovery passes its count).
+    at an unclean scheduler stop breaks the run; scheduler.loop.recovery passes its count).
   Explicit ``fields`` win over these defaults.
 - ``reason`` / ``reason_message`` are set to the given values on every
   transition (so leaving them out clears a stale pending reason).

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import timedelta
 
-from scheduler import apply
+from scheduler.loop import apply
 from scheduler.services import jobs
 from scheduler.services.snapshot import active_jobs
 from scheduler.store import JobState, session_scope, transition

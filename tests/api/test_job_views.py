@@ -9,8 +9,8 @@ import pytest
 from fastapi.testclient import TestClient
 
 from api_helpers import T0, bearer
-from scheduler import jobfiles
-from scheduler.apply import finish, set_progress
+from scheduler.runtime import jobfiles
+from scheduler.loop.apply import finish, set_progress
 from scheduler.services import accounts, jobs, logs
 from scheduler.services.usage import add_usage
 from scheduler.services.share import EXPLAIN_KEYS

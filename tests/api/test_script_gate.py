@@ -9,7 +9,7 @@ from fastapi.testclient import TestClient
 
 from api_helpers import FakeClock, seed
 from scheduler.api import create_app
-from scheduler.archive import pack
+from scheduler.runtime.archive import pack
 from scheduler.services.script_gate import SandboxStatus
 
 OCTET = {"Content-Type": "application/octet-stream"}

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import timedelta
 
-from scheduler import apply
+from scheduler.loop import apply
 from scheduler.services import accounts, capacity, jobs, settings
 from scheduler.services.snapshot import SnapshotLoader, active_jobs, load_snapshot
 from scheduler.store import session_scope

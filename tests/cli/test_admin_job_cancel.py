@@ -14,7 +14,7 @@ from click.testing import CliRunner
 from loop_world import make_world
 from sqlmodel import select
 
-from scheduler import apply, recovery
+from scheduler.loop import apply, recovery
 from scheduler.cli import main
 from scheduler.services.accounts import add_account
 from scheduler.services.capacity import set_node

@@ -8,7 +8,7 @@ import pytest
 from click.testing import CliRunner
 
 from live_server import now, seed_tokens, start
-from scheduler import jobfiles
+from scheduler.runtime import jobfiles
 from scheduler.cli import main
 from scheduler.cli.client import Api
 from scheduler.cli.views import show_logs
@@ -76,7 +76,7 @@ def end(server, job_id):
 
 
 def test_jobs_and_job_show_give_progress_position_start_and_why_it_ended(server, env):
-    from scheduler.apply import finish, set_progress
+    from scheduler.loop.apply import finish, set_progress
 
     running = new_job(server, slices=4, running=True)
     with session_scope(server.engine) as s:

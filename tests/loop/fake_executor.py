@@ -8,9 +8,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from scheduler.discovery import DiscoveredNode
-from scheduler.executor import Completion
-from scheduler.tasks import TaskPayload, TaskResult
+from scheduler.runtime.discovery import DiscoveredNode
+from scheduler.runtime.executor import Completion
+from scheduler.runtime.tasks import TaskPayload, TaskResult
 
 
 @dataclass

@@ -14,12 +14,12 @@ import sqlalchemy as sa
 from loop_world import make_world
 from sqlmodel import Session
 
-from scheduler import jobfiles
+from scheduler.runtime import jobfiles
 from scheduler.metrics import exporter
 from scheduler.services import history
 from scheduler.services.jobs import cancel
 from scheduler.store import JobState, UsageRecord, session_scope
-from scheduler.tasks import TaskResult
+from scheduler.runtime.tasks import TaskResult
 
 FAILURES = "fairgpu_schedule_cycle_failures_total"
 PUBLISH_FAILURES = "fairgpu_schedule_cycle_publish_failures_total"

@@ -8,9 +8,9 @@ import pytest
 from loop_world import make_world
 from sqlmodel import select
 
-from scheduler import apply
+from scheduler.loop import apply
 from scheduler.store import JobEvent, JobState, session_scope
-from scheduler.jobfiles import publish_result as _write_result, result_path
+from scheduler.runtime.jobfiles import publish_result as _write_result, result_path
 
 PREEMPTED = apply.Lost("preempted", "reclaimed for another account")
 RESTART = apply.Lost("requeued", "the scheduler restarted")

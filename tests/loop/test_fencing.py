@@ -10,7 +10,7 @@ import sqlalchemy as sa
 from fake_executor import FakeExecutor
 from loop_world import T0
 
-from scheduler.loop import SchedulingLoop
+from scheduler.loop.coordinator import SchedulingLoop
 from scheduler.services.accounts import add_account
 from scheduler.services.capacity import set_node
 from scheduler.services.jobs import submit_array

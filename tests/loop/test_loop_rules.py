@@ -6,11 +6,11 @@ from pathlib import Path
 import pytest
 from loop_world import break_policy, make_world
 
-from scheduler.discovery import DiscoveredNode
-from scheduler.loop import NOT_IN_RAY, RAY_REFUSED
+from scheduler.runtime.discovery import DiscoveredNode
+from scheduler.loop.coordinator import NOT_IN_RAY, RAY_REFUSED
 from scheduler.services.capacity import list_nodes
 from scheduler.store import JobState, session_scope
-from scheduler.jobfiles import started_path
+from scheduler.runtime.jobfiles import started_path
 
 
 def test_a_job_outlives_more_restarts_than_its_retry_limit(tmp_path):
@@ -199,7 +199,7 @@ def test_a_job_past_its_time_limit_ends_in_timeout_charged_up_to_the_limit(tmp_p
 
 
 def test_a_job_that_finished_in_time_is_not_timed_out(tmp_path):
-    from scheduler.jobfiles import publish_result as _write_result
+    from scheduler.runtime.jobfiles import publish_result as _write_result
 
     w = make_world(tmp_path)
     job_id = w.submit()
@@ -214,7 +214,7 @@ def test_a_job_that_finished_in_time_is_not_timed_out(tmp_path):
 
 
 def test_running_jobs_progress_reaches_their_rows(tmp_path):
-    from scheduler import jobfiles
+    from scheduler.runtime import jobfiles
 
     w = make_world(tmp_path)
     job_id = w.submit()
@@ -228,7 +228,7 @@ def test_running_jobs_progress_reaches_their_rows(tmp_path):
 
 
 def test_a_finished_jobs_files_go_but_its_logs_stay(tmp_path):
-    from scheduler import jobfiles
+    from scheduler.runtime import jobfiles
 
     w = make_world(tmp_path)
     job_id = w.submit()
@@ -246,7 +246,7 @@ def test_a_finished_jobs_files_go_but_its_logs_stay(tmp_path):
 def test_a_victim_is_asked_to_checkpoint_before_it_is_cancelled(tmp_path):
     import threading
 
-    from scheduler import jobfiles
+    from scheduler.runtime import jobfiles
     from scheduler.services.accounts import set_account
 
     w = make_world(tmp_path, accounts=(("big", 1.0), ("small", 1.0)), checkpoint_grace_s=5.0)

@@ -9,8 +9,8 @@ import pytest
 from loop_world import make_world
 from sqlmodel import select
 
-from scheduler import jobfiles
-from scheduler.executor import Completion
+from scheduler.runtime import jobfiles
+from scheduler.runtime.executor import Completion
 from scheduler.store import JobEvent, JobState, session_scope
 
 

@@ -168,7 +168,7 @@ def sandbox_problems(rc: dict) -> list[str]:
 
 
 def test_gpu_workers_can_start_the_script_sandbox_without_privilege():
-    """Scripts run on the GPU workers, each in bubblewrap (scheduler/sandbox.py), which needs
+    """Scripts run on the GPU workers, each in bubblewrap (scheduler/runtime/sandbox.py), which needs
     user namespaces, mount and a fresh /proc: the pod in a user namespace of its own,
     /proc unmasked, seccomp and AppArmor that let clone/unshare/mount through. Never
     privileged: no capability added, no privilege escalation, no root."""

@@ -16,10 +16,10 @@ from prometheus_client import generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
 import quota
-from scheduler.loop import CycleReport
+from scheduler.loop.coordinator import CycleReport
 from scheduler.metrics import exporter, view
 from scheduler.metrics.exporter import build_registry
-from scheduler.publish import Publisher
+from scheduler.loop.publish import Publisher
 from scheduler.vocab import FINAL_STATES, PHASES, JobState
 
 AT = datetime(2026, 11, 1, 12, 0, tzinfo=UTC)

@@ -17,10 +17,10 @@ from prometheus_client import generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
 from scheduler.cli import main
-from scheduler.discovery import DiscoveredNode
-from scheduler.loop import SchedulingLoop
+from scheduler.runtime.discovery import DiscoveredNode
+from scheduler.loop.coordinator import SchedulingLoop
 from scheduler.metrics.exporter import build_registry
-from scheduler.publish import Publisher
+from scheduler.loop.publish import Publisher
 from scheduler.services.accounts import add_account
 from scheduler.services.capacity import set_node
 from scheduler.services.jobs import submit_array

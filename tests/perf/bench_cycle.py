@@ -19,8 +19,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
-from scheduler.executor import RayExecutor  # noqa: E402
-from scheduler.loop import SchedulingLoop  # noqa: E402
+from scheduler.runtime.executor import RayExecutor  # noqa: E402
+from scheduler.loop.coordinator import SchedulingLoop  # noqa: E402
 from scheduler.services import accounts, capacity, jobs  # noqa: E402
 from scheduler.services.snapshot import active_jobs  # noqa: E402
 from scheduler.store import init_db, make_engine, session_scope  # noqa: E402

@@ -34,8 +34,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "loop"))
 
 from fake_executor import FakeExecutor
 
-from scheduler import collector
-from scheduler.loop import SchedulingLoop
+from scheduler.loop import collector
+from scheduler.loop.coordinator import SchedulingLoop
 from scheduler.services import accounts, capacity, jobs
 from scheduler.store import Account, init_db, make_engine, session_scope
 from scheduler.store.checkpoint import WalCheckpointer
@@ -179,7 +179,7 @@ def main(argv=None) -> dict:
     ap.add_argument("--quick", action="store_true", help="a small smoke run (40 GPUs, 2,000 pending, 20 cycles)")
     ap.add_argument("--profile", action="store_true", help="cProfile the measured cycles")
     ap.add_argument("--bare", dest="as_server", action="store_false",
-                    help="without the server's process settings (scheduler.collector, the WAL checkpointer)")
+                    help="without the server's process settings (scheduler.loop.collector, the WAL checkpointer)")
     args = ap.parse_args(argv)
     if args.quick:
         args.gpus, args.nodes, args.accounts, args.pending, args.cycles, args.churn = 40, 5, 20, 2000, 20, 10

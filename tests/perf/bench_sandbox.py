@@ -1,5 +1,5 @@
 """What the script sandbox costs an attempt's start: the same trivial command run by
-scheduler.scripts.run plain and inside scheduler.sandbox, alternated, N times each.
+scheduler.runtime.scripts.run plain and inside scheduler.runtime.sandbox, alternated, N times each.
 
     .venv/bin/python tests/perf/bench_sandbox.py [N]
 
@@ -15,7 +15,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from scheduler import sandbox, scripts
+from scheduler.runtime import sandbox, scripts
 
 
 class _Log(io.StringIO):

@@ -154,7 +154,7 @@ def overhead(n: int = 500, rounds: int = 5, warm: int = 500, per_post: bool = Tr
 
     from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
-    from scheduler.tasks import TaskPayload, run_job
+    from scheduler.runtime.tasks import TaskPayload, run_job
 
     job_task = ray.remote(max_calls=0)(run_job).options(
         num_gpus=1 / SPG, num_cpus=0, max_retries=0,

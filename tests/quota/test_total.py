@@ -203,7 +203,7 @@ def check_decision(snap: q.Snapshot, d: q.Decision) -> None:
 
 def check_figures(snap: q.Snapshot, d: q.Decision) -> None:
     """What /v1/share and the metrics compute from a snapshot (scheduler.services.share,
-    scheduler.publish.equity): finite for every account."""
+    scheduler.loop.publish.equity): finite for every account."""
     tree = snap.tree
     for algorithm in q.ALGORITHMS:
         f = q.fair_share(tree, snap.usage, algorithm)

@@ -44,7 +44,7 @@ JAIN = (9.5 / 10.75 + 0.75) ** 2 / (2 * ((9.5 / 10.75) ** 2 + 0.75 ** 2))
 
 
 def build(engine) -> None:
-    from scheduler.apply import insert_usage
+    from scheduler.loop.apply import insert_usage
     from scheduler.services import accounts, capacity
     from scheduler.store import Job, JobState, session_scope, transition
     from scheduler.store.transitions import submit_jobs

@@ -1,4 +1,4 @@
-"""The GPU memory watchdog (scheduler/gpu_watchdog.py), fed by the NVML stand-in
+"""The GPU memory watchdog (scheduler/runtime/gpu_watchdog.py), fed by the NVML stand-in
 (tests/metrics/fake_nvml.py). These tests cover the limit and its margin, the grace on a
 virtual clock, and that only the attempt's processes count. Then scripts.run kills a
 process tree that stays over, the grandchild that left its session included. Last, the
@@ -20,8 +20,8 @@ from pathlib import Path
 import pytest
 
 import fake_nvml
-from scheduler import archive, scripts
-from scheduler.gpu_watchdog import GRACE_S, MARGIN_FLOOR_BYTES, GpuLimit, GpuWatchdog, Violation, margin_for
+from scheduler.runtime import archive, scripts
+from scheduler.runtime.gpu_watchdog import GRACE_S, MARGIN_FLOOR_BYTES, GpuLimit, GpuWatchdog, Violation, margin_for
 from workloads.measure import NvmlProcessPeak
 
 MIB, GIB = 1 << 20, 1 << 30

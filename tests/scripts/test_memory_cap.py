@@ -1,6 +1,6 @@
-"""The GPU memory cap inside a user's script: scheduler/script_site (sitecustomize + fairgpu_cap).
+"""The GPU memory cap inside a user's script: scheduler/runtime/script_site (sitecustomize + fairgpu_cap).
 
-Every check runs a real subprocess with PYTHONPATH = scheduler/script_site, as the
+Every check runs a real subprocess with PYTHONPATH = scheduler/runtime/script_site, as the
 runner starts a script, and the NVML stand-in (tests/metrics/fake_nvml.py, state from
 the JSON file named by FAKE_NVML_STATE). The real torch and tensorflow show the CPU
 path (nothing visible to the framework: the cap is recorded from NVML, not applied);
@@ -22,7 +22,7 @@ import pytest
 import fake_nvml
 
 ROOT = Path(__file__).resolve().parents[2]
-SITE = ROOT / "scheduler" / "script_site"
+SITE = ROOT / "scheduler" / "runtime" / "script_site"
 METRICS = ROOT / "tests" / "metrics"
 T4_TOTAL = 15 * (1 << 30)  # fake_nvml.t4's total memory
 A100_TOTAL = 40 * (1 << 30)

@@ -1,4 +1,4 @@
-"""scheduler.sandbox on this machine, without Ray: real bwrap sandboxes running real
+"""scheduler.runtime.sandbox on this machine, without Ray: real bwrap sandboxes running real
 commands. What the sandbox shows and hides, the limits under both mechanisms (a cgroup
 where one can be made, rlimits always), the log copier's bound, and the GPU device
 nodes chosen for the GPUs Ray assigned (on the NVML stand-in, with stand-in nodes)."""
@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 import fake_nvml
-from scheduler import sandbox, scripts
+from scheduler.runtime import sandbox, scripts
 
 pytestmark = pytest.mark.skipif(not sandbox.probe().ok, reason=f"no sandbox here: {sandbox.probe().why}")
 

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from scheduler import archive
+from scheduler.runtime import archive
 from scheduler.cli import main
 from service_helpers import account, jobs, start_server, wait_for, wait_states
 

@@ -11,9 +11,9 @@ from pathlib import Path
 
 import pytest
 
-from scheduler import jobfiles, scripts
-from scheduler.archive import ARCHIVE_MAX_BYTES, ArchiveError, check_archive, pack
-from scheduler.tasks import TaskPayload, run_job
+from scheduler.runtime import jobfiles, scripts
+from scheduler.runtime.archive import ARCHIVE_MAX_BYTES, ArchiveError, check_archive, pack
+from scheduler.runtime.tasks import TaskPayload, run_job
 
 
 def _job(tmp_path, files: dict[str, str], command: list[str], job_id: int = 5, attempt: int = 1) -> TaskPayload:

@@ -28,11 +28,11 @@ import pytest
 from click.testing import CliRunner
 
 from scheduler.cli import main
-from scheduler.sandbox import CGROUP_PREFIX, probe
+from scheduler.runtime.sandbox import CGROUP_PREFIX, probe
 from service_helpers import Up, admin_client, institution, wait_for, wait_states
 
 HERE = Path(__file__).parent
-SITE_DIR = Path(__file__).parents[2] / "scheduler" / "script_site"
+SITE_DIR = Path(__file__).parents[2] / "scheduler" / "runtime" / "script_site"
 VICTIM = """
 import os, time
 secret = open("secret.txt").read().strip()

@@ -7,7 +7,7 @@ import pytest
 import ray
 from ray.cluster_utils import Cluster
 
-from scheduler.jobfiles import started_path
+from scheduler.runtime.jobfiles import started_path
 from scheduler.server import Embedded
 from scheduler.services.capacity import list_nodes
 from scheduler.store import session_scope
@@ -22,7 +22,7 @@ def gpu_node(cluster: Cluster):
 
 
 def runs_on(server, job: dict, node) -> bool:
-    """Nodes are named by host (these share one: scheduler.discovery tells them apart);
+    """Nodes are named by host (these share one: scheduler.runtime.discovery tells them apart);
     the capacity list keeps each one's Ray id."""
     with session_scope(server.engine, readonly=True) as s:
         ray_ids = {n["node"]: n["ray_id"] for n in list_nodes(s)}

@@ -26,8 +26,8 @@ from loop_world import make_world
 from service_helpers import Up, admin_client, institution, wait_for
 from sqlmodel import select
 
-from scheduler.jobfiles import started_path
-from scheduler.recovery import NEVER_STARTED, UNCLEAN_STOP_LIMIT, LastStop, crash_loop_message, last_stop
+from scheduler.runtime.jobfiles import started_path
+from scheduler.loop.recovery import NEVER_STARTED, UNCLEAN_STOP_LIMIT, LastStop, crash_loop_message, last_stop
 from scheduler.services.snapshot import SnapshotLoader
 from scheduler.store import Job, JobEvent, JobState, UsageRecord, make_engine, session_scope, utcnow
 from scheduler.store.lease import Holder, Lease, process_started_at

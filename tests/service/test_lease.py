@@ -20,7 +20,7 @@ import httpx
 import pytest
 import sqlalchemy as sa
 
-from scheduler.jobfiles import started_path
+from scheduler.runtime.jobfiles import started_path
 from scheduler.store import make_engine
 from service_helpers import Up, admin_client, institution, wait_for
 

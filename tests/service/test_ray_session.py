@@ -1,5 +1,5 @@
 """No orphans: a server's local Ray ends when the server ends, however it ends
-(scheduler.ray_session). A server killed with kill -9 leaves its Ray's agents and workers
+(scheduler.runtime.ray_session). A server killed with kill -9 leaves its Ray's agents and workers
 behind; the next `fairgpu up` on the host ends them, found from the record in the state
 directory (the recorded pids with their start times, and the processes whose command line
 or open files name the session directory), never by a process's name. A live server on
@@ -20,8 +20,8 @@ from pathlib import Path
 import pytest
 from service_helpers import FAIRGPU, Up, admin_client, institution, wait_for
 
-from scheduler import ray_session
-from scheduler.jobfiles import started_path
+from scheduler.runtime import ray_session
+from scheduler.runtime.jobfiles import started_path
 from scheduler.store import init_db, make_engine
 from scheduler.store.lease import Lease
 

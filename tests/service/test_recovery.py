@@ -19,8 +19,8 @@ import pytest
 from service_helpers import Up, admin_client, institution, wait_for
 from sqlmodel import select
 
-from scheduler.jobfiles import started_path
-from scheduler.recovery import crash_loop_message
+from scheduler.runtime.jobfiles import started_path
+from scheduler.loop.recovery import crash_loop_message
 from scheduler.store import Job, JobEvent, JobState, make_engine, session_scope
 
 TTL = "3"

@@ -10,11 +10,11 @@ from dataclasses import dataclass, field
 
 import pytest
 
-from scheduler import sandbox
-from scheduler.discovery import NodeSandbox
-from scheduler.executor import RayExecutor
+from scheduler.runtime import sandbox
+from scheduler.runtime.discovery import NodeSandbox
+from scheduler.runtime.executor import RayExecutor
 from scheduler.server import Embedded
-from scheduler.tasks import TaskPayload
+from scheduler.runtime.tasks import TaskPayload
 from scheduler.vocab import SCRIPT
 from service_helpers import Up
 
@@ -145,7 +145,7 @@ def test_a_local_rays_node_is_said_once_at_start_not_again_when_probed(tmp_path)
 
 
 def _node(name, box):
-    from scheduler.discovery import DiscoveredNode
+    from scheduler.runtime.discovery import DiscoveredNode
 
     return DiscoveredNode(name, 1, "T4", "10.0.0.1", ray_id=name, sandbox=box)
 

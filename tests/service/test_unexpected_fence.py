@@ -10,7 +10,7 @@ import pytest
 from service_helpers import account, start_server, submit, wait_states
 from sqlmodel import select
 
-from scheduler import jobfiles
+from scheduler.runtime import jobfiles
 from scheduler.store import JobEvent, session_scope
 
 

@@ -7,7 +7,7 @@ from datetime import datetime, timedelta, timezone
 import pytest
 
 from quota.estimate import Estimate
-from scheduler.apply import set_progress
+from scheduler.loop.apply import set_progress
 from scheduler.services import accounts, capacity, estimates
 from scheduler.services.snapshot import JobRow
 from scheduler.store import Job, JobState, session_scope, transition

@@ -10,7 +10,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from scheduler import apply
+from scheduler.loop import apply
 from scheduler.services import accounts, capacity, history, jobs, validate
 from scheduler.services.errors import Invalid
 from scheduler.store import Job, JobState, session_scope, transition

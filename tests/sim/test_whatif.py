@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from scheduler import apply
+from scheduler.loop import apply
 from scheduler.cli import main as cli
 from scheduler.services import accounts, capacity, jobs
 from scheduler.sim.history import read_history

@@ -1,5 +1,5 @@
 """The server's WAL checkpointer (scheduler.store.checkpoint) and its process settings
-(scheduler.collector), on real SQLite files and the real PostgreSQL."""
+(scheduler.loop.collector), on real SQLite files and the real PostgreSQL."""
 from __future__ import annotations
 
 import gc
@@ -9,7 +9,7 @@ import time
 
 import sqlalchemy as sa
 
-from scheduler import collector
+from scheduler.loop import collector
 from scheduler.store import make_engine
 from scheduler.store.checkpoint import WalCheckpointer
 from scheduler.store.engine import AUTOCHECKPOINT_PAGES

@@ -1,4 +1,4 @@
-"""scheduler.archive's reader on its own: what `pack` writes (long names included) and
+"""scheduler.runtime.archive's reader on its own: what `pack` writes (long names included) and
 what tar writers write passes, with the same members tarfile sees; every header's payload
 is bounded and counted; bombs, links, unsafe paths and broken streams are refused with
 one line, quickly and in little memory, whether checked whole, fed in pieces, or unpacked."""
@@ -17,8 +17,8 @@ from pathlib import Path
 import pytest
 
 import bombs
-from scheduler import archive
-from scheduler.archive import ArchiveError, Reader, check_archive, pack, unpack
+from scheduler.runtime import archive
+from scheduler.runtime.archive import ArchiveError, Reader, check_archive, pack, unpack
 
 LONG = "a-file-name-well-over-one-hundred-bytes-" * 4  # 160 bytes: past ustar's 100-byte name field
 

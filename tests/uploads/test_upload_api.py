@@ -14,7 +14,7 @@ import time
 import pytest
 
 import bombs
-from scheduler.archive import pack
+from scheduler.runtime.archive import pack
 from upload_server import Poller, UploadServer
 
 OCTET = {"Content-Type": "application/octet-stream"}

@@ -5,14 +5,14 @@ from __future__ import annotations
 
 from scheduler.services.jobs import submit_array
 from scheduler.store import session_scope
-from scheduler.tasks import TaskPayload
+from scheduler.runtime.tasks import TaskPayload
 from workloads import registry
 
 
 RUN_EACH_MODEL = """
 import json, sys
-from scheduler.jobfiles import read_result
-from scheduler.tasks import TaskPayload, TaskResult, run_job
+from scheduler.runtime.jobfiles import read_result
+from scheduler.runtime.tasks import TaskPayload, TaskResult, run_job
 out = {}
 for job_id, model in enumerate(sys.argv[2:], start=1):
     spec = {"steps": 1, "warmup_steps": 0, **({"image_size": 32} if model == "cyclegan" else {})}

@@ -39,7 +39,9 @@ from typing import Callable, ContextManager
 
 from sqlmodel import Session, select
 
-from scheduler import apply, jobfiles
+from scheduler.loop import apply
+
+from scheduler.runtime import jobfiles
 from scheduler.store import Job, JobState
 
 RESTARTED = "the scheduler restarted while it ran; queued again"

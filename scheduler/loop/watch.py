@@ -21,7 +21,9 @@ import os
 import time
 from datetime import datetime
 
-from scheduler import apply, jobfiles
+from scheduler.loop import apply
+
+from scheduler.runtime import jobfiles
 from scheduler.store import JobState, after_commit
 from scheduler.vocab import TIME_LIMIT
 

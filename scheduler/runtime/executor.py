@@ -21,7 +21,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from scheduler.discovery import GPU_TYPE_PREFIX, DiscoveredNode, Probed
+from scheduler.runtime.discovery import GPU_TYPE_PREFIX, DiscoveredNode, Probed
 from scheduler.text import first_line
 from scheduler.vocab import HOLD
 
@@ -30,7 +30,7 @@ log = logging.getLogger("fairgpu.executor")
 
 def marker_time(results_dir: str, job_id: int, attempt: int) -> float | None:
     """When an attempt's task created its start marker (epoch seconds), or None."""
-    from scheduler.jobfiles import started_path
+    from scheduler.runtime.jobfiles import started_path
 
     try:
         return os.stat(started_path(results_dir, job_id, attempt)).st_mtime
@@ -52,7 +52,7 @@ class Completion:
     job_id: int
     attempt: int
     ok: bool
-    result: Any = None  # a scheduler.tasks.TaskResult when ok
+    result: Any = None  # a scheduler.runtime.tasks.TaskResult when ok
     error: str | None = None
     infrastructure: bool = False  # worker/node died: requeue rather than fail
     cancelled: bool = False
@@ -79,8 +79,8 @@ class RayExecutor:
 
     def pending_in_ray(self, grace_s: float = 2.0) -> int:
         """Attempts handed to Ray more than `grace_s` ago that Ray has not started (each
-        task creates its start marker file as it starts; see scheduler.tasks)."""
-        from scheduler.jobfiles import started_path
+        task creates its start marker file as it starts; see scheduler.runtime.tasks)."""
+        from scheduler.runtime.jobfiles import started_path
 
         now = time.time()
         old = [a for a in list(self.attempts.values()) if now - a.submitted_at > grace_s]
@@ -90,7 +90,7 @@ class RayExecutor:
         """Start `workers` GPU worker processes before jobs arrive, so a job's start is not
         a cold Python start (hold jobs reuse warm workers; Ray keeps GPU and CPU workers
         apart, so the warm-up tasks ask for a GPU fraction like the jobs will)."""
-        from scheduler.tasks import TaskPayload
+        from scheduler.runtime.tasks import TaskPayload
 
         fn = self._fn(HOLD)
         refs = [fn.options(num_gpus=num_gpus_each, num_cpus=0).remote(
@@ -102,9 +102,9 @@ class RayExecutor:
     # -- capacity ---------------------------------------------------------------------
     def discover(self, default_gpu_type: str = "T4") -> list[DiscoveredNode]:
         """The GPU nodes Ray has now, named by host, with their frameworks and sandbox
-        (probed once per Ray node; see scheduler.discovery). Placement maps names to Ray
+        (probed once per Ray node; see scheduler.runtime.discovery). Placement maps names to Ray
         ids from here. `on_new_node` hears of each node once, as it is first probed."""
-        from scheduler.discovery import gpu_nodes, probe_nodes
+        from scheduler.runtime.discovery import gpu_nodes, probe_nodes
 
         nodes = gpu_nodes(self.ray.nodes(), default_gpu_type, known={r: n for n, r in self._ray_ids.items()})
         new = {d.ray_id for d in nodes if d.ray_id not in self._probed}
@@ -132,7 +132,7 @@ class RayExecutor:
     def _fn(self, model: str):
         kind = self._kind(model)
         if kind not in self._remote:
-            from scheduler.tasks import run_job
+            from scheduler.runtime.tasks import run_job
 
             # hold jobs may reuse a warm worker; real workloads get a fresh process each
             # time, so a slice's GPU memory cap (set per process) never leaks to the next job
@@ -140,7 +140,7 @@ class RayExecutor:
         return self._remote[kind]
 
     def start(self, payload, *, node: str) -> None:
-        """Hand one attempt (a `scheduler.tasks.TaskPayload`) to Ray, pinned to `node`."""
+        """Hand one attempt (a `scheduler.runtime.tasks.TaskPayload`) to Ray, pinned to `node`."""
         submitted = time.time()
         payload = replace(payload, results_dir=self.results_dir, submitted_at=submitted,
                           allow_unsandboxed=self.allow_unsandboxed)
@@ -200,7 +200,7 @@ class RayExecutor:
             self._unmark(att)
 
     def _unmark(self, att: Attempt) -> None:
-        from scheduler.jobfiles import started_path
+        from scheduler.runtime.jobfiles import started_path
 
         started_path(self.results_dir, att.job_id, att.attempt).unlink(missing_ok=True)
 

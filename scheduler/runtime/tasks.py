@@ -4,7 +4,7 @@ Invariants:
 - The loop, the executor and the task share one typed contract: `TaskPayload` in,
   `TaskResult` out (frozen dataclasses). A workload setting the user left out travels
   as None and takes its default in one place, `workloads.runner.WorkloadSpec`.
-- The task's files live in its job's directory (scheduler.jobfiles): it marks its start
+- The task's files live in its job's directory (scheduler.runtime.jobfiles): it marks its start
   as it starts, writes its output to its attempt's log and its progress at most once a
   second, checkpoints every `checkpoint_every_s` and whenever the server asks, and
   publishes its result by an exclusive create before it returns, so a server that dies
@@ -14,7 +14,7 @@ Invariants:
   step, a hold job with its remaining seconds.
 - torch and TensorFlow are imported only when a workload runs.
 - A script attempt may hold on its GPUs its slices' share of their memory plus a margin
-  (scheduler.gpu_watchdog); past that for longer than the grace, it is killed and fails.
+  (scheduler.runtime.gpu_watchdog); past that for longer than the grace, it is killed and fails.
 """
 from __future__ import annotations
 
@@ -23,7 +23,7 @@ import time
 from contextlib import redirect_stdout
 from dataclasses import dataclass, field
 
-from scheduler import jobfiles
+from scheduler.runtime import jobfiles
 from scheduler.vocab import HOLD, SCRIPT
 
 PROGRESS_EVERY_S = 1.0
@@ -55,7 +55,7 @@ class TaskPayload:
     mark_start: bool = True  # create the start marker as the task starts
     publish: bool = True  # publish the result file (warm-up tasks do not)
     checkpoint_every_s: float = 30.0
-    # A script attempt's sandbox and limits (scheduler.sandbox). Host memory: this many
+    # A script attempt's sandbox and limits (scheduler.runtime.sandbox). Host memory: this many
     # bytes per slice (the `host_memory_per_slice` setting), or None for the node's
     # memory divided by its slices (`node_slices`, from the node's capacity row).
     host_memory_per_slice: int | None = None
@@ -161,11 +161,11 @@ class _Tail:
 
 def _script(payload: TaskPayload, log) -> dict:
     """Run a script job's command in a fresh copy of its working directory, inside the
-    sandbox (scheduler.sandbox) and under the kernel's limits (scheduler.scripts)."""
+    sandbox (scheduler.runtime.sandbox) and under the kernel's limits (scheduler.runtime.scripts)."""
     import shutil
 
-    from scheduler import archive, sandbox, scripts
-    from scheduler.gpu_watchdog import GpuLimit
+    from scheduler.runtime import archive, sandbox, scripts
+    from scheduler.runtime.gpu_watchdog import GpuLimit
     from workloads.measure import nvml_visible_totals
 
     root, job_id = payload.results_dir, payload.job_id

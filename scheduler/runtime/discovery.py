@@ -8,7 +8,7 @@ Invariants:
   renames one that runs jobs. The Ray id stays an attribute: placement uses it.
 - Each node is probed once per Ray node id, by a zero-resource task pinned to it
   (`node_facts`): which framework modules its workers can find (`importlib.util.find_spec`,
-  nothing imported), and whether a script sandbox starts there (`scheduler.sandbox.probe`,
+  nothing imported), and whether a script sandbox starts there (`scheduler.runtime.sandbox.probe`,
   said in one line: `NodeSandbox`). A node whose probe fails or times out has
   `frameworks=None` and `sandbox=None` (unknown).
 - Ray is passed in; nothing here touches the database.
@@ -26,7 +26,7 @@ FRAMEWORK_MODULES = (("pytorch", "torch"), ("tensorflow", "tensorflow"))
 
 @dataclass(frozen=True)
 class NodeSandbox:
-    """What holds script jobs on a node: `scheduler.sandbox.mechanism()` there."""
+    """What holds script jobs on a node: `scheduler.runtime.sandbox.mechanism()` there."""
 
     ok: bool  # a sandbox starts there
     describe: str  # one line: "bubblewrap sandbox; ..." or "no sandbox: <why>"
@@ -54,7 +54,7 @@ def node_facts() -> dict:
     """What runs on the probed worker: its frameworks, and its sandbox as plain data
     ({"frameworks": [...], "sandbox": [ok, one line] or None})."""
     try:
-        from scheduler import sandbox
+        from scheduler.runtime import sandbox
 
         found = sandbox.probe()
         box = [found.ok, found.describe()]

@@ -19,7 +19,7 @@ label set is the same tuple, and `cycle()` takes their names from it):
 
 Invariants:
 - All state lives in the database, so a new loop after a crash recovers from it alone
-  (scheduler.recovery). Ray is never given a task it cannot start at once.
+  (scheduler.loop.recovery). Ray is never given a task it cannot start at once.
 - Every write transaction the loop makes is fenced by the leader lease (`lease.fence`),
   so a server that lost the lease writes nothing.
 - Memory follows the commits: the meter's charges and the watches' sets change once the
@@ -40,8 +40,8 @@ Invariants:
 - The clock, engine and executor are injected (tests pass a FakeExecutor); the policy is
   quota's, with no second path for tests.
 
-Checkpoints, progress and time limits of running attempts live in scheduler.watch;
-capacity from Ray, frameworks per node and jobs Ray refused in scheduler.nodes. Per
+Checkpoints, progress and time limits of running attempts live in scheduler.loop.watch;
+capacity from Ray, frameworks per node and jobs Ray refused in scheduler.loop.nodes. Per
 cycle, reconcile looks only at the tracked jobs the loader re-read (all after a rebuild),
 and time limits only at the running jobs that have one.
 """
@@ -57,9 +57,10 @@ from dataclasses import dataclass, field, replace
 from datetime import datetime
 
 import quota
-from scheduler import apply, jobfiles, recovery
-from scheduler.executor import Completion
-from scheduler.nodes import LEFT_RAY, NOT_IN_RAY, RAY_REFUSED, NodeWatch  # noqa: F401 (the loop's names)
+from scheduler.loop import apply, recovery
+from scheduler.runtime import jobfiles
+from scheduler.runtime.executor import Completion
+from scheduler.loop.nodes import LEFT_RAY, NOT_IN_RAY, RAY_REFUSED, NodeWatch  # noqa: F401 (the loop's names)
 from scheduler.services.snapshot import (
     SnapshotLoader,
     active_jobs,
@@ -68,10 +69,10 @@ from scheduler.services.snapshot import (
 )
 from scheduler.store import Job, JobState, session_scope
 from scheduler.store.lease import LeaseLapsed, LeaseLost
-from scheduler.tasks import TaskPayload
+from scheduler.runtime.tasks import TaskPayload
 from scheduler.text import first_line
 from scheduler.vocab import PHASES
-from scheduler.watch import TIME_LIMIT, AttemptWatch, format_seconds  # noqa: F401 (the loop's names)
+from scheduler.loop.watch import TIME_LIMIT, AttemptWatch, format_seconds  # noqa: F401 (the loop's names)
 
 log = logging.getLogger("fairgpu.loop")
 
@@ -285,7 +286,7 @@ class SchedulingLoop(AttemptWatch, NodeWatch):
             self.meter.usage.loaded = float("-inf")
             raise
 
-    # -- recovery and drain (scheduler.recovery) ----------------------------------------
+    # -- recovery and drain (scheduler.loop.recovery) ----------------------------------------
     def recover(self) -> dict[str, int]:
         return recovery.recover(self._scope, self.executor.results_dir, self.meter, now=self.clock(),
                                 retry_limit=self.retry_limit, stop=recovery.last_stop(self.lease))

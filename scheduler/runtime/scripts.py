@@ -1,10 +1,10 @@
 """Institutions' own code: packing a working directory, checking it, and running the command.
 
 Invariants:
-- A working directory travels as scheduler.archive packs, checks and unpacks it (the
+- A working directory travels as scheduler.runtime.archive packs, checks and unpacks it (the
   names below that come from there are kept for older callers).
 - The command runs as a subprocess of the job's Ray task, in the attempt's own copy of
-  the directory. Given a `scheduler.sandbox.Sandboxed`, it runs inside that sandbox
+  the directory. Given a `scheduler.runtime.sandbox.Sandboxed`, it runs inside that sandbox
   (bubblewrap: its own namespaces, no view of the state directory, kernel limits on host
   memory and processes); `Sandboxed.close()` then ends everything it started when the
   attempt ends, for any reason. Without one (`--unsandboxed-scripts` on a node where no
@@ -12,14 +12,14 @@ Invariants:
   (PR_SET_PDEATHSIG). Its environment is built from an allow-list: PATH, locale, the GPU
   Ray assigned, and FAIRGPU_JOB_ID, FAIRGPU_ATTEMPT, FAIRGPU_SLICES,
   FAIRGPU_MEMORY_FRACTION, FAIRGPU_CHECKPOINT_DIR; never the database URL or a token.
-  scheduler/script_site comes first on its PYTHONPATH, so the slice's memory cap applies
+  scheduler/runtime/script_site comes first on its PYTHONPATH, so the slice's memory cap applies
   when the script imports PyTorch or TensorFlow.
 - Its stdout and stderr go to the attempt's log, copied in pieces of at most
   LOG_CHUNK bytes (a line without an end never sits whole in memory). Exit status 0 is success; any other
   status, or a signal, fails the job with the status in the reason. Its process tree's
   NVML peak memory and the visible GPUs' utilisation are measured as for the built-in
   models (workloads.measure.NvmlProcessPeak). The same readings feed the GPU memory
-  watchdog (scheduler.gpu_watchdog): past its limit for longer than the grace, the whole
+  watchdog (scheduler.runtime.gpu_watchdog): past its limit for longer than the grace, the whole
   process tree is killed and the attempt fails (GpuMemoryExceeded, figures in the reason).
   An attempt the kernel stopped at its host memory limit fails with HostMemoryExceeded,
   whose reason names host memory, the limit and what enforced it.
@@ -40,7 +40,7 @@ import time
 from pathlib import Path
 from typing import Callable
 
-from scheduler.archive import (  # noqa: F401 - the working directory's names, kept here too
+from scheduler.runtime.archive import (  # noqa: F401 - the working directory's names, kept here too
     ARCHIVE_MAX_BYTES,
     MAX_ENTRIES,
     SKIPPED,
@@ -51,7 +51,7 @@ from scheduler.archive import (  # noqa: F401 - the working directory's names, k
     pack,
     unpack,
 )
-from scheduler.gpu_watchdog import GpuLimit, GpuWatchdog, Violation
+from scheduler.runtime.gpu_watchdog import GpuLimit, GpuWatchdog, Violation
 
 LOG_CHUNK = 64 * 1024
 
@@ -70,7 +70,7 @@ class ScriptStopped(RuntimeError):
 
 class GpuMemoryExceeded(ScriptFailed):
     """The attempt's processes held more GPU memory than their share for longer than the
-    grace, and were killed (scheduler.gpu_watchdog). Pickles with its figures (Ray)."""
+    grace, and were killed (scheduler.runtime.gpu_watchdog). Pickles with its figures (Ray)."""
 
     def __init__(self, violation: Violation):
         super().__init__(violation.reason())
@@ -122,7 +122,7 @@ def run(command: list[str], *, cwd: Path, env: dict[str, str], log, stop_request
     server asked it to stop (it got SIGTERM; `on_stop` runs once it exited),
     GpuMemoryExceeded after its process tree was killed for holding more GPU memory
     than `gpu_limit` allows (None: nothing is enforced), and HostMemoryExceeded when the
-    sandbox's host memory limit stopped it. `sandbox` (a scheduler.sandbox.Sandboxed,
+    sandbox's host memory limit stopped it. `sandbox` (a scheduler.runtime.sandbox.Sandboxed,
     built for this command) runs it confined; it is closed here, whatever happens.
     `memory_note` says how the host memory limit was set (for the reason)."""
     started = time.monotonic()

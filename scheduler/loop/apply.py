@@ -21,7 +21,7 @@ import sqlalchemy as sa
 from sqlmodel import Session, select
 
 from quota import decay_factor
-from scheduler.jobfiles import settle_attempt
+from scheduler.runtime.jobfiles import settle_attempt
 from scheduler.services.usage import decayed_by_account
 from scheduler.store import (
     Job,

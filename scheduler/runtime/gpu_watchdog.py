@@ -1,6 +1,6 @@
 """The GPU memory watchdog: an attempt that holds more than its slices' share ends.
 
-The framework cap a script gets (scheduler/script_site/fairgpu_cap.py) is cooperative:
+The framework cap a script gets (scheduler/runtime/script_site/fairgpu_cap.py) is cooperative:
 the script can lift it. This is the part it cannot lift. The task that runs the attempt
 reads, through NVML, the GPU memory of the attempt's processes, and ends the attempt
 when they hold too much for too long.

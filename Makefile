@@ -12,28 +12,39 @@ $(BIN)/python:
 	$(PY) -m venv $(VENV)
 	$(PIP) install --upgrade pip
 
+# pip's and the build backend's chatter goes to a log, shown only when the install fails.
 $(STAMP_CORE): pyproject.toml | $(BIN)/python
-	$(PIP) install -e . 2>&1 | grep -v "^WARNING: Location" || true
-	$(BIN)/python -c "import scheduler, quota, workloads"
+	@echo "installing fairgpu with the server extra into $(VENV) (log: $(VENV)/install.log)"
+	@$(PIP) install -e '.[server]' > $(VENV)/install.log 2>&1 || { cat $(VENV)/install.log; exit 1; }
+	$(BIN)/python -c "import scheduler, quota, workloads, sqlmodel, ray, fastapi"
 	touch $@
 
 $(STAMP_TEST): pyproject.toml | $(BIN)/python
-	$(PIP) install -e '.[test]' 2>&1 | grep -v "^WARNING: Location" || true
-	$(BIN)/python -c "import scheduler, quota, workloads, pytest, torch, tensorflow"
+	@echo "installing fairgpu with the test extras into $(VENV) (log: $(VENV)/install.log)"
+	@$(PIP) install -e '.[test]' > $(VENV)/install.log 2>&1 || { cat $(VENV)/install.log; exit 1; }
+	$(BIN)/python -c "import scheduler, quota, workloads, sqlmodel, ray, fastapi, pytest, torch, tensorflow"
 	touch $@ $(STAMP_CORE)
 
 # Prometheus (Debian's package) for the metrics and alert-rule tests.
 prometheus:
 	bash deploy/install-prometheus.sh
 
+# PORT=8470 serves the demo's API there (default: any free port; the URL is printed).
 demo: $(STAMP_CORE)
-	$(BIN)/fairgpu demo
+	$(BIN)/fairgpu demo $(if $(PORT),--port $(PORT))
 
 test: $(STAMP_TEST) prometheus
 	$(BIN)/python -m pytest -q -p no:cacheprovider
 
+# Quick forms of the policy, simulator and loop benchmarks, each followed by the figure
+# docs/benchmarks.md records for it ("make bench" lines there). Not part of `make test`.
 bench: $(STAMP_TEST)
-	$(BIN)/python tests/perf/bench_decide.py
+	$(BIN)/python tests/perf/bench_simulate.py --jobs 30000 --days 9 --repeats 1
+	@grep '^| make bench | bench_simulate' docs/benchmarks.md | sed 's/^/recorded: /'
+	$(BIN)/python tests/perf/bench_decide.py --sizes 1000,10000 --repeats 3
+	@grep '^| make bench | bench_decide' docs/benchmarks.md | sed 's/^/recorded: /'
+	$(BIN)/python tests/perf/bench_loop.py --quick
+	@grep '^| make bench | bench_loop' docs/benchmarks.md | sed 's/^/recorded: /'
 
 clean:
 	rm -rf $(VENV) build *.egg-info

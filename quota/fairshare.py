@@ -99,10 +99,27 @@ def compute(tree: AccountTree, own_usage: Mapping[str, float], algorithm: str = 
         raise ValueError(f"unknown fair-share algorithm {algorithm!r} (choose {', '.join(ALGORITHMS)})")
     if shares is None:
         shares = TreeShares.of(tree)
-    norm_s = shares.norm_shares
-    ratio = shares.sibling_ratio
     raw = rollup(tree, own_usage)
     norm = normalise(tree, raw)
+    effective = _effective(tree, norm, shares)
+    level = _level_fs(tree, raw)
+    factor = _classic(tree, effective, shares) if algorithm == CLASSIC else _fair_tree_factor(tree, level)
+    return ShareFactors(dict(shares.norm_shares), raw, norm, effective, level, factor)
+
+
+def factors(tree: AccountTree, own_usage: Mapping[str, float], algorithm: str, shares: TreeShares) -> dict[str, float]:
+    """`compute(...).factor` alone, without the figures the factor does not need (the
+    policy's per-cycle path: the same code, so the same floats)."""
+    raw = rollup(tree, own_usage)
+    if algorithm == CLASSIC:
+        return _classic(tree, _effective(tree, normalise(tree, raw), shares), shares)
+    if algorithm not in ALGORITHMS:
+        raise ValueError(f"unknown fair-share algorithm {algorithm!r} (choose {', '.join(ALGORITHMS)})")
+    return _fair_tree_factor(tree, _level_fs(tree, raw))
+
+
+def _effective(tree: AccountTree, norm: Mapping[str, float], shares: TreeShares) -> dict[str, float]:
+    ratio = shares.sibling_ratio
     effective: dict[str, float] = {}
     accounts = tree.accounts
     for name in tree.order:
@@ -112,18 +129,17 @@ def compute(tree: AccountTree, own_usage: Mapping[str, float], algorithm: str = 
             effective[name] = u
         else:
             effective[name] = u + (effective[parent] - u) * ratio[name]
-    level = _level_fs(tree, raw)
-    if algorithm == CLASSIC:
-        pow_ = math.pow
-        tiny = shares.tiny_log2
-        if not tiny:
-            factor = {n: pow_(2.0, -effective[n] / norm_s[n]) for n in tree.order}
-        else:
-            factor = {n: _factor_of_log2(effective[n], tiny[n]) if n in tiny
-                      else pow_(2.0, -effective[n] / norm_s[n]) for n in tree.order}
-    else:
-        factor = _fair_tree_factor(tree, level)
-    return ShareFactors(dict(norm_s), raw, norm, effective, level, factor)
+    return effective
+
+
+def _classic(tree: AccountTree, effective: Mapping[str, float], shares: TreeShares) -> dict[str, float]:
+    pow_ = math.pow
+    norm_s = shares.norm_shares
+    tiny = shares.tiny_log2
+    if not tiny:
+        return {n: pow_(2.0, -effective[n] / norm_s[n]) for n in tree.order}
+    return {n: _factor_of_log2(effective[n], tiny[n]) if n in tiny
+            else pow_(2.0, -effective[n] / norm_s[n]) for n in tree.order}
 
 
 def _factor_of_log2(u_e: float, log2_s: float) -> float:

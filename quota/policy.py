@@ -20,12 +20,14 @@ Cost: O(n log a) in n pending requests and a accounts, plus the victims examined
 from __future__ import annotations
 
 import heapq
+import math
 from collections.abc import Collection, Mapping, Sequence
 from operator import attrgetter
 
 from quota import fairshare
 from quota.capacity import Capacity, FreeSlices
 from quota.entitlement import entitlements
+from quota.lazy import Lazy, resolved
 from quota.ordering import AccountState, key_for, static_limits
 from quota.preemption import reclaim
 from quota.snapshot import (
@@ -43,6 +45,8 @@ from quota.snapshot import (
     Waiting,
 )
 from quota.tree import AccountTree
+
+NAN = math.nan
 
 
 class Ledger:
@@ -96,6 +100,7 @@ class TreeCache:
         else:
             self.caps = Ledger(tree, self.limits, self.chains).caps
         self._shape_errors: dict[int, str | None] = {}
+        self.guarantees = {name: tree.accounts[name].guaranteed for name in tree.order}  # reclaim's levels
 
     def shape_error(self, k: int) -> str | None:
         if k not in self._shape_errors:
@@ -103,7 +108,7 @@ class TreeCache:
         return self._shape_errors[k]
 
     def factors(self, usage: Mapping[str, float]) -> dict[str, float]:
-        return fairshare.compute(self.tree, usage, self.algorithm, self.shares).factor
+        return fairshare.factors(self.tree, usage, self.algorithm, self.shares)
 
     def not_a_leaf(self, account: str) -> str | None:
         if account in self.leaves:
@@ -164,7 +169,7 @@ def run_cycle(cache: TreeCache, cfg: PolicyConfig, now: float, usage: Mapping[st
               waiting: dict, n_active: int, *, by_age: Sequence[RunningJob] | None = None,
               pending_work: Mapping[str, float] | None = None, size_sets: Mapping[str, Collection[int]] | None = None,
               factors: Mapping[str, float] | None = None, explain: bool = True,
-              queues_kept: bool = False) -> Decision:
+              queues_kept: bool = False, alloc: Mapping[str, int] | None = None) -> Decision:
     """Phases 3-6 on a cycle's state. Shared by `decide` and quota.state.PolicyState, so both
     paths run the same policy code.
 
@@ -174,7 +179,8 @@ def run_cycle(cache: TreeCache, cfg: PolicyConfig, now: float, usage: Mapping[st
     `by_age` (running jobs, youngest first), `pending_work` (finish-time ordering) and
     `size_sets` (the request sizes in each queue) may be passed by a caller that keeps them
     between cycles, and `factors` (cache.factors(usage)) by one that computed them for the
-    same usage already; otherwise they are computed here. `queues_kept`: the caller never
+    same usage already; otherwise they are computed here; `alloc` is `running_slices` rolled
+    up the tree (every account of it), by one that keeps it. `queues_kept`: the caller never
     changes those lists in place afterwards (decide's are its own; PolicyState copies a
     list it lent before changing it), so the explanation keeps them without a copy."""
     tree = cache.tree
@@ -183,28 +189,36 @@ def run_cycle(cache: TreeCache, cfg: PolicyConfig, now: float, usage: Mapping[st
     for account, n in pending_slices.items():
         demand[account] = demand.get(account, 0.0) + n
 
-    # 3. entitle
-    entitled = entitlements(tree, total, demand)
+    # 3. entitle (when first read: see 4)
+    entitled = Lazy(lambda: entitlements(tree, total, demand))
     ledger = Ledger(tree, chains=cache.chains, caps=cache.caps)
-    for account, n in running_slices.items():
-        ledger.add(account, n)
+    if alloc is not None:
+        ledger.alloc = dict(alloc)
+    else:
+        for account, n in running_slices.items():
+            ledger.add(account, n)
     if factors is None:
         factors = cache.factors(usage)
 
-    # 4. admit
+    # 4. admit. With one account queued the turn order is that account whatever the keys
+    #    say, so its state carries no entitlement or factor (NaN) and the keys are not made;
+    #    both figures are then computed only if reclaim or a reader of the decision asks.
     states: dict[str, AccountState] = {}
     finish_time = cfg.ordering == "finish-time"
+    lone = len(queues) <= 1
+    if not lone:
+        ent, fac = entitled.value, resolved(factors)
     for name, q in queues.items():
         work = 0.0
         if finish_time:
             work = pending_work[name] if pending_work is not None else _pending_work(q)
-        states[name] = AccountState(name=name, entitled=entitled.get(name, 0.0), allocated=ledger.alloc[name],
-                                    factor=factors[name], queue=q, pending_work=work,
-                                    guaranteed=tree.accounts[name].guaranteed)
+        states[name] = AccountState(name=name, entitled=NAN if lone else ent.get(name, 0.0),
+                                    allocated=ledger.alloc[name], factor=NAN if lone else fac[name], queue=q,
+                                    pending_work=work, guaranteed=tree.accounts[name].guaranteed)
     if size_sets is None:
         size_sets = {name: {r.slices for r in q} for name, q in queues.items()}
     start_fits = {k: free.find(k) is not None for k in _all_sizes(size_sets)}
-    key = key_for(cfg.ordering, cfg.use_history, now, total / max(1, n_active))
+    key = _lone_key if lone else key_for(cfg.ordering, cfg.use_history, now, total / max(1, n_active))
     admissions: list[Admission] = []
     admitted_ids: set = set()
     _admit_pass(states, key, ledger, free, size_sets, admissions, admitted_ids)
@@ -224,6 +238,8 @@ def run_cycle(cache: TreeCache, cfg: PolicyConfig, now: float, usage: Mapping[st
             admitted=admitted_ids,
             running=ledger_running,
             by_age=by_age,
+            levels=cache.guarantees if cfg.reclaim == "guarantee" else None,
+            size_sets=size_sets,
         )
         admissions.extend(extra_adm)
         admitted_ids.update(a.request_id for a in extra_adm)
@@ -314,6 +330,10 @@ class Explained(Mapping):
 
     def __repr__(self) -> str:
         return f"Explained({self._built()!r})"
+
+
+def _lone_key(s: AccountState) -> int:
+    return 0  # the only account in the turn order
 
 
 def _pending_work(q: Sequence[PendingRequest]) -> float:

@@ -30,9 +30,10 @@ from __future__ import annotations
 
 import heapq
 from collections import defaultdict
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 
 from quota.capacity import FreeSlices
+from quota.lazy import resolved
 from quota.ordering import EPS
 from quota.snapshot import (
     RECLAIM_FAIR_SHARE,
@@ -65,9 +66,14 @@ def reclaim(
     admitted: set,
     running: Sequence[RunningJob],
     by_age: Sequence[RunningJob] | None = None,
+    levels: Mapping[str, int] | None = None,
+    size_sets: Mapping[str, Collection[int]] | None = None,
 ) -> tuple[list[Admission], list[Preemption]]:
-    """`by_age`: `running` sorted youngest first (-started_at, str(id)), if the caller keeps it."""
-    level = protected_levels(tree, cfg, entitled)
+    """`by_age`: `running` sorted youngest first (-started_at, str(id)), if the caller keeps it.
+    `levels`: protected_levels(tree, cfg, entitled), if the caller keeps it (guarantee mode:
+    it depends on the tree alone). `size_sets`: the request sizes in each queue; with them
+    a preemptor's walk stops once every size it has is known to fail (below)."""
+    level = protected_levels(tree, cfg, entitled) if levels is None else levels
 
     def below(a: str) -> bool:
         return ledger.alloc[a] < min(level[a], demand.get(a, 0.0))
@@ -78,32 +84,51 @@ def reclaim(
     preemptors = [a for a in queues if below(a) and next(leftovers(a), None) is not None]
     if not preemptors:
         return [], []
+    entitled, factors = resolved(entitled), resolved(factors)  # plain dicts in the loops below
     preemptors.sort(key=lambda a: (ledger.alloc[a] / max(entitled.get(a, 0.0), EPS), -factors[a], a))
-    if by_age is None:
-        by_age = sorted(running, key=age_key)  # youngest first
-    per_account: dict[str, list[RunningJob]] = defaultdict(list)  # youngest first within each
-    for job in by_age:
-        per_account[job.account].append(job)
+    per_account: dict[str, list[RunningJob]] | None = None  # youngest first within each; built when first needed
     gone: set = set()
     admissions: list[Admission] = []
     preemptions: list[Preemption] = []
     no_victims: set[tuple[str, int]] = set()  # (preemptor, size) that found none since the last reclaim
     for p in preemptors:
+        # Sizes of p that fail for the rest of p's turn: over p's entitlement or p's own cap
+        # (p's allocation only grows in its turn; entitlements and caps are fixed), or with
+        # no victims (until a reclaim succeeds, which clears no_victims). Once every size p
+        # has is in one of them, the rest of p's queue would only be skipped one by one.
+        dead: set[int] = set()
+        sizes = size_sets.get(p) if size_sets is not None else None
         for req in leftovers(p):
             if not below(p):
                 break
             k = req.slices
+            if k in dead:
+                continue
             if ledger.alloc[p] + k > entitled.get(p, 0.0) + EPS:
+                dead.add(k)
+                if sizes is not None and _all_fail(sizes, dead, no_victims, p):
+                    break
                 continue
             if (p, k) in no_victims:
                 continue  # nothing changed since the same search failed: it would fail again
             relief, within = _cap_relief(tree, ledger, p, k)
             if relief is None:
+                dead.add(k)
+                if sizes is not None and _all_fail(sizes, dead, no_victims, p):
+                    break
                 continue
+            if per_account is None:
+                if by_age is None:
+                    by_age = sorted(running, key=age_key)  # youngest first
+                per_account = defaultdict(list)
+                for job in by_age:
+                    per_account[job.account].append(job)
             victims = _choose_victims(k, p, per_account, gone, free, ledger, entitled, level, cfg.max_victim_scan,
                                       relief, within)
             if victims is None:
                 no_victims.add((p, k))
+                if sizes is not None and _all_fail(sizes, dead, no_victims, p):
+                    break
                 continue
             no_victims.clear()
             for v in victims:
@@ -128,6 +153,10 @@ def reclaim(
     return admissions, preemptions
 
 
+def _all_fail(sizes: Collection[int], dead: set[int], no_victims: set[tuple[str, int]], p: str) -> bool:
+    return all(k in dead or (p, k) in no_victims for k in sizes)
+
+
 def age_key(job: RunningJob) -> tuple[float, str]:
     """Youngest first: the order victims are considered in."""
     return (-job.started_at, str(job.id))
@@ -147,60 +176,67 @@ def _cap_relief(tree: AccountTree, ledger, p: str, k: int) -> tuple[int | None, 
     return relief, set(tree.subtree(blockers[0]))  # the deepest blocker: nested in all others
 
 
-def _victim_order(per_account, preemptor, gone, ledger, entitled, removed):
-    """Running jobs in the order victims are considered: the account furthest above its
-    entitlement first, by its share after the victims already chosen (so taking from it
-    may hand the lead to another), the youngest job first within it; ties by name."""
-    def over(a: str) -> float:
-        return (ledger.alloc[a] - removed[a]) / max(entitled.get(a, 0.0), EPS)
-
-    heap = [(-over(a), a, 0) for a in per_account if a != preemptor]
-    heapq.heapify(heap)
-    while heap:
-        _, a, i = heapq.heappop(heap)
-        jobs = per_account[a]
-        while i < len(jobs) and jobs[i].id in gone:
-            i += 1
-        if i >= len(jobs):
-            continue
-        yield jobs[i]
-        heapq.heappush(heap, (-over(a), a, i + 1))
-
-
 def _choose_victims(k, preemptor, per_account, gone, free, ledger, entitled, level, max_scan, relief=0,
                     within=None):
     """Victims for a request of k slices, or None. The chosen jobs are released on `free`
     while the choice is made (one give per candidate and one find, instead of releasing
     the whole set again for every candidate) and taken back before returning, so `free`
-    is unchanged and each find sees exactly the set being tried."""
+    is unchanged and each find sees exactly the set being tried.
+
+    Candidates come in this order: the account furthest above its entitlement first, by
+    its share after the victims already chosen (so taking from it may hand the lead to
+    another), the youngest job first within it; ties by name. An account's share moves
+    only when one of its jobs is chosen, so after a job is passed over the same account
+    still leads: its jobs are walked in a row, and the accounts' heap is consulted again
+    only after a choice (the order is exactly one heap step per job, without the steps)."""
     chosen: list[RunningJob] = []
     removed: dict[str, int] = defaultdict(int)
     placement = None
     scanned = 0
     inside = 0  # slices of the chosen jobs that count toward the relief
+    alloc = ledger.alloc
+    has_node = free.has_node
 
     def counts(job: RunningJob) -> int:
         return job.slices if within is None or job.account in within else 0
 
+    def over(a: str) -> float:
+        return (alloc[a] - removed[a]) / max(entitled.get(a, 0.0), EPS)
+
+    heap = [(-over(a), a, 0) for a in per_account if a != preemptor]
+    heapq.heapify(heap)
     try:
-        for job in _victim_order(per_account, preemptor, gone, ledger, entitled, removed):
-            if not free.has_node(job.node):
-                continue
-            if relief and job.account not in within and placement is not None:
-                continue  # room is found; only jobs under the capped ancestor help now
-            scanned += 1
-            if scanned > max_scan:
-                break
-            v = job.account
-            left = ledger.alloc[v] - removed[v]
-            if left <= entitled.get(v, 0.0) + EPS or left - job.slices < level[v]:
-                continue
-            chosen.append(job)
-            removed[v] += job.slices
-            inside += counts(job)
-            free.give(job.node, job.gpu_slices)
-            placement = free.find(k)
-            if placement is not None and inside >= relief:
+        done = False
+        while heap and not done:
+            _, v, i = heapq.heappop(heap)
+            jobs = per_account[v]
+            n = len(jobs)
+            ent_v = entitled.get(v, 0.0) + EPS
+            lvl_v = level[v]
+            outside = relief and v not in within
+            while i < n:
+                job = jobs[i]
+                i += 1
+                if job.id in gone or not has_node(job.node):
+                    continue
+                if outside and placement is not None:
+                    continue  # room is found; only jobs under the capped ancestor help now
+                scanned += 1
+                if scanned > max_scan:
+                    done = True
+                    break
+                left = alloc[v] - removed[v]
+                if left <= ent_v or left - job.slices < lvl_v:
+                    continue
+                chosen.append(job)
+                removed[v] += job.slices
+                inside += counts(job)
+                free.give(job.node, job.gpu_slices)
+                placement = free.find(k)
+                if placement is not None and inside >= relief:
+                    done = True
+                elif i < n:
+                    heapq.heappush(heap, (-over(v), v, i))
                 break
         if placement is None or inside < relief:
             return None

@@ -38,6 +38,7 @@ from collections import Counter
 from collections.abc import Callable, Mapping
 
 from quota.capacity import Capacity, FreeSlices
+from quota.lazy import Lazy, resolved
 from quota.policy import TreeCache, _pending_work, run_cycle
 from quota.preemption import age_key
 from quota.snapshot import (
@@ -172,9 +173,11 @@ class PolicyState:
 
     def set_usage(self, usage: Mapping[str, float]) -> None:
         """Record decayed usage (own slice-seconds per leaf) for the cycles that follow; the
-        fair-share factors are computed here once, not in every cycle."""
-        self._usage = dict(usage)
-        self._factors = self.cache.factors(self._usage)
+        fair-share factors are computed from it once, not in every cycle, and only when a
+        cycle first reads them. A `quota.lazy.Lazy` usage is kept as it is (it is immutable)."""
+        u = self._usage = usage if isinstance(usage, Lazy) else dict(usage)
+        factors = self.cache.factors
+        self._factors = Lazy(lambda: factors(resolved(u)))
 
     def cycle(self, now: float, usage: Mapping[str, float] | None = None, explain: bool = True) -> Decision:
         """Decide and apply. `usage` given: as set_usage(usage) first; None: the last usage set
@@ -193,6 +196,7 @@ class PolicyState:
             self.pending_slices, dict(self.infeasible) if explain else {}, n_active,
             by_age=running, pending_work=self._work, explain=explain,
             size_sets={a: c.keys() for a, c in self._sizes_of.items()}, factors=self._factors, queues_kept=True,
+            alloc=self.alloc,
         )
         if explain:  # decision.waiting keeps the queue lists themselves (copy-on-write, see _queue)
             self._lent = set(self.queues)
@@ -289,9 +293,14 @@ class PolicyState:
     def pending(self) -> list[PendingRequest]:
         return [r for q in self.queues.values() for r in q]
 
+    @property
+    def waiting(self) -> tuple[PendingRequest, ...]:
+        """Every pending request, the infeasible ones first (as `snapshot` lists them)."""
+        return tuple(self._infeasible_reqs.values()) + tuple(self.pending)
+
     def snapshot(self, now: float, usage: Mapping[str, float] | None = None) -> Snapshot:
         """The equivalent snapshot: `decide(state.snapshot(now, usage)) == state.cycle(now, usage)`."""
         usage = self._usage if usage is None else usage
-        pending = tuple(self._infeasible_reqs.values()) + tuple(self.pending)
+        pending = self.waiting
         return Snapshot(self.tree, self.capacity, pending, tuple(self.running.values()),
                         dict(usage), now, self.config)

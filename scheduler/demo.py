@@ -3,10 +3,16 @@ slices through the real API; a live table shows each one's slices against its
 entitlement; a summary says who got what versus what they were owed.
 
 Runs the embedded server (SQLite, local Ray with logical GPUs) in a temporary state
-directory unless one is given, so it leaves nothing behind.
+directory unless one is given, so it leaves nothing behind. Its API listens on ``port``
+(0: any free port) and the URL is printed, so the CLI can watch the same server.
+
+The local Ray runs with token authentication, as Ray's default for a new local cluster;
+the demo asks for it by name (``RAY_AUTH_MODE=token`` unless set), which is the same
+cluster without Ray's notice that it chose the default.
 """
 from __future__ import annotations
 
+import os
 import sys
 import tempfile
 import threading
@@ -111,7 +117,7 @@ def live_table(server, started: float):
 
 
 def run_demo(*, gpus: int = 2, seconds: float = 2.0, jobs_per_weight: int = 24, state_dir: str | None = None,
-             out=sys.stdout) -> "object":
+             host: str = "127.0.0.1", port: int = 0, out=sys.stdout) -> "object":
     from rich.console import Console
     from rich.live import Live
     from rich.table import Table
@@ -125,7 +131,8 @@ def run_demo(*, gpus: int = 2, seconds: float = 2.0, jobs_per_weight: int = 24, 
     tmp = tempfile.TemporaryDirectory(prefix="fairgpu-demo-") if state_dir is None else None
     root = Path(state_dir or tmp.name)
     server = Embedded(db_url=f"sqlite:///{root / 'fairgpu.db'}", state_dir=root, gpus=gpus, gpu_type="T4",
-                      port=0, usage_period_s=2.0)
+                      host=host, port=port, usage_period_s=2.0)
+    os.environ.setdefault("RAY_AUTH_MODE", "token")  # Ray's default for a local cluster, said explicitly
     err.print(f"starting fairgpu: local Ray with {gpus} logical T4 GPUs ...")
     try:
         server.start_background()

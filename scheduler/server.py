@@ -14,19 +14,25 @@ Start, in this order, each step only once the one before succeeded:
     a dead server's local Ray left on this host is ended, and a live server on another
     database that recorded its Ray in this state directory is a refusal (SessionInUse,
     scheduler.runtime.ray_session);
- 3. the leader lease (scheduler.store.lease): refused if another server holds it, or
-    with `standby` wait until it lapses; its heartbeat starts at once;
- 4. Ray (a local one listens on loopback only), the loop, recovery, then the API
-    serves on the socket bound in 1. What holds script jobs is said here, at every
-    start: this host's sandbox with a local Ray, each node's as it is first probed on
-    a cluster, and loudly, the choice of --unsandboxed-scripts.
+ 3. the leader lease (scheduler.store.lease): refused if another server holds it; with
+    `standby`, a hot standby: it goes on to 4 and serves the API read-only
+    (scheduler.api.standby: writes are 503 naming the leader) while it waits for the lease to
+    lapse, keeping the loop's loader warm; the heartbeat starts once the lease is ours;
+ 4. Ray (a local one listens on loopback only), the executor, metrics and the loop
+    (`start_ray`, no database write); once the lease is ours, recovery and capacity
+    (`become_leader`), then the loop runs and the API serves read-write on the socket
+    bound in 1. What holds script jobs is said here, at every start: this host's
+    sandbox with a local Ray, each node's as it is first probed on a cluster, and
+    loudly, the choice of --unsandboxed-scripts.
 
-Invariants: one scheduling loop per database (the lease). On start, jobs a previous
-server left RUNNING are settled (finished if their result file is there, else queued
-again); on stop (SIGTERM, Ctrl-C), running jobs are requeued, never lost, and the
+Invariants: one scheduling loop per database (the lease); a standby writes nothing to
+the database before it holds the lease. On start, jobs a previous server left RUNNING are
+settled (finished if their result file is there, else queued again once their fenced
+attempt stopped: scheduler.loop.recovery); on stop (SIGTERM, Ctrl-C), running jobs are requeued, never lost, and the
 lease is released for a standby. A server that loses the lease stops scheduling at
 once, cancels its Ray tasks and writes nothing more (no drain). A local Ray is recorded
-in the state directory once started, and shut down with the server; if the server dies
+in the state directory once started (its session directory as `ray.init` answered, and
+the processes that name it), and shut down with the server; if the server dies
 without stopping it (kill -9), the next server on this host ends it
 (scheduler.runtime.ray_session). The admin token is written once, at first start, to a file only
 its owner can read.
@@ -125,6 +131,19 @@ def _pid_alive(pid: int) -> bool:
     return True
 
 
+def recovered_line(rec: dict[str, int]) -> str | None:
+    """What recovery did, in one line for the operator (None: nothing to say)."""
+    if not (rec.get("finished") or rec.get("requeued") or rec.get("failed") or rec.get("held")):
+        return None
+    from scheduler.loop.recovery import UNCLEAN_STOP_LIMIT
+
+    failed = (f", {rec['failed']} failed (running at {UNCLEAN_STOP_LIMIT} unclean scheduler stops in a row: "
+              "not started again)" if rec.get("failed") else "")
+    held = (f"; {rec['held']} fenced attempt(s) still hold their slices until they stop"
+            if rec.get("held") else "")
+    return f"recovered: {rec.get('finished', 0)} job(s) had finished, {rec.get('requeued', 0)} queued again{failed}{held}"
+
+
 @dataclass
 class Embedded:
     db_url: str | None = None
@@ -164,19 +183,34 @@ class Embedded:
         self._stopped = False
         self.requeued = 0
         self.ray_record: Path | None = None  # this server's local Ray session, as recorded (scheduler.runtime.ray_session)
+        self.standing_by = False  # a standby waiting for the lease: its API is read-only (scheduler.api.standby)
+        self.leading = False  # holds the lease and recovered: its loop may run, its stop drains
 
     # -- start ----------------------------------------------------------------------
-    def start_core(self) -> bool:
-        """Steps 1-4 of the module's docstring but serving: socket, database, lease, Ray,
-        executor, loop (not yet running), metrics; recovers state. False if stopped while
-        standing by (nothing was started). Raises PortInUse, SessionInUse or LeaseHeld before
-        Ray starts."""
+    def start(self, announce: Callable[[Embedded], None] | None = None, timeout: float = 60.0) -> bool:
+        """Everything, the API in a thread; `announce` once it serves. A standby whose lease
+        is held starts Ray, the executor, metrics and the API (read-only: scheduler.api.standby)
+        first, keeps the loader warm while it waits, and then only takes over: recovery,
+        capacity, the loop. False if stopped while standing by."""
         self.bind()
         self.open_store()
         self.settle_ray_sessions()
-        if not self.take_lease():
+        leader = self.claim_lease()
+        if leader is None:
             return False
-        self.start_ray_and_loop()
+        self.start_ray()
+        if not leader:
+            self.start_http(timeout)
+            if announce is not None and not self._done.is_set():
+                announce(self)
+            if not self.stand_by():
+                return False
+        self.become_leader()
+        self.start_loop()
+        if self.uvicorn is None:
+            self.start_http(timeout)
+            if announce is not None and not self._done.is_set():
+                announce(self)
         return True
 
     def bind(self) -> None:
@@ -215,6 +249,13 @@ class Embedded:
         """Step 3: the leader lease, or LeaseHeld. With `standby`, wait for it (False if
         stopped meanwhile). A holder that is a dead process on this host (a crashed
         server) is waited for until its lease lapses. Starts the heartbeat."""
+        got = self.claim_lease()
+        return self.stand_by() if got is False else bool(got)
+
+    def claim_lease(self) -> bool | None:
+        """Try the lease once: True if it is ours (the heartbeat starts); False if held and
+        this server is a standby (`stand_by` waits for it); else LeaseHeld. A dead holder
+        on this host is waited for until its lease lapses (True; None if stopped meanwhile)."""
         from scheduler.store.lease import Lease, LeaseHeld
 
         self.lease = Lease(self.engine, ttl_s=self.lease_ttl_s)
@@ -226,16 +267,42 @@ class Embedded:
                 who = holder.describe() if holder else "another server"
                 self.say(f"standing by: the scheduler for this database runs at {who}; "
                          f"taking over when its lease lapses")
-                if not self.lease.wait_acquire(self._done):
-                    return False
-                self.say(f"took over the scheduler lease (epoch {self.lease.epoch})")
-            elif holder is not None and holder.host == self.lease.host and not _pid_alive(holder.pid):
+                self.standing_by = True
+                return False
+            if holder is not None and holder.host == self.lease.host and not _pid_alive(holder.pid):
                 if not self._wait_for_dead_holder(holder):
-                    return False
+                    return None
             else:
                 raise
         self.lease.start_heartbeat(self._lease_lost)
         return True
+
+    def stand_by(self) -> bool:
+        """Wait until the lease lapses and take it (True), keeping the loop's loader warm
+        meanwhile if the loop exists; False if stopped first."""
+        if not self.lease.wait_acquire(self._done, while_waiting=self._warm):
+            return False
+        self.say(f"took over the scheduler lease (epoch {self.lease.epoch})")
+        self.lease.start_heartbeat(self._lease_lost)
+        return True
+
+    def _warm(self) -> None:
+        """While standing by: bring the loop's loader up to the database (reads only), so
+        the first cycle after a takeover reads only what changed since."""
+        if self.loop is None:
+            return
+        from scheduler.services.snapshot import event_horizon
+        from scheduler.store import session_scope
+
+        try:
+            horizon = event_horizon(self.engine)
+            with session_scope(self.engine, readonly=True) as s:  # SQLite: no write lock
+                self.loop.loader.sync(s, horizon=horizon)
+        except Exception as exc:  # the leader's schema or rows moved under it: read again later
+            from scheduler.services.snapshot import SnapshotLoader
+
+            log.debug("standby: warming the loader failed: %s", exc)
+            self.loop.loader = SnapshotLoader()
 
     def _wait_for_dead_holder(self, holder) -> bool:
         """The previous server on this host is gone without releasing (kill -9, a crash):
@@ -274,19 +341,16 @@ class Embedded:
 
         return scope()
 
-    def start_ray_and_loop(self) -> None:
-        """Step 4 (the lease is ours): the admin token at first start, Ray, the executor,
-        metrics, the loop (not yet running); recovers what a previous server left."""
+    def start_ray(self) -> None:
+        """Step 4's half that needs no lease (a hot standby runs it before it leads): Ray,
+        the executor, metrics, the loop (not yet running). Writes nothing to the database."""
         import ray
 
-        from scheduler.runtime.executor import RayExecutor, init_ray
         from scheduler.loop.coordinator import SchedulingLoop
-        from scheduler.metrics.exporter import build_registry
         from scheduler.loop.publish import Publisher
-        from scheduler.services.auth import ensure_admin_token
+        from scheduler.metrics.exporter import build_registry
+        from scheduler.runtime.executor import RayExecutor, init_ray
 
-        with self._fenced() as s:
-            self.admin_token = ensure_admin_token(s, self.admin_token_path, self.clock())
         self.ray = ray
         local_cpus = None
         if not self.ray_address:
@@ -295,10 +359,11 @@ class Embedded:
         self.say_sandbox()
         ours = not self.ray_address and not ray.is_initialized()
         if ours:
-            self.settle_ray_sessions()  # a standby may have waited long: its leader may have died meanwhile
-        init_ray(ray, address=self.ray_address, gpus=self.gpus, gpu_type=self.gpu_type, num_cpus=local_cpus)
+            self.settle_ray_sessions()  # a leader may have died since step 2
+        context = init_ray(ray, address=self.ray_address, gpus=self.gpus, gpu_type=self.gpu_type,
+                           num_cpus=local_cpus)
         if ours:
-            self._record_ray()
+            self._record_ray(context)
         self.executor = RayExecutor(ray, str(self.state_dir / "results"), allow_unsandboxed=self.unsandboxed_scripts,
                                     on_new_node=self._node_seen)
         self.registry, self.metrics = build_registry(lambda: self.publisher.view(), health=lambda: self.loop.health())
@@ -309,26 +374,42 @@ class Embedded:
                                    retry_limit=self.retry_limit, usage_period_s=self.usage_period_s,
                                    on_cycle=self.publisher.publish, lease=self.lease,
                                    on_lease_lost=self._lease_lost, checkpoint_grace_s=self.checkpoint_grace_s)
-        self.recovered = self.loop.recover()
-        self.loop.refresh_capacity(self.clock())
         if self.warm_up and not self.ray_address and self.gpus:
             spg = self.slices_per_gpu or slices_per_gpu_for(self.gpu_type)
             self.executor.warm_up(min(64, self.gpus * spg), 1.0 / spg)
 
-    def _record_ray(self) -> None:
-        """Record the local Ray just started (its session directory and processes), so the
-        next server on this host can end it if this one dies without stopping it."""
+    def become_leader(self) -> None:
+        """Step 4's other half, once the lease is ours: the admin token at first start, then
+        recovery of what a previous server left, and capacity. A standby that waited first
+        ends what a leader that died meanwhile left of its local Ray on this host."""
+        from scheduler.services.auth import ensure_admin_token
+
+        if self.standing_by and not self.ray_address:
+            self.settle_ray_sessions()
+        with self._fenced() as s:
+            self.admin_token = ensure_admin_token(s, self.admin_token_path, self.clock())
+        self.recovered = self.loop.recover()
+        self.loop.nodes.refresh_capacity(self.clock())
+        if self.standing_by:
+            line = recovered_line(self.recovered)
+            if line:
+                self.say(line)
+        self.standing_by = False
+        self.leading = True
+
+    def _record_ray(self, context) -> None:
+        """Record the local Ray just started (its session directory, from `ray.init`'s
+        answer, and the processes that name it), so the next server on this host can end
+        it if this one dies without stopping it."""
         from scheduler.runtime import ray_session
 
-        try:
-            node = self.ray._private.worker._global_node  # Ray's own handle on the node it started
-        except AttributeError:
-            node = None
-        if node is None:
+        info = getattr(context, "address_info", None) or {}
+        session_dir = info.get("session_dir") if isinstance(info, dict) else None
+        if not session_dir:
             log.warning("cannot record the local Ray's session: a kill -9 of this server may leave it behind")
             return
-        pids = [p.process.pid for procs in node.all_processes.values() for p in procs if p.process is not None]
-        self.ray_record = ray_session.record(self.state_dir, self._database(), node.get_session_dir_path(), pids)
+        pids = sorted(ray_session.session_processes(session_dir))
+        self.ray_record = ray_session.record(self.state_dir, self._database(), session_dir, pids)
 
     # -- the script sandbox -----------------------------------------------------------
     def say_sandbox(self) -> None:
@@ -369,6 +450,18 @@ class Embedded:
         why = box.describe.removeprefix("no sandbox: ")
         return SandboxStatus(False, f"node {name}: {why}{more}", self.unsandboxed_scripts)
 
+    def standby_message(self) -> str:
+        """Why a standby refuses a write, naming the leader as the lease row has it."""
+        from scheduler.store.lease import current_holder
+
+        try:
+            holder = current_holder(self.engine)
+        except Exception:  # the database is away: say so without a name
+            holder = None
+        who = f" at {holder.describe()}" if holder is not None else ""
+        return (f"this server is a standby: the scheduler for this database runs{who}; send changes there "
+                "(this one takes over, read-write, once that server's lease lapses)")
+
     @property
     def admin_token_path(self) -> Path:
         return self.state_dir / "admin.token"
@@ -395,9 +488,13 @@ class Embedded:
     def make_app(self):
         from scheduler.api import create_app, metrics_route
 
-        return create_app(self.engine, clock=self.clock, on_change=self.loop.wake, health=self.loop.health,
-                          extra_routes=[metrics_route(self.registry)], results_dir=str(self.state_dir / "results"),
-                          sandbox_status=self.sandbox_status)
+        app = create_app(self.engine, clock=self.clock, on_change=self.loop.wake, health=self.loop.health,
+                         extra_routes=[metrics_route(self.registry)], results_dir=str(self.state_dir / "results"),
+                         sandbox_status=self.sandbox_status)
+        from scheduler.api.standby import StandbyGuard
+
+        app.add_middleware(StandbyGuard, server=self)
+        return app
 
     def start_loop(self) -> None:
         from scheduler.loop import collector
@@ -435,11 +532,10 @@ class Embedded:
             time.sleep(0.02)
 
     def start_background(self, timeout: float = 60.0) -> Embedded:
-        """Start everything, the HTTP server in a thread; returns once it answers."""
-        if not self.start_core():
+        """Start everything, the HTTP server in a thread; returns once it answers and
+        leads (a standby: once it took over)."""
+        if not self.start(timeout=timeout):
             raise RuntimeError("stopped while standing by")
-        self.start_loop()
-        self.start_http(timeout)
         return self
 
     def serve_foreground(self, announce: Callable[[Embedded], None] | None = None) -> int | None:
@@ -449,13 +545,13 @@ class Embedded:
         restore = self._handle_signals()
         started = False
         try:
-            started = self.start_core() and not self._done.is_set()
-            if started:
+            def said(server: Embedded) -> None:
                 self._handle_signals()  # again: starting Ray installed its own SIGTERM handler
-                self.start_loop()
-                self.start_http()
-                if announce is not None and not self._done.is_set():
-                    announce(self)
+                if announce is not None:
+                    announce(server)
+
+            started = self.start(said) and not self._done.is_set()
+            if started:
                 while not self._done.wait(1.0):
                     pass
         finally:
@@ -523,7 +619,7 @@ class Embedded:
             for t in self._threads:
                 if t.name == "fairgpu-loop":
                     t.join(timeout=30)
-            if self.lost is None:
+            if self.lost is None and self.leading:
                 try:
                     requeued = self.loop.drain()
                 except LeaseLapsed as exc:  # the database was away: the next leader recovers them

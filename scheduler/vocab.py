@@ -19,7 +19,9 @@ Owners:
   `FRAMEWORKS` and `MODES`), `HOLD` and `SCRIPT` (`KINDS`: all of them); the spec keys each
   kind takes (`spec_keys`, `SPEC_KEYS`).
 - reasons the loop stores on a job beside the policy's: `RAY_REFUSED` (a pending job held
-  back) and `TIME_LIMIT` (why a TIMEOUT job ended).
+  back) and `TIME_LIMIT` (why a TIMEOUT job ended); `GATE_REASONS`, why a pending job is
+  kept from the policy by its own gate (services.gates: Slurm's `JobHeldUser`,
+  `Dependency`, `DependencyNeverSatisfied`).
 - not here: the policy's pending reasons and preemption kinds are quota's
   (`quota.REASONS`, `quota.PREEMPTION_KINDS`, in quota/snapshot.py); quota is pure
   standard library too, so the metrics take their label sets from there.
@@ -61,6 +63,17 @@ SPEC_KEYS = (*MODEL_SPEC_KEYS, *(k for keys in _OWN_SPEC_KEYS.values() for k in 
 RAY_REFUSED = "RayRefused"
 TIME_LIMIT = "TimeLimit"
 
+# Job events that open and end an attempt: services.history reads attempts by them, and
+# `fairgpu logs` places each attempt's output between them.
+ADMITTED = "admitted"
+BACK_TO_QUEUE = frozenset({"preempted", "requeued"})
+FINISHING = frozenset({"finished", "failed", "cancelled", "timeout"})
+ENDS_ATTEMPT = BACK_TO_QUEUE | FINISHING
+JOB_HELD_USER = "JobHeldUser"  # fairgpu hold: never admitted until fairgpu release
+DEPENDENCY = "Dependency"  # submit --after: some job it waits for has not SUCCEEDED yet
+DEPENDENCY_NEVER_SATISFIED = "DependencyNeverSatisfied"  # one it waits for ended otherwise
+GATE_REASONS = (JOB_HELD_USER, DEPENDENCY, DEPENDENCY_NEVER_SATISFIED)
+
 
 def spec_keys(kind: str) -> tuple[str, ...]:
     """The spec keys a job of `kind` takes (a model's, for a name that is none of KINDS:
@@ -68,5 +81,6 @@ def spec_keys(kind: str) -> tuple[str, ...]:
     return _OWN_SPEC_KEYS.get(kind, MODEL_SPEC_KEYS)
 
 
-__all__ = ["FINAL_STATES", "FRAMEWORKS", "HOLD", "KINDS", "MODELS", "MODEL_SPEC_KEYS", "MODES", "PHASES",
+__all__ = ["DEPENDENCY", "DEPENDENCY_NEVER_SATISFIED", "FINAL_STATES", "FRAMEWORKS", "GATE_REASONS", "HOLD",
+           "JOB_HELD_USER", "KINDS", "MODELS", "MODEL_SPEC_KEYS", "MODES", "PHASES",
            "RAY_REFUSED", "SCRIPT", "SPEC_KEYS", "TIME_LIMIT", "JobState", "spec_keys"]

@@ -1,6 +1,8 @@
 """Checkpoints of a training run, so that a preempted job resumes where it was.
 
-A checkpoint directory holds:
+A checkpoint directory is a store of generations (workloads.generations): each save
+writes a new generation folder aside and renames it into place; a load reads the newest.
+A generation holds:
 
     checkpoint.json        the commit record: the step, what run it belongs to
                            (model, framework, mode, batch, image size, data, seed),
@@ -11,11 +13,13 @@ A checkpoint directory holds:
                            every optimizer's state and the framework's RNG state
 
 Invariants:
-- A save writes the state file, then `checkpoint.json` that names it, each to a
-  temp file (0600) that is fsynced and `os.replace`d into place. A crash at any
-  point leaves the previous checkpoint whole; a checkpoint is the state file
-  that `checkpoint.json` names, nothing else. Older state files are removed only
-  after the new record is in place.
+- A save writes the state file, then `checkpoint.json` that names it, into a staging
+  folder; both are fsynced and the folder is renamed to the next generation. A crash at
+  any point leaves the previous generations whole; a half-written one is never visible,
+  even to another attempt saving into the same store at the same time.
+- A save may be guarded (`may_commit`, asked just before the rename): a fenced attempt's
+  save raises `generations.NotCommitted` and leaves nothing. Saves are tagged with the
+  attempt, so an earlier attempt's late save never shadows a later one's.
 - A checkpoint belongs to one run: resuming with another model, framework,
   mode, batch size, image size, data or seed is refused (ValueError), because
   the state or the batch sequence would not fit. `steps` and `warmup_steps` may
@@ -32,6 +36,8 @@ import random
 import shutil
 import time
 from pathlib import Path
+
+from workloads import generations
 
 FORMAT = 1
 META = "checkpoint.json"
@@ -54,11 +60,17 @@ def identity(spec) -> dict:
             "data": spec.data_dir or "synthetic", "seed": spec.seed}
 
 
+def resolve(checkpoint_dir: str | os.PathLike) -> Path:
+    """The folder a load reads: the store's newest generation, or `checkpoint_dir` itself
+    where it holds no generation (a generation folder given directly)."""
+    return generations.latest(checkpoint_dir) or Path(checkpoint_dir)
+
+
 def read_meta(checkpoint_dir: str | os.PathLike) -> dict | None:
-    """The checkpoint record in `checkpoint_dir`, or None where there is none.
+    """The newest checkpoint record in `checkpoint_dir`, or None where there is none.
 
     Raises CheckpointError when a record exists but cannot be read."""
-    path = Path(checkpoint_dir) / META
+    path = resolve(checkpoint_dir) / META
     try:
         text = path.read_text()
     except FileNotFoundError:
@@ -131,55 +143,45 @@ def _write_atomically(path: Path, write) -> None:
             tmp.unlink()
 
 
-def _fsync_dir(folder: Path) -> None:
-    try:
-        fd = os.open(folder, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
-
-
 def save(checkpoint_dir: str | os.PathLike, spec, session, step: int, total: int,
-         losses: list[float], loss_last: float | None) -> Path:
-    """Write the checkpoint of `session` after `step` steps; return the record's path."""
-    folder = Path(checkpoint_dir)
-    folder.mkdir(parents=True, exist_ok=True, mode=0o700)
-    state_name = None
-    if session.has_state:
-        state_name = f"{STATE_PREFIX}{step:09d}{session.state_suffix}"
-        _write_atomically(folder / state_name, session.save_state)
-    meta = {"format": FORMAT, "step": step, "steps_total": total, "saved_at": time.time(),
-            "run": identity(spec), "state": state_name, "rng": capture_rng(),
-            "losses": list(losses), "loss_last": loss_last}
-    path = folder / META
-    _write_atomically(path, lambda fh: fh.write(json.dumps(meta).encode()))
-    _fsync_dir(folder)
-    for old in folder.glob(f"{STATE_PREFIX}*"):
-        if old.name != state_name:
-            old.unlink(missing_ok=True)
-    return path
+         losses: list[float], loss_last: float | None, *, attempt: int = 0,
+         may_commit=None) -> Path:
+    """Write the checkpoint of `session` after `step` steps as a new generation of the
+    store `checkpoint_dir`; return its record's path. `attempt` tags the generation;
+    `may_commit` guards it (generations.NotCommitted when it says no)."""
+    root = Path(checkpoint_dir)
+    folder = generations.staging(root, attempt)
+    try:
+        state_name = None
+        if session.has_state:
+            state_name = f"{STATE_PREFIX}{step:09d}{session.state_suffix}"
+            _write_atomically(folder / state_name, session.save_state)
+        meta = {"format": FORMAT, "step": step, "steps_total": total, "saved_at": time.time(),
+                "run": identity(spec), "state": state_name, "rng": capture_rng(),
+                "losses": list(losses), "loss_last": loss_last}
+        _write_atomically(folder / META, lambda fh: fh.write(json.dumps(meta).encode()))
+    except BaseException:
+        shutil.rmtree(folder, ignore_errors=True)
+        raise
+    return generations.commit(root, folder, attempt=attempt, may_commit=may_commit) / META
 
 
 def load(checkpoint_dir: str | os.PathLike, spec, session) -> dict | None:
-    """Load the checkpoint in `checkpoint_dir` into `session`; return its record (None: none there).
+    """Load the newest checkpoint in `checkpoint_dir` into `session`; return its record (None: none there).
 
     Raises ValueError when it belongs to another run, CheckpointError when it
     cannot be read (StateLoadError once the session may have been touched).
     The python and numpy RNG are not restored here (`restore_rng`)."""
-    meta = read_meta(checkpoint_dir)
+    folder = resolve(checkpoint_dir)
+    meta = read_meta(folder)
     if meta is None:
         return None
     check_identity(meta, spec, checkpoint_dir)
     if session.has_state:
         name = meta.get("state")
         if not name:
-            raise CheckpointError(f"checkpoint in {checkpoint_dir} names no state file")
-        path = Path(checkpoint_dir) / name
+            raise CheckpointError(f"checkpoint in {folder} names no state file")
+        path = folder / name
         try:
             session.load_state(path)
         except Exception as e:  # a torn copy, another framework version, a shape that changed

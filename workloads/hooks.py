@@ -13,7 +13,8 @@ Invariants:
 - `checkpoint_requested` is polled once per step and is edge-triggered: a save
   per False -> True change (or a first True), not one per step while it stays True.
 - An exception raised by a hook propagates out of `run_workload` (that is how a
-  caller aborts a run); a checkpoint already written stays valid.
+  caller aborts a run); a checkpoint already written stays valid. So does a save that
+  `may_commit` refused (generations.NotCommitted): the run stops, nothing was saved.
 """
 from __future__ import annotations
 
@@ -34,6 +35,8 @@ class RunHooks:
     checkpoint_every_s: float | None = None  # ... or every T seconds, whichever first
     checkpoint_requested: Callable[[], bool] | None = None  # polled each step: True = save now
     on_checkpoint: Callable[[int], None] | None = None  # called with the step after each save
+    attempt: int = 0  # tags the generations this run saves (workloads.generations)
+    may_commit: Callable[[], bool] | None = None  # asked before each save becomes visible
 
     def __post_init__(self):
         n = self.checkpoint_every_steps

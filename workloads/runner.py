@@ -318,7 +318,8 @@ class _Saver:
 
     def save(self, step: int, losses: list[float], loss_last: float | None) -> None:
         t, c = time.perf_counter(), time.process_time()
-        checkpoint.save(self.hooks.checkpoint_dir, self.spec, self.session, step, self.total, losses, loss_last)
+        checkpoint.save(self.hooks.checkpoint_dir, self.spec, self.session, step, self.total, losses, loss_last,
+                        attempt=self.hooks.attempt, may_commit=self.hooks.may_commit)
         dt = time.perf_counter() - t
         self._time += dt
         self._cpu += time.process_time() - c

@@ -4,11 +4,12 @@ Run it on your slices with:
 
     fairgpu submit script --slices 1 --framework pytorch --working-dir docs/examples -- python train_resume.py
 
-The contract: fairgpu sets FAIRGPU_CHECKPOINT_DIR, a directory that survives from one
-attempt of the job to the next. When the job is preempted (or the server shuts down), the
-script gets SIGTERM and a grace period; it saves there and exits. Its next attempt finds
-the files and goes on from where it stopped. It also saves every SAVE_EVERY steps, in
-case its node is lost without warning.
+The contract: fairgpu sets FAIRGPU_CHECKPOINT_DIR, this attempt's checkpoint folder,
+which starts with the job's newest complete checkpoint. When the job is preempted (or the
+server shuts down), the script gets SIGTERM and a grace period; it saves there and exits
+with status 0, which makes the folder the job's checkpoint. Its next attempt finds the
+files and goes on from where it stopped. It also saves every SAVE_EVERY steps and commits
+them (`fairgpu_checkpoint.commit()`), in case its node is lost without warning.
 """
 from __future__ import annotations
 
@@ -44,7 +45,16 @@ def save() -> None:
     tmp = CHECKPOINT.with_suffix(".tmp")
     torch.save({"step": step, "model": model.state_dict(), "optimizer": optimizer.state_dict(),
                 "rng": torch.get_rng_state()}, tmp)
-    os.replace(tmp, CHECKPOINT)  # a crash mid-save leaves the last checkpoint whole
+    os.replace(tmp, CHECKPOINT)
+
+
+def commit() -> None:
+    """The saved files become the job's checkpoint (a no-op outside fairgpu)."""
+    try:
+        import fairgpu_checkpoint
+    except ImportError:
+        return
+    fairgpu_checkpoint.commit()
 
 
 if CHECKPOINT.exists():
@@ -65,6 +75,7 @@ while step < STEPS:
         print(f"step {step} loss {loss.item():.4f}", flush=True)
     if step % SAVE_EVERY == 0:
         save()
+        commit()
     if stop:
         save()
         print(f"stopped at step {step}: saved", flush=True)

@@ -56,7 +56,7 @@ def create_app(
     (``services.committer``), off the event loop. ``sandbox_status``
     says whether script jobs (and their uploads) are taken (``services.script_gate``: 409
     when no sandbox starts and unsandboxed scripts were not accepted); None: not checked."""
-    from scheduler.api import routes_admin, routes_jobs, routes_reports
+    from scheduler.api import routes_admin, routes_control, routes_jobs, routes_reports
     from scheduler.api.openapi import error_schema_only
     from scheduler.services.committer import Committer
     from scheduler.services.errors import domain_classes
@@ -76,6 +76,7 @@ def create_app(
 
     app.include_router(health_router())
     app.include_router(routes_jobs.router, prefix=API_PREFIX)
+    app.include_router(routes_control.router, prefix=API_PREFIX)
     app.include_router(routes_admin.router, prefix=API_PREFIX)
     app.include_router(routes_reports.router, prefix=API_PREFIX)
     for route in extra_routes or ():

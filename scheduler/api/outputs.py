@@ -32,7 +32,7 @@ class JobPublic(BaseModel):
     slices: int
     state: str = Field(description="PENDING, RUNNING, SUCCEEDED, FAILED, CANCELLED or TIMEOUT")
     reason: str | None = Field(description="Why it waits (Priority, Resources, QuotaCap, Fragmentation, "
-                                           "Infeasible, ...), or why it ended: TimeLimit, or the first line of "
+                                           "Infeasible, JobHeldUser, Dependency, DependencyNeverSatisfied, ...), or why it ended: TimeLimit, or the first line of "
                                            "its message for a FAILED or CANCELLED job")
     reason_message: str | None
     submitted_at: str
@@ -51,6 +51,8 @@ class JobPublic(BaseModel):
     estimated_start: str | None = Field(description="A pending job's expected start (ISO 8601), by replaying "
                                                     "the policy over running jobs' limits and progress; null "
                                                     "when nothing bounds the jobs it waits on")
+    array_id: int | None = Field(description="The job array it belongs to (its first job's id; submit --count), "
+                                             "for cancel --array")
 
 
 class JobEventOut(BaseModel):

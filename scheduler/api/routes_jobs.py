@@ -25,7 +25,8 @@ from scheduler.api.deps import (
 from scheduler.api.openapi import AUTH, BODY, AccountQuery, errors
 from scheduler.api.outputs import JobLogs, JobPublic, ShareExplained
 from scheduler.api.schemas import SubmitRequest
-from scheduler.services import jobs, script_gate, uploads
+from scheduler.api.routes_control import SinceQuery, StateQuery
+from scheduler.services import control, jobs, script_gate, uploads
 from scheduler.services import logs as output
 from scheduler.services.committer import Deferred
 from scheduler.services.validate import ID, limits
@@ -110,7 +111,7 @@ def _submit(session, *, token: str, body: SubmitRequest, at, root, sandbox=None)
     # one job is an array of one: the same checks and insert (Core INSERTs) as any array
     args = {"count": 1 if body.count is None else body.count, "account": account, "model": body.model,
             "framework": body.framework, "mode": body.mode, "slices": body.slices, "spec": body.spec(), "at": at,
-            "accounts": who.accounts, "time_limit_s": body.time_limit_s}
+            "accounts": who.accounts, "time_limit_s": body.time_limit_s, "after": body.after}
     warnings = jobs.framework_warnings(session, body.framework)
 
     def answer(ids: list[int]) -> dict:
@@ -174,6 +175,19 @@ def _may_upload(session, *, token: str, at: datetime, account: str | None, root:
     return uploads.may_upload(session, root, account or who.account, who.accounts)
 
 
+@router.get("/uploads/allowed", summary="Would an upload for this account be taken? (no body, nothing written)",
+            responses=errors(*AUTH, 404, 409, 422))
+async def upload_allowed(request: Request, token: BearerDep, account: AccountQuery = None) -> dict:
+    """The checks ``POST /uploads`` makes before it reads a byte (token, account, its right
+    to run scripts, a sandbox that can start), alone: `fairgpu submit script` asks first,
+    so a refused account costs no packing and no upload."""
+    state = request.app.state
+    check = functools.partial(_may_upload, token=token, at=now(request), account=account, root=state.results_dir,
+                              sandbox=state.sandbox_status)
+    await run_in_threadpool(_alone, state.engine, check)
+    return {"allowed": True}
+
+
 def _estimates(request: Request, session, who, rows) -> dict:
     """Pending jobs' positions and estimated starts, from the app's cached replay of the queue."""
     pending = [j.id for j in rows if j.state == JobState.PENDING]
@@ -187,11 +201,13 @@ def _estimates(request: Request, session, who, rows) -> dict:
 async def list_jobs(
     request: Request, session: SessionDep, who: PrincipalDep,
     include_finished: Annotated[bool, Query(alias="all")] = False,
-    account: AccountQuery = None,
+    account: AccountQuery = None, state: StateQuery = None, since: SinceQuery = None,
 ) -> list[dict]:
-    rows = jobs.list_jobs(session, accounts=who.accounts, include_finished=include_finished, account=account)
+    rows = jobs.list_jobs(session, accounts=who.accounts, include_finished=include_finished, account=account,
+                          states=control.parse_states(state), since=control.parse_since(since, now(request)))
     estimates, waits = _estimates(request, session, who, rows), jobs.wait_reasons(session, rows)
-    return [jobs.public(session, j, estimates, waits) for j in rows]
+    gated = jobs.gate_reasons(session, rows)
+    return [jobs.public(session, j, estimates, waits, gated) for j in rows]
 
 
 @router.get("/jobs/{job_id}", summary="Everything known about a job", responses=errors(*AUTH, 404, 422),

@@ -45,6 +45,9 @@ class SubmitRequest(Body):
                                       description="script jobs: the command line, run in the working directory")
     upload: str | None = Field(default=None, max_length=64,
                                description="script jobs: the working directory's id from POST /v1/uploads")
+    after: list[int] | None = Field(default=None, min_length=1, max_length=64,
+                                    description="start only after these jobs SUCCEEDED (Slurm's --dependency=afterok); "
+                                                "one that ends otherwise leaves it pending, DependencyNeverSatisfied")
 
     def spec(self) -> dict:
         keys = spec_keys(self.model)

@@ -1,18 +1,68 @@
 """`fairgpu bench`: rerun the study's table on this machine (thin over `workloads.bench`).
 
 Invariants: importing this module imports no framework (rows run in worker
-processes). Results go to stdout, messages and the progress bar to stderr.
+processes). Results go to stdout, messages and the progress bar to stderr: on a
+terminal a rich bar naming the row being measured, elsewhere a line per row.
 Bad input is one line on stderr and exit 1 (`click.ClickException`), checked
 before any row runs. A row measured while the machine's load average was above
 the cores given to this process gets a warning on stderr (and `loaded` in its row).
 """
 from __future__ import annotations
 
+import contextlib
+import time
+
 import click
 
 # `--threads` and `--repeats` ranges, in quota.limits' form (checked as a job's numbers are).
 THREADS_MAX = 1024
 REPEATS_MAX = 100
+
+
+def _what(job_or_row: dict) -> str:
+    spec = job_or_row.get("spec", job_or_row)
+    return f"{job_or_row['section']} {spec['model']} {spec['framework']} {spec['device']}"
+
+
+@contextlib.contextmanager
+def progress_bar(err, jobs: list[dict]):
+    """While the rows run: a rich progress bar on stderr naming the row being measured now
+    (rows come back in the plan's order), its count and the time spent, with a spinner
+    that moves while a row takes minutes; on a stderr that is not a terminal (a log, CI),
+    one line per row as it finishes. Yields the ``on_row`` callback for ``workloads.bench.run``."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+
+    tty = err.is_terminal
+    if not tty:
+        err.print(f"measuring {len(jobs)} rows", highlight=False)
+    with Progress(SpinnerColumn(), TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                  TimeElapsedColumn(), console=err, transient=True, disable=not tty) as progress:
+        yield RowProgress(err, jobs, progress, tty)
+
+
+class RowProgress:
+    """``on_row``: counts a finished row, warns about it, and names the next one."""
+
+    def __init__(self, err, jobs: list[dict], progress, tty: bool):
+        self.err, self.jobs, self.progress, self.tty = err, jobs, progress, tty
+        self.done = 0
+        self.started = time.monotonic()
+        self.task = progress.add_task(f"measuring {_what(jobs[0])}" if jobs else "", total=len(jobs))
+
+    def __call__(self, row: dict) -> None:
+        from workloads import bench as wb
+
+        self.done += 1
+        if "error" in row:
+            self.err.print(f"[yellow]warning[/yellow]: {_what(row)} failed: {row['error']}")
+        for line in wb.load_warnings([row]):
+            self.err.print(f"[yellow]warning[/yellow]: {line}", highlight=False, soft_wrap=True)
+        if not self.tty:
+            self.err.print(f"[{self.done}/{len(self.jobs)}] {_what(row)} measured, "
+                           f"{time.monotonic() - self.started:.0f} s so far", highlight=False)
+        following = f"measuring {_what(self.jobs[self.done])}" if self.done < len(self.jobs) else "done"
+        self.progress.update(self.task, advance=1, description=following)
+
 
 
 def _in_range(option: str, value, rng) -> None:
@@ -53,13 +103,6 @@ def bench(models, frameworks, devices, quick, steps, warmup, batch_size, image_s
     import dataclasses
 
     from rich.console import Console
-    from rich.progress import (
-        BarColumn,
-        MofNCompleteColumn,
-        Progress,
-        TextColumn,
-        TimeElapsedColumn,
-    )
 
     from workloads import bench as wb
     from workloads import registry, report
@@ -112,18 +155,7 @@ def bench(models, frameworks, devices, quick, steps, warmup, batch_size, image_s
     except ValueError as e:
         raise click.ClickException(str(e)) from None
 
-    with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                  console=err, transient=True) as progress:
-        task = progress.add_task("fairgpu bench", total=len(jobs))
-
-        def on_row(row):
-            what = f"{row['section']} {row['model']} {row['framework']} {row['device']}"
-            if "error" in row:
-                err.print(f"[yellow]warning[/yellow]: {what} failed: {row['error']}")
-            for line in wb.load_warnings([row]):
-                err.print(f"[yellow]warning[/yellow]: {line}", highlight=False, soft_wrap=True)
-            progress.update(task, advance=1, description=what)
-
+    with progress_bar(err, jobs) as on_row:
         rows = wb.run(jobs, on_row)
     wb.training_rows(rows)
     wb.add_latency_ratios(rows)

@@ -7,7 +7,10 @@ Invariants:
   defaults to ``fairgpu up``'s ``http://127.0.0.1:8470``.
 - Every failure is one line and exit 1 (``click.ClickException``): a server that
   cannot be reached names the URL tried; an HTTP error shows the server's detail.
-- httpx is imported inside the calls, so ``fairgpu --help`` stays fast.
+- The calls use the standard library's ``http.client`` (one connection per call, JSON in
+  and out): a client command loads no HTTP library, no TLS context it does not use, and
+  nothing of the server (tests/cli_client/test_light_client.py), so it starts in well
+  under 0.3 s (docs/benchmarks.md, "CLI start").
 """
 from __future__ import annotations
 
@@ -77,22 +80,52 @@ class Api:
 
     def call(self, method: str, path: str, *, body: dict | None = None, params: dict | None = None,
              content: bytes | None = None, content_type: str | None = None) -> Any:
-        import httpx
-
+        """One request; the answer's JSON. A refused request raises ClickException with the
+        server's one-line detail, an unreachable server one naming the URL."""
         if not self.token:
             raise click.ClickException(f"no API token: set {ENV_TOKEN} or run `fairgpu login --url URL --token TOKEN`")
-        headers = {"Authorization": f"Bearer {self.token}"}
+        headers = {"Authorization": f"Bearer {self.token}", "Accept": "application/json"}
+        if body is not None:
+            content = json.dumps(body).encode("utf-8")
+            content_type = "application/json"
         if content_type:
             headers["Content-Type"] = content_type
-        target = self.url + path
+        status, reason, data = _request(self.url, method, path + _query(params), headers, content)
+        if status >= 400:
+            raise click.ClickException(_detail(status, reason, data))
         try:
-            response = httpx.request(method, target, json=body, params=params, headers=headers, content=content,
-                                     timeout=TIMEOUT_S)
-        except httpx.HTTPError as exc:
-            raise click.ClickException(f"cannot reach the fairgpu server at {self.url}: {_reason(exc)}") from None
-        if response.status_code >= 400:
-            raise click.ClickException(_detail(response))
-        return response.json()
+            return json.loads(data)
+        except ValueError:
+            raise click.ClickException(f"{self.url} answered HTTP {status} with no JSON: is it a fairgpu server?") from None
+
+
+def _query(params: dict | None) -> str:
+    """``?a=1&b=true`` from the non-None values (booleans as true/false, as the API reads them)."""
+    from urllib.parse import urlencode
+
+    items = {k: ("true" if v else "false") if isinstance(v, bool) else v for k, v in (params or {}).items()
+             if v is not None}
+    return "?" + urlencode(items, doseq=True) if items else ""
+
+
+def _request(base: str, method: str, target: str, headers: dict, content: bytes | None) -> tuple[int, str, bytes]:
+    import http.client
+    from urllib.parse import urlsplit
+
+    url = urlsplit(base)
+    if url.scheme not in ("http", "https") or not url.hostname:
+        raise click.ClickException(f"not an http(s) URL: {base}")
+    conn_class = http.client.HTTPSConnection if url.scheme == "https" else http.client.HTTPConnection
+    try:
+        conn = conn_class(url.hostname, url.port, timeout=TIMEOUT_S)
+        try:
+            conn.request(method, url.path.rstrip("/") + target, body=content, headers=headers)
+            response = conn.getresponse()
+            return response.status, response.reason, response.read()
+        finally:
+            conn.close()
+    except (OSError, http.client.HTTPException, ValueError) as exc:
+        raise click.ClickException(f"cannot reach the fairgpu server at {base}: {_reason(exc)}") from None
 
 
 def _reason(exc: Exception) -> str:
@@ -101,12 +134,12 @@ def _reason(exc: Exception) -> str:
     return first_line(exc)
 
 
-def _detail(response) -> str:
-    try:
-        detail = response.json().get("detail")
-    except ValueError:
-        detail = None
+def _detail(status: int, reason: str, data: bytes) -> str:
     from scheduler.text import first_line
 
-    fallback = f"HTTP {response.status_code} {response.reason_phrase}".strip()
+    try:
+        detail = json.loads(data).get("detail")
+    except (ValueError, AttributeError):
+        detail = None
+    fallback = f"HTTP {status} {reason}".strip()
     return first_line(detail, fallback) if isinstance(detail, str) else fallback

@@ -31,8 +31,8 @@ json_option = click.option("--json", "as_json", is_flag=True, help="Print JSON i
 def domain_errors(func: Callable) -> Callable:
     """Turn the errors a user can act on (``services.errors.ERRORS``) into one line on
     stderr and their exit status (1); anything else is a bug and keeps its traceback.
-    The table is imported only when something was raised: it loads the store, which a
-    command that never opens a database (``forecast --csv``) should not pay for."""
+    The table is read only when something was raised, and ``classify`` looks only at
+    classes whose modules are loaded: a client command's refusal loads no store."""
 
     @functools.wraps(func)
     def wrapper(*args, **kwargs):
@@ -76,28 +76,55 @@ def db_session(db_url: str | None) -> Iterator[Any]:
         engine.dispose()
 
 
+def existing_database(db_url: str) -> None:
+    """Refuse (exit 1, one line) a SQLite URL whose file does not exist: a command that
+    only reads a server's database (`simulate --from-db`, `forecast --from-db`) must not
+    create and migrate an empty one where the user mistyped a path."""
+    from sqlalchemy.engine import make_url
+    from sqlalchemy.exc import ArgumentError
+
+    try:
+        url = make_url(db_url)
+    except ArgumentError:
+        return  # db_session's own error says what is wrong with it
+    path = url.database
+    if url.get_backend_name() == "sqlite" and path and path != ":memory:" and not path.startswith("file:"):
+        from pathlib import Path
+
+        if not Path(path).is_file():
+            raise click.ClickException(f"cannot open database {db_url}: no such file {path} (nothing was created)")
+
+
 def info(message: str) -> None:
     click.echo(message, err=True)
 
 
 def _cell(value: Any) -> str:
+    from scheduler.cli.formatting import figure  # the one rule for figures in tables
+
     if value is None:
         return "-"
     if isinstance(value, float):
-        return f"{value:.4g}" if abs(value) < 1e6 else f"{value:.3e}"
+        return figure(value, trim=True)  # 2 decimals at most: 3, 0.33, 12.5, <0.01
     return str(value)
 
 
 def emit(rows: Sequence[dict], as_json: bool, columns: Sequence[str], title: str | None = None) -> None:
+    """Rows as JSON, or as a plain table: one line per row, columns padded to their widest
+    cell, never wrapped (pipe it to ``less -S`` or pick fewer columns). Plain text keeps a
+    client command from loading rich's console (about a third of its start-up)."""
     if as_json:
         click.echo(json.dumps(list(rows), indent=2, default=str))
         return
-    from rich.console import Console
-    from rich.table import Table
+    click.echo("\n".join(table_lines(rows, columns, title, bold=sys.stdout.isatty())))
 
-    table = Table(title=title, box=None, header_style="bold")
-    for c in columns:
-        table.add_column(c, overflow="fold")
-    for row in rows:
-        table.add_row(*(_cell(row.get(c)) for c in columns))
-    Console(file=sys.stdout, width=200 if not sys.stdout.isatty() else None).print(table)
+
+def table_lines(rows: Sequence[dict], columns: Sequence[str], title: str | None = None, *,
+                bold: bool = False) -> list[str]:
+    cells = [[_cell(row.get(c)) for c in columns] for row in rows]
+    widths = [max([len(c)] + [len(r[i]) for r in cells]) for i, c in enumerate(columns)]
+    header = "  ".join(c.ljust(w) for c, w in zip(columns, widths)).rstrip()
+    lines = [title] if title else []
+    lines.append(click.style(header, bold=True) if bold else header)
+    lines += ["  ".join(v.ljust(w) for v, w in zip(r, widths)).rstrip() for r in cells]
+    return lines

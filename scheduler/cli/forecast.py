@@ -42,6 +42,10 @@ def forecast(csv_path, x_col, y_col, db_url, metric, horizon, degree, max_degree
 
     if csv_path and db_url:
         raise click.UsageError("give --csv or --from-db, not both")
+    if plot_path:
+        from scheduler.cli.plotting import check_plot_path
+
+        check_plot_path(plot_path)  # before the fit: a plot that cannot be written writes nothing
     try:
         if not 0 < level < 1:
             raise ForecastError(f"level must be between 0 and 1 (got {level:g})")
@@ -55,7 +59,8 @@ def forecast(csv_path, x_col, y_col, db_url, metric, horizon, degree, max_degree
             xs, ys, x_label, y_label = data.gpu_memory_dataset()
         if horizon is None:
             horizon = 5.0 if x_label == "year" else 30.0
-        f = fit(xs, ys, max_degree=max_degree, degree=degree, log=log_y)
+        f = fit(xs, ys, max_degree=max_degree, degree=degree, log=log_y,
+                points="days with jobs" if db_url else "points")  # --from-db: one point a day
         rows = forecast_rows(f, horizon_points(max(xs), horizon), level)
     except ForecastError as exc:
         raise click.ClickException(str(exc)) from None
@@ -71,21 +76,14 @@ def forecast(csv_path, x_col, y_col, db_url, metric, horizon, degree, max_degree
              [x_label, f"{y_label} predicted", f"{level:.0%} lower", f"{level:.0%} upper"],
              title=f"{y_label}: degree-{f.degree} polynomial forecast")
     if plot_path:
-        _need_matplotlib()
         plot_forecast(f, xs, ys, rows, level, x_label, y_label, plot_path)
         info(f"wrote {plot_path}")
 
 
 def _db_series(url, metric):
-    from scheduler.cli.common import db_session
+    from scheduler.cli.common import db_session, existing_database
     from scheduler.forecast import data
 
+    existing_database(url)
     with db_session(url) as session:  # a database that cannot be opened: one line, exit 1 (domain_errors)
         return data.job_series(session, metric)
-
-
-def _need_matplotlib() -> None:
-    try:
-        import matplotlib  # noqa: F401
-    except ImportError:
-        raise click.ClickException("--plot needs matplotlib: pip install 'fairgpu[plot]'") from None

@@ -6,7 +6,9 @@ institution to its own subtree; otherwise it reads the database (``--db``), the 
 view. Output: a table and the cluster figures (default), ``--json`` (the list of
 per-account rows), or ``--csv`` (the rows with the period, for chargeback); ``--plot
 FILE`` also draws owed against held slices over time (matplotlib, imported there only).
-Bad dates exit 1 with one line, before anything is written.
+Bad dates, and a plot that cannot be written (scheduler.cli.plotting), exit 1 with one
+line, before anything is read or written. Tables round figures for people
+(scheduler.cli.formatting); ``--json`` and ``--csv`` keep them exact.
 """
 from __future__ import annotations
 
@@ -23,6 +25,7 @@ from scheduler.cli.common import (
     info,
     json_option,
 )
+from scheduler.cli.formatting import when
 
 # The table's short headers for the rows' keys (--json and --csv keep the keys).
 TABLE = {"account": "account", "used_h": "slice_hours", "held_h": "held_slice_hours",
@@ -35,8 +38,8 @@ PLOT_MAX_ACCOUNTS = 12
 
 
 @click.command()
-@click.option("--since", default=None, metavar="DATE", help="Start: YYYY-MM-DD or an ISO time (default: 30 days "
-                                                            "before the end).")
+@click.option("--since", default=None, metavar="DATE", help="Start: YYYY-MM-DD or an ISO time (default: the later "
+                                                            "of 30 days before the end and the first record).")
 @click.option("--until", default=None, metavar="DATE", help="End, excluded: YYYY-MM-DD or an ISO time (default "
                                                             "and at most: now).")
 @click.option("--account", "under", default=None, metavar="NAME", help="Only this account and its sub-accounts.")
@@ -52,7 +55,9 @@ def report(since, until, under, as_json, as_csv, plot_path, db_url, url):
     if as_json and as_csv:
         raise click.UsageError("--json and --csv exclude each other")
     if plot_path:
-        _need_matplotlib()
+        from scheduler.cli.plotting import check_plot_path
+
+        check_plot_path(plot_path)  # before anything is read: a plot that cannot be written writes nothing
     from scheduler.cli.client import Api, api_configured
 
     buckets = PLOT_BUCKETS if plot_path else 0
@@ -73,7 +78,7 @@ def report(since, until, under, as_json, as_csv, plot_path, db_url, url):
         emit(rows, True, list(TABLE.values()))
     else:
         emit([{short: r.get(key) for short, key in TABLE.items()} for r in rows], False, list(TABLE),
-             title=f"{data['since']} to {data['until']}")
+             title=f"{when(data['since'])} to {when(data['until'])}")
         click.echo(summary(data))
     if plot_path:
         plot(data, plot_path)
@@ -81,9 +86,12 @@ def report(since, until, under, as_json, as_csv, plot_path, db_url, url):
 
 
 def summary(data: dict) -> str:
+    """The cluster figures in a line, rounded for people (``--json`` keeps them exact)."""
+    from scheduler.cli.formatting import figure
+
     util = data["utilisation"]
-    return (f"capacity {data['capacity_slices']} slices ({data['capacity_slice_hours']:.4g} slice-hours), "
-            f"used {data['slice_hours']:.4g} slice-hours, utilisation "
+    return (f"capacity {data['capacity_slices']} slices ({figure(data['capacity_slice_hours'], trim=True)} "
+            f"slice-hours), used {figure(data['slice_hours'], trim=True)} slice-hours, utilisation "
             f"{'-' if util is None else f'{util:.1%}'}, Jain's index {data['jain_index']:.3f}")
 
 
@@ -95,13 +103,6 @@ def _csv(data: dict) -> None:
     out.writerow(["since", "until", *keys])
     for row in data["accounts"]:
         out.writerow([data["since"], data["until"], *("" if row[k] is None else row[k] for k in keys)])
-
-
-def _need_matplotlib() -> None:
-    try:
-        import matplotlib  # noqa: F401
-    except ImportError:
-        raise click.ClickException("--plot needs matplotlib: pip install 'fairgpu[plot]'") from None
 
 
 def plot(data: dict, path: str) -> None:

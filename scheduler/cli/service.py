@@ -55,13 +55,11 @@ def up(db_url, ray_address, gpus, gpu_type, slices_per_gpu, host, port, state_di
                       lease_ttl_s=lease_ttl, standby=standby, unsandboxed_scripts=unsandboxed_scripts, say=info)
 
     def announce(s: Embedded) -> None:
-        rec = s.recovered
-        if rec.get("finished") or rec.get("requeued") or rec.get("failed"):
-            from scheduler.loop.recovery import UNCLEAN_STOP_LIMIT
+        from scheduler.server import recovered_line
 
-            failed = (f", {rec['failed']} failed (running at {UNCLEAN_STOP_LIMIT} unclean scheduler stops in a row: "
-                      "not started again)" if rec.get("failed") else "")
-            info(f"recovered: {rec['finished']} job(s) had finished, {rec['requeued']} queued again{failed}")
+        line = None if s.standing_by else recovered_line(s.recovered)  # a standby says it once it took over
+        if line:
+            info(line)
         if s.admin_token:
             info(f"admin token written to {s.admin_token_path} (readable by you only)")
         info(f"fairgpu is up: API {s.url}  metrics {s.url}/metrics  (Ctrl-C to stop)")
@@ -87,10 +85,20 @@ def up(db_url, ray_address, gpus, gpu_type, slices_per_gpu, host, port, state_di
 @click.option("--seconds", type=float, default=2.0, show_default=True, help="Length of each job.")
 @click.option("--jobs-per-weight", type=int, default=24, show_default=True,
               help="Jobs per unit of weight (1:2:3 institutions).")
-def demo(gpus, seconds, jobs_per_weight):
+@click.option("--host", default="127.0.0.1", show_default=True, help="Address the demo's API listens on.")
+@click.option("--port", type=int, default=0, show_default=True,
+              help="The demo's API port (0: any free port; the URL is printed).")
+@domain_errors
+def demo(gpus, seconds, jobs_per_weight, host, port):
     """Three institutions weighted 1:2:3 share logical GPUs: live table, then who got what."""
     from scheduler.demo import run_demo
+    from scheduler.server import PortInUse
 
     if gpus < 1 or seconds <= 0 or jobs_per_weight < 1:
         raise click.UsageError("--gpus and --jobs-per-weight must be >= 1 and --seconds > 0")
-    run_demo(gpus=gpus, seconds=seconds, jobs_per_weight=jobs_per_weight)
+    if not 0 <= port <= 65535:
+        raise click.BadParameter("must be 0-65535", param_hint="--port")
+    try:
+        run_demo(gpus=gpus, seconds=seconds, jobs_per_weight=jobs_per_weight, host=host, port=port)
+    except PortInUse as exc:
+        raise click.ClickException(str(exc)) from None

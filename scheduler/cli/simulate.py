@@ -47,13 +47,14 @@ def _cluster(gpus, gpus_per_node, spg, gpu_type):
 
 def _from_db(url, with_history: bool):
     """The live specs, capacity and policy settings, and the job history if asked: one read."""
-    from scheduler.cli.common import db_session
+    from scheduler.cli.common import db_session, existing_database
     from scheduler.services.accounts import account_specs
     from scheduler.services.capacity import load_capacity
     from scheduler.services.settings import policy_settings
     from scheduler.sim.history import read_history
     from scheduler.store import utcnow
 
+    existing_database(url)
     with db_session(url) as session:
         history = read_history(session, utcnow()) if with_history else None
         return account_specs(session), load_capacity(session), policy_settings(session), history
@@ -124,7 +125,9 @@ def simulate(trace_path, fmt, pai_jobs, pai_groups, institution, jobs, days, ins
     from dataclasses import replace
 
     if plot_path:
-        _need_matplotlib()  # before the runs, not after them
+        from scheduler.cli.plotting import check_plot_path
+
+        check_plot_path(plot_path)  # before the runs, not after them
     if set_texts and not db_url:
         raise click.UsageError("--set changes the live tree: it needs --from-db")
     changes = _changes(set_texts)
@@ -210,17 +213,19 @@ def simulate(trace_path, fmt, pai_jobs, pai_groups, institution, jobs, days, ins
     if history is not None:
         actual = actual_metrics(history.jobs, tree, capacity, options.samples)
         hours = slice_hours(history.jobs, tree)
+    columns = [_readable_key(c) for c in TABLE_COLUMNS]
     if as_json:
         click.echo(json.dumps(to_json(results, actual, hours), indent=2))
     elif actual is not None:
-        emit(table_rows(results, actual), False, TABLE_COLUMNS, title="history: what really happened and the replay")
-        rows = institution_comparison(results, actual, hours)
+        emit(readable(table_rows(results, actual)), False, columns,
+             title="history: what really happened and the replay")
+        rows = readable(institution_comparison(results, actual, hours))
         emit(rows, False, list(rows[0]) if rows else [],
-             title="per institution: real slice-hours, wait p50/p95 (hours), contended share ratio")
+             title="per institution: real slice-hours, wait p50/p95, contended share ratio")
     else:
-        emit(table_rows(results), False, TABLE_COLUMNS, title=f"{trace.name}: policies compared")
-        rows = institution_rows(results)
-        emit(rows, False, list(rows[0]) if rows else [], title="wait p50/p95 (hours), largest institutions")
+        emit(readable(table_rows(results)), False, columns, title=f"{trace.name}: policies compared")
+        rows = readable(institution_rows(results))
+        emit(rows, False, list(rows[0]) if rows else [], title="wait p50/p95, largest institutions")
     if plot_path:
         from scheduler.sim.plot import plot_comparison
 
@@ -229,8 +234,30 @@ def simulate(trace_path, fmt, pai_jobs, pai_groups, institution, jobs, days, ins
         info(f"wrote {plot_path}")
 
 
-def _need_matplotlib() -> None:
-    try:
-        import matplotlib  # noqa: F401
-    except ImportError:
-        raise click.ClickException("--plot needs matplotlib: pip install 'fairgpu[plot]'") from None
+def _readable_key(key: str) -> str:
+    return key[:-2] if key.endswith("_s") and key != "wall_s" else key
+
+
+def readable(rows: list[dict]) -> list[dict]:
+    """The comparison's rows for people: times (``*_s`` seconds, and (p50, p95) pairs) as
+    durations (``45s``, ``1h05m``, ``2d03h``: a short history's waits do not read 0.01
+    hours), keys without ``_s``; other figures as they are (the table rounds them)."""
+    import math
+
+    from scheduler.cli.formatting import duration
+
+    def span(x) -> str:
+        return duration(x) if isinstance(x, (int, float)) and math.isfinite(x) else "-"
+
+    out = []
+    for row in rows:
+        shown = {}
+        for key, value in row.items():
+            if isinstance(value, tuple):
+                shown[key] = "/".join(span(x) for x in value)
+            elif _readable_key(key) != key:
+                shown[_readable_key(key)] = span(value)
+            else:
+                shown[key] = value
+        out.append(shown)
+    return out

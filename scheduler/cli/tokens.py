@@ -38,6 +38,7 @@ def issue(account, expires, name, as_admin, as_scrape, db_url):
     if (account is not None) + as_admin + as_scrape != 1:
         raise click.UsageError("give exactly one of ACCOUNT, --admin or --scrape")
     from quota.limits import TOKEN_LIFETIME
+    from scheduler.cli.formatting import when
     from scheduler.services.auth import FULL, SCRAPE, issue_token, token_row
     from scheduler.services.validate import parse_duration
     from scheduler.store import utcnow
@@ -49,7 +50,7 @@ def issue(account, expires, name, as_admin, as_scrape, db_url):
         row = token_row(session, raw)
     click.echo(raw)
     who = "admin" if as_admin else "scraping /metrics" if as_scrape else f"account {account}"
-    until = f", expires {row.expires_at.isoformat()}" if row.expires_at else ""
+    until = f", expires {when(row.expires_at)}" if row.expires_at else ""
     info(f"token {row.id} ({row.prefix}...) for {who}{until}; it is shown only now, keep it secret")
 
 

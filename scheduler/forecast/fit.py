@@ -71,7 +71,8 @@ def _cv_rmse(z, y, degree: int) -> float:
     return float(np.sqrt(np.mean(np.square(errs))))
 
 
-def fit(x, y, max_degree: int = 3, degree: int | None = None, log: bool = False) -> Fit:
+def fit(x, y, max_degree: int = 3, degree: int | None = None, log: bool = False, points: str = "points") -> Fit:
+    """``points``: what a point is, for the errors ("days with jobs" for --from-db)."""
     import numpy as np
 
     x = np.asarray(x, dtype=float)
@@ -89,14 +90,14 @@ def fit(x, y, max_degree: int = 3, degree: int | None = None, log: bool = False)
         if degree < 1:
             raise ForecastError(f"degree must be >= 1 (got {degree})")
         if n < degree + 2:
-            raise ForecastError(f"too few points for degree {degree}: {n} points, need at least {degree + 2}")
+            raise ForecastError(f"too few {points} for degree {degree}: {n} {points}, need at least {degree + 2}")
         candidates = [degree]
     else:
         if max_degree < 1:
             raise ForecastError(f"max degree must be >= 1 (got {max_degree})")
         candidates = [d for d in range(1, max_degree + 1) if n >= d + 3]  # d + 2 after leaving one out
         if not candidates:
-            raise ForecastError(f"too few points to choose a degree: {n} points, need at least 4")
+            raise ForecastError(f"too few {points} to choose a degree: {n} {points}, need at least 4")
     if len(np.unique(x)) < 2:
         raise ForecastError("x must take at least two different values")
     mean, sd = float(x.mean()), float(x.std()) or 1.0

@@ -4,14 +4,16 @@ load, decide, apply). Each function runs one short transaction and makes no netw
 Invariants:
 - Job status changes only through scheduler.store.transition (guarded by version);
   a StaleJob means the API changed the job meanwhile (e.g. cancelled it): skip it.
-- Usage is charged in slice-seconds for exactly the time a job held its slices:
-  the meter remembers up to when each running job was charged, and its memory follows
-  the commits (`store.after_commit`), so a failed transaction is charged again in full
-  and a committed one never.
+- Usage is charged in slice-seconds for exactly the time an attempt held its slices,
+  from its task's start to its end, whichever server led meanwhile: the meter remembers
+  up to when each running job was charged, and where it does not follow the attempt (a
+  server took it over) it starts from the attempt's last usage record, whoever wrote it.
+  Its memory follows the commits (`store.after_commit`), so a failed transaction is
+  charged again in full and a committed one never. A fenced attempt that ran on after
+  its leader stopped is charged up to its own end (scheduler.loop.recovery, `Held`).
 """
 from __future__ import annotations
 
-import json
 import logging
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -34,8 +36,9 @@ from scheduler.store import (
     after_commit,
     transition,
 )
+from scheduler.store import jobrow
 from scheduler.store.bulk import execute_many
-from scheduler.store.transitions import Move, transition_many
+from scheduler.store.transitions import Move, running_values, transition_many
 
 log = logging.getLogger("fairgpu.apply")
 
@@ -179,9 +182,9 @@ def admit_many(session: Session, admissions: list[tuple], *, at: datetime, fresh
                rows: list | None = None) -> set[int]:
     """`admit` for many (job, node, gpu_slices) at once; returns the ids admitted (a
     stale job is skipped, as `admit` would raise StaleJob). `fresh`: see transition_many.
-    `rows`: the jobs are JobRows (scheduler.services.snapshot); each admitted one is
-    appended as the UPDATE leaves it (the columns transitions sets for RUNNING), so the
-    caller need not read it back."""
+    `rows`: the jobs are JobRows (scheduler.store.jobrow); each admitted one is appended
+    as the UPDATE leaves it (`transitions.running_values`: what a move to RUNNING sets,
+    written there once), so the caller need not read it back."""
     moves = []
     for job, node, gpu_slices in admissions:
         args = _admit_args(node, gpu_slices)
@@ -189,13 +192,21 @@ def admit_many(session: Session, admissions: list[tuple], *, at: datetime, fresh
         moves.append(Move(job, at, message, args))
     done = transition_many(session, moves, JobState.RUNNING, fresh=fresh)
     if rows is not None:
-        as_text = session.get_bind().dialect.name == "sqlite"  # psycopg gives JSON decoded
+        dialect = session.get_bind().dialect
         for m in done:
-            job, slices = m.job, m.fields["gpu_slices"]
-            rows.append(job._replace(state=JobState.RUNNING, version=job.version + 1, started_at=at,
-                                     node=m.fields["node"], gpu_slices_json=json.dumps(slices) if as_text else slices,
-                                     attempts=job.attempts + 1, reason=None, reason_message=m.message))
+            values = running_values(m.job, at=m.at, message=m.message, **m.fields)
+            values["gpu_slices_json"] = jobrow.raw_json(values["gpu_slices"], dialect)
+            rows.append(m.job._replace(**{f: values[f] for f in m.job._fields if f in values}))
     return {m.job.id for m in done}
+
+
+def started_event(job_id: int, result: dict | None) -> dict | None:
+    """The "started" event of a finished attempt (when Ray started its task, and how long
+    after it was handed over), as a job_event row; None where its result does not say."""
+    if not result or not result.get("task_started_at"):
+        return None
+    return {"job_id": job_id, "kind": "started", "at": ts(result["task_started_at"]),
+            "message": f"Ray started it {result.get('ray_start_delay_s', 0):.3f} s after it was handed over"}
 
 
 def finish_ok_many(session: Session, finished: list[tuple], *, fresh: bool = False) -> set[int]:
@@ -203,10 +214,7 @@ def finish_ok_many(session: Session, finished: list[tuple], *, fresh: bool = Fal
     returns the ids finished (stale jobs skipped). `fresh`: see transition_many."""
     moves = [Move(job, at, None, {"result": result, "error": None}) for job, at, result in finished]
     done = transition_many(session, moves, JobState.SUCCEEDED, fresh=fresh)
-    started = [{"job_id": m.job.id, "kind": "started", "at": ts(m.fields["result"]["task_started_at"]),
-                "message": f"Ray started it {m.fields['result'].get('ray_start_delay_s', 0):.3f} s "
-                           "after it was handed over"}
-               for m in done if m.fields["result"] and m.fields["result"].get("task_started_at")]
+    started = [e for m in done if (e := started_event(m.job.id, m.fields["result"])) is not None]
     execute_many(session.connection(), _INSERT_EVENT, started)
     return {m.job.id for m in done}
 
@@ -226,9 +234,9 @@ def requeue(session: Session, job, *, at: datetime, event: str, message: str,
 
 def finish(session: Session, job, *, ok: bool, at: datetime, result: dict | None, error: str | None,
            failures: int | None = None) -> JobState:
-    if result and result.get("task_started_at"):
-        add_event(session, job.id, "started", f"Ray started it {result.get('ray_start_delay_s', 0):.3f} s "
-                  "after it was handed over", ts(result["task_started_at"]))
+    event = started_event(job.id, result)
+    if event is not None:
+        add_event(session, job.id, event["kind"], event["message"], event["at"])
     state = JobState.SUCCEEDED if ok else JobState.FAILED
     extra = {"failures": failures} if failures is not None else {}
     transition(session, job, state, at=at, result=result, error=error, refresh=False,

@@ -267,28 +267,29 @@ class RayExecutor:
             self.cancel(job_id)
 
 
-def init_ray(ray, *, address: str | None, gpus: int | None, gpu_type: str, num_cpus: int | None = None) -> None:
-    """Connect to a cluster, or start a local Ray with `gpus` logical GPUs of `gpu_type`.
+def init_ray(ray, *, address: str | None, gpus: int | None, gpu_type: str, num_cpus: int | None = None):
+    """Connect to a cluster, or start a local Ray with `gpus` logical GPUs of `gpu_type`;
+    returns what `ray.init` returned (its `address_info` names the session directory),
+    None if Ray was already initialised.
 
     A local Ray listens on loopback only (see `loopback_only`); a cluster's addresses
     are the cluster's business."""
     if ray.is_initialized():
-        return
+        return None
     if address:
         try:
-            ray.init(address=address, logging_level=logging.WARNING, log_to_driver=False)
+            return ray.init(address=address, logging_level=logging.WARNING, log_to_driver=False)
         except Exception as exc:  # Ray raises ConnectionError, RuntimeError, or its own auth errors
             raise RayUnavailable(f"cannot join the Ray cluster at {address}: {first_line(exc)[:300]}"
                                  " (a cluster started with RAY_AUTH_MODE=token needs it here too, with its"
                                  " token; see docs/deploy.md)") from exc
-        return
     resources = {f"{GPU_TYPE_PREFIX}{gpu_type}": float(gpus)} if gpus else None
     with loopback_only(ray):
         # address="local": always start a Ray of our own. Without it, ray.init() joins the
         # cluster that /tmp/ray/ray_current_cluster names (left by any `ray start` here).
-        ray.init(address="local", num_gpus=gpus, num_cpus=num_cpus, resources=resources,
-                 include_dashboard=False, logging_level=logging.WARNING, log_to_driver=False,
-                 _node_ip_address=LOOPBACK)
+        return ray.init(address="local", num_gpus=gpus, num_cpus=num_cpus, resources=resources,
+                        include_dashboard=False, logging_level=logging.WARNING, log_to_driver=False,
+                        _node_ip_address=LOOPBACK)
 
 
 class RayUnavailable(RuntimeError):

@@ -2,9 +2,14 @@
 
     <root>/<job id>/attempt-<n>.json      the attempt's result, or its fence
     <root>/<job id>/attempt-<n>.started   created as the attempt's task starts
+    <root>/<job id>/attempt-<n>.alive     touched by the task every FENCE_CHECK_S while it runs
+    <root>/<job id>/attempt-<n>.ended     written by the task as it stops, however it stops:
+                                          {"how", "started_at", "ended_at", "why"}
     <root>/<job id>/attempt-<n>.log       the task's own output (capped at LOG_CAP_BYTES)
     <root>/<job id>/progress.json         step, steps, samples/s, ETA (rewritten, <= 1/s)
-    <root>/<job id>/checkpoint/           the job's checkpoint, kept across attempts
+    <root>/<job id>/checkpoint/           the job's checkpoint, kept across attempts: complete
+                                          generations only (workloads.generations)
+    <root>/<job id>/ckpt-<n>/             a script attempt's FAIRGPU_CHECKPOINT_DIR, while it runs
     <root>/<job id>/checkpoint.request    the server asks the task to checkpoint now
     <root>/<job id>/workdir.tar.gz        a script job's working directory, as submitted
     <root>/<job id>/work-<n>/             attempt n's copy of it, while the command runs
@@ -17,16 +22,27 @@ Invariants:
   both, even if an orphaned worker lives on. A fence is only ever the server's: a task
   that finds one for an attempt the server still runs (`fenced`) has its job queued
   again, not failed (scheduler.loop).
+- An attempt learns by itself that it must stop (`superseded`): its fence is there, or a
+  later attempt of its job has left a file. The task asks every FENCE_CHECK_S, with no
+  server's help, and stops (scheduler.runtime.tasks).
+- Whether an attempt still runs is read from its own files (`attempt_alive`): its
+  `.ended` marker says it stopped; without one, a heartbeat older than ALIVE_STALE_S says
+  its worker died (killed, its node lost).
+- A checkpoint becomes visible only when complete (workloads.generations): the task and
+  the built-in models write a generation aside and rename it into place, guarded by the
+  attempt's fence, so a fenced attempt never writes one over its successor's.
 - The task removes `checkpoint.request` once its checkpoint is saved: that is the ack.
 - Every file and directory is created owner-only (0600 / 0700).
 - When a job ends, `clear` removes its checkpoint, progress, results and markers; its
-  logs stay, for `fairgpu logs`.
+  logs, fences and end markers stay (a fenced attempt that still runs must keep finding
+  its fence; an end marker is the record of when it stopped).
 - No Ray, no database: the task and the server both use this module.
 """
 from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import time
 from pathlib import Path
@@ -34,6 +50,9 @@ from pathlib import Path
 LOG_CAP_BYTES = 1 << 20
 PROGRESS_FILE = "progress.json"
 REQUEST_FILE = "checkpoint.request"
+FENCE_CHECK_S = 2.0  # how often a running task beats its heartbeat and looks for its fence
+ALIVE_STALE_S = 3 * FENCE_CHECK_S + 2.0  # a heartbeat older than this: its worker is gone
+_ATTEMPT_FILE = re.compile(r"^attempt-(\d+)\.")
 
 
 class Fenced(RuntimeError):
@@ -56,8 +75,22 @@ def log_path(root: str | os.PathLike, job_id: int, attempt: int) -> Path:
     return job_dir(root, job_id) / f"attempt-{attempt}.log"
 
 
+def alive_path(root: str | os.PathLike, job_id: int, attempt: int) -> Path:
+    return job_dir(root, job_id) / f"attempt-{attempt}.alive"
+
+
+def ended_path(root: str | os.PathLike, job_id: int, attempt: int) -> Path:
+    return job_dir(root, job_id) / f"attempt-{attempt}.ended"
+
+
 def checkpoint_dir(root: str | os.PathLike, job_id: int) -> Path:
+    """The job's checkpoint store: complete generations only (workloads.generations)."""
     return job_dir(root, job_id) / "checkpoint"
+
+
+def attempt_checkpoint_dir(root: str | os.PathLike, job_id: int, attempt: int) -> Path:
+    """A script attempt's own FAIRGPU_CHECKPOINT_DIR (filled from the newest generation)."""
+    return job_dir(root, job_id) / f"ckpt-{attempt}"
 
 
 def workdir_archive(root: str | os.PathLike, job_id: int) -> Path:
@@ -81,12 +114,17 @@ def create_private(path: Path, *, exclusive: bool = False, binary: bool = False)
 
 
 # -- results and fences ----------------------------------------------------------------------
-def _read(root, job_id: int, attempt: int) -> dict | None:
+def _read_object(path: Path) -> dict | None:
+    """A JSON object file's content; None where it is missing, unreadable or not an object."""
     try:
-        data = json.loads(result_path(root, job_id, attempt).read_text())
+        data = json.loads(path.read_text())
     except (OSError, ValueError):
         return None
     return data if isinstance(data, dict) else None
+
+
+def _read(root, job_id: int, attempt: int) -> dict | None:
+    return _read_object(result_path(root, job_id, attempt))
 
 
 def read_result(root, job_id: int, attempt: int) -> dict | None:
@@ -131,10 +169,71 @@ def mark_started(root, job_id: int, attempt: int) -> Path:
     return marker
 
 
-def remove_markers(root) -> int:
-    """Remove every start marker (after recovery no attempt is followed)."""
+# -- fences the task finds, and whether an attempt still runs ---------------------------------
+def superseded(root, job_id: int, attempt: int) -> str | None:
+    """Why this attempt must stop now, or None: the server fenced it (a new leader's
+    recovery, a preemption, a drain), or a later attempt of its job exists. One listing of
+    the job's directory (and one read where a result file is there)."""
+    try:
+        names = os.listdir(job_dir(root, job_id))
+    except FileNotFoundError:
+        return "its job's directory is gone"
+    except OSError:
+        return None
+    if f"attempt-{attempt}.json" in names and fenced(root, job_id, attempt):
+        return "the scheduler fenced it (a new leader took over, or it was preempted or drained)"
+    later = [int(m.group(1)) for n in names if (m := _ATTEMPT_FILE.match(n)) and int(m.group(1)) > attempt]
+    if later:
+        return f"attempt {max(later)} of its job exists"
+    return None
+
+
+def touch_alive(root, job_id: int, attempt: int) -> None:
+    """The attempt's heartbeat (its mtime is the time of the last beat)."""
+    path = alive_path(root, job_id, attempt)
+    try:
+        os.utime(path)
+    except FileNotFoundError:
+        create_private(path).close()
+
+
+def mark_ended(root, job_id: int, attempt: int, *, how: str, started_at: float | None, why: str = "") -> None:
+    """Record that the attempt's task stopped (`how`: finished, failed, stopped, fenced);
+    written once, by the task, after everything it ran has ended."""
+    path = ended_path(root, job_id, attempt)
+    tmp = path.with_suffix(f".tmp{os.getpid()}")
+    with create_private(tmp) as f:
+        json.dump({"how": how, "started_at": started_at, "ended_at": time.time(), "why": why}, f)
+    os.replace(tmp, path)
+    alive_path(root, job_id, attempt).unlink(missing_ok=True)
+
+
+def read_ended(root, job_id: int, attempt: int) -> dict | None:
+    """The attempt's end marker ({"how", "started_at", "ended_at", "why"}), or None."""
+    return _read_object(ended_path(root, job_id, attempt))
+
+
+def attempt_alive(root, job_id: int, attempt: int, *, now: float, stale_s: float = ALIVE_STALE_S) -> bool:
+    """Whether the attempt's task may still be running (holding its slices): it has no end
+    marker and its heartbeat is younger than `stale_s` at `now` (epoch s). Two stats."""
+    if ended_path(root, job_id, attempt).exists():
+        return False
+    try:
+        beat = os.stat(alive_path(root, job_id, attempt)).st_mtime
+    except OSError:
+        return False
+    return now - beat < stale_s
+
+
+def remove_markers(root, keep=frozenset()) -> int:
+    """Remove every start marker (after recovery no attempt is followed) but those of the
+    (job id, attempt) pairs in `keep` (fenced attempts that may still run)."""
     n = 0
     for marker in Path(root).glob("*/attempt-*.started"):
+        if keep:
+            m = _ATTEMPT_FILE.match(marker.name)
+            if m is not None and marker.parent.name.isdigit() and (int(marker.parent.name), int(m.group(1))) in keep:
+                continue
         marker.unlink(missing_ok=True)
         n += 1
     return n
@@ -223,12 +322,16 @@ class LogFile:
 
 
 def clear(root, job_id: int) -> None:
-    """The job ended: remove its checkpoint, progress, request, results, markers and working
-    directory; keep logs."""
+    """The job ended: remove its checkpoint, progress, request, results, start markers,
+    heartbeats and working directories; keep logs, fences and end markers."""
     d = job_dir(root, job_id)
     shutil.rmtree(d / "checkpoint", ignore_errors=True)
-    for work in d.glob("work-*"):
+    for work in (*d.glob("work-*"), *d.glob("ckpt-*")):
         shutil.rmtree(work, ignore_errors=True)
-    for pattern in (PROGRESS_FILE, REQUEST_FILE, "attempt-*.json", "attempt-*.started", "*.tmp*", "workdir.tar.gz"):
+    for pattern in (PROGRESS_FILE, REQUEST_FILE, "attempt-*.started", "attempt-*.alive", "*.tmp*", "workdir.tar.gz"):
         for p in d.glob(pattern):
+            p.unlink(missing_ok=True)
+    for p in d.glob("attempt-*.json"):
+        n = _ATTEMPT_FILE.match(p.name)
+        if n is None or not fenced(root, job_id, int(n.group(1))):
             p.unlink(missing_ok=True)

@@ -23,10 +23,15 @@ Invariants:
   process tree is killed and the attempt fails (GpuMemoryExceeded, figures in the reason).
   An attempt the kernel stopped at its host memory limit fails with HostMemoryExceeded,
   whose reason names host memory, the limit and what enforced it.
-- When the server asks for a checkpoint (a preemption or a drain), the command gets
-  SIGTERM and the grace period the server allows; its exit then ends the attempt as
-  preempted, never as a failure (ScriptStopped), and the next attempt finds
-  FAIRGPU_CHECKPOINT_DIR as the script left it.
+- When the server asks for a checkpoint (a preemption or a drain), or the attempt finds
+  itself fenced, the command gets SIGTERM and `grace_s`; still running after that, its
+  whole tree is killed. Its exit then ends the attempt as stopped, never as a failure
+  (ScriptStopped); `on_stop(status)` runs once it exited (the task commits the
+  checkpoint folder there when the status is 0; see scheduler.runtime.tasks).
+- FAIRGPU_CHECKPOINT_DIR is the attempt's own folder. A script asks for its contents to
+  become the job's checkpoint by creating COMMIT_REQUEST in it and waiting until it is
+  gone (script_site/fairgpu_checkpoint.py does both); `on_poll`, called every `poll_s`,
+  is where the task answers.
 """
 from __future__ import annotations
 
@@ -54,6 +59,7 @@ from scheduler.runtime.archive import (  # noqa: F401 - the working directory's 
 from scheduler.runtime.gpu_watchdog import GpuLimit, GpuWatchdog, Violation
 
 LOG_CHUNK = 64 * 1024
+COMMIT_REQUEST = ".fairgpu-commit"  # created in FAIRGPU_CHECKPOINT_DIR: "make this a checkpoint"
 
 SITE_DIR = Path(__file__).with_name("script_site")
 PASSED_ENV = ("PATH", "LANG", "LC_ALL", "LC_CTYPE", "TZ", "CUDA_VISIBLE_DEVICES", "NVIDIA_VISIBLE_DEVICES",
@@ -115,16 +121,19 @@ def _die_with_parent() -> None:  # runs in the child before exec
 
 
 def run(command: list[str], *, cwd: Path, env: dict[str, str], log, stop_requested: Callable[[], bool],
-        on_stop: Callable[[], None] = lambda: None, poll_s: float = 0.2, gpu_limit: GpuLimit | None = None,
-        sandbox=None, memory_note: str = "") -> dict:
+        on_stop: Callable[[int], None] = lambda _status: None, poll_s: float = 0.2,
+        gpu_limit: GpuLimit | None = None, sandbox=None, memory_note: str = "",
+        on_poll: Callable[[], None] = lambda: None, grace_s: float | None = None) -> dict:
     """Run `command`; its output goes to `log` (a file-like). Returns what is measured of
     it, raises ScriptFailed on a non-zero status or a signal, ScriptStopped after the
-    server asked it to stop (it got SIGTERM; `on_stop` runs once it exited),
-    GpuMemoryExceeded after its process tree was killed for holding more GPU memory
-    than `gpu_limit` allows (None: nothing is enforced), and HostMemoryExceeded when the
-    sandbox's host memory limit stopped it. `sandbox` (a scheduler.runtime.sandbox.Sandboxed,
-    built for this command) runs it confined; it is closed here, whatever happens.
-    `memory_note` says how the host memory limit was set (for the reason)."""
+    server asked it to stop (it got SIGTERM, and SIGKILL if it still ran `grace_s` later;
+    `on_stop(status)` runs once it exited), GpuMemoryExceeded after its process tree was
+    killed for holding more GPU memory than `gpu_limit` allows (None: nothing is
+    enforced), and HostMemoryExceeded when the sandbox's host memory limit stopped it.
+    `on_poll()` runs every `poll_s` while it runs. `sandbox` (a
+    scheduler.runtime.sandbox.Sandboxed, built for this command) runs it confined; it is
+    closed here, whatever happens. `memory_note` says how the host memory limit was set
+    (for the reason)."""
     started = time.monotonic()
     if sandbox is not None:
         argv, preexec, fds, env = sandbox.argv, sandbox.preexec, sandbox.fds, {**env, **sandbox.env_overrides}
@@ -139,7 +148,8 @@ def run(command: list[str], *, cwd: Path, env: dict[str, str], log, stop_request
         except OSError as exc:
             raise ScriptFailed(f"cannot start {argv[0]!r}: {exc.strerror or exc}") from None
         return _watch(child, command, log=log, stop_requested=stop_requested, on_stop=on_stop, poll_s=poll_s,
-                      gpu_limit=gpu_limit, sandbox=sandbox, memory_note=memory_note, started=started)
+                      gpu_limit=gpu_limit, sandbox=sandbox, memory_note=memory_note, started=started,
+                      on_poll=on_poll, grace_s=grace_s)
     finally:
         if sandbox is not None:
             sandbox.close(child)  # the outer bwrap (the kernel ends all the namespace held), its cgroup, its fds
@@ -147,7 +157,8 @@ def run(command: list[str], *, cwd: Path, env: dict[str, str], log, stop_request
             kill_tree(child)
 
 
-def _watch(child, command, *, log, stop_requested, on_stop, poll_s, gpu_limit, sandbox, memory_note, started):
+def _watch(child, command, *, log, stop_requested, on_stop, poll_s, gpu_limit, sandbox, memory_note, started,
+           on_poll, grace_s):
     reader = threading.Thread(target=_copy, args=(child.stdout, log), daemon=True)
     reader.start()
     from workloads.measure import NvmlProcessPeak
@@ -156,16 +167,23 @@ def _watch(child, command, *, log, stop_requested, on_stop, poll_s, gpu_limit, s
     nvml = NvmlProcessPeak(interval_s=0.5, pids=lambda: process_tree(child.pid),
                            on_sample=watchdog.observe if watchdog is not None else None)
     nvml.start()
-    stopping = over = False
+    stopping = over = killed = False
+    stop_at = 0.0
     while child.poll() is None:
         if watchdog is not None and watchdog.violation is not None and not over:
             over = True
             kill_tree(child)
             print(f"fairgpu: killed: {watchdog.violation.reason()}", file=log, flush=True)
         elif not stopping and stop_requested():
-            stopping = True
+            stopping, stop_at = True, time.monotonic()
             _terminate(child, sandboxed=sandbox is not None)
-            print("fairgpu: stop requested (preemption or shutdown): sent SIGTERM", file=log, flush=True)
+            print("fairgpu: stop requested (preemption, shutdown or fence): sent SIGTERM", file=log, flush=True)
+        elif stopping and not killed and grace_s is not None and time.monotonic() - stop_at >= grace_s:
+            killed = True
+            kill_tree(child)
+            print(f"fairgpu: still running {grace_s:g} s after SIGTERM: killed", file=log, flush=True)
+        elif not stopping:
+            on_poll()
         time.sleep(poll_s)
     if sandbox is not None:
         sandbox.close(child)  # whatever it left behind ends with the sandbox, before the log is read
@@ -174,13 +192,15 @@ def _watch(child, command, *, log, stop_requested, on_stop, poll_s, gpu_limit, s
     code = child.returncode
     if sandbox is not None and code > 128:  # bwrap reports a signal as 128 + its number, as shells do
         code = -(code - 128)
+    if killed:
+        code = -signal.SIGKILL
     if over:
         raise GpuMemoryExceeded(watchdog.violation)
     if sandbox is not None and code != 0 and sandbox.memory_exceeded(_tail(log)):
         raise HostMemoryExceeded(host_memory_reason(sandbox.limits.memory_bytes or 0, memory_note,
                                                     sandbox.describe_limits(), describe_status(code)))
     if stopping:
-        on_stop()
+        on_stop(code)
         raise ScriptStopped(f"stopped on request ({describe_status(code)})")
     if code != 0:
         raise ScriptFailed(describe_status(code))

@@ -7,8 +7,11 @@ Invariants (nothing is written when one would break):
 - every write goes through `_validated_tree`, which rebuilds the whole tree with the
   change applied (guarantees within the parent's and the capacity, cap >= guarantee,
   no cycle) and raises QuotaError;
-- jobs run on leaves: an account with jobs on record never gains a child, whether
-  by `add --parent` or by `set --parent`;
+- jobs run on leaves: an account with pending or running jobs never gains a child,
+  whether by `add --parent` or by `set --parent`. One whose jobs have all ended may
+  (Slurm's sub-accounts under an account with history): its finished jobs and usage
+  records stay its own, so the report still shows its past usage, rolled up with
+  its new sub-accounts', and fair share counts it in its subtree (quota.usage.rollup);
 - the inherited settings (default and maximum time, scripts; None inherits, see
   `services.inherited`) are each None or in range, and no account in the changed
   account's subtree is left with an effective default time over its effective maximum.
@@ -25,7 +28,7 @@ from quota import AccountSpec, AccountTree, QuotaError
 from scheduler.services import inherited, validate
 from scheduler.services.capacity import total_slices
 from scheduler.services.errors import DomainError, NotFound
-from scheduler.store import Account, Job
+from scheduler.store import Account, Job, JobState
 
 UNSET = object()
 
@@ -69,8 +72,10 @@ def get_account(session: Session, name: str, field: str = "account") -> Account:
 
 
 def _refuse_inner_jobs(session: Session, parent: Account | None) -> None:
-    """Jobs run on leaves: an account with jobs on record cannot become a parent."""
-    if parent is not None and session.exec(select(Job.id).where(Job.account_id == parent.id)).first():
+    """Jobs run on leaves: an account with active jobs cannot become a parent (its
+    finished ones stay its own history)."""
+    if parent is not None and session.exec(select(Job.id).where(
+            Job.account_id == parent.id, Job.state.in_([JobState.PENDING, JobState.RUNNING]))).first():
         raise DomainError(f"account {parent.name} has jobs of its own; jobs run on leaf accounts only")
 
 

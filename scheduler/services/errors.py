@@ -11,6 +11,8 @@ Invariants:
 """
 from __future__ import annotations
 
+import importlib
+import sys
 from typing import NamedTuple
 
 
@@ -35,34 +37,46 @@ class Outcome(NamedTuple):
     exit_code: int
 
 
-def _rows() -> tuple[tuple[type[BaseException], int, int], ...]:
-    from quota import QuotaError
-    from quota.limits import LimitError
-    from scheduler.store import InvalidTransition, StoreError
-
-    return (
-        # (error class, HTTP status, CLI exit code): most specific first
-        (NotFound, 404, 1),
-        (Forbidden, 403, 1),
-        (Invalid, 422, 1),
-        (LimitError, 422, 1),         # a value outside its range in quota.limits
-        (QuotaError, 409, 1),         # the tree as a whole breaks a rule (guarantees over the parent's...)
-        (InvalidTransition, 409, 1),  # the job is no longer in a state that allows it (StaleJob included)
-        (DomainError, 409, 1),
-        (StoreError, 503, 1),         # the database could not be reached or opened
-    )
+# (module, class name, HTTP status, CLI exit code): most specific first. Classes are named,
+# not imported, so reading this table loads no database layer (a client command's error
+# path stays light, and a client-only install has no store to import).
+_TABLE = (
+    (__name__, "NotFound", 404, 1),
+    (__name__, "Forbidden", 403, 1),
+    (__name__, "Invalid", 422, 1),
+    ("quota.limits", "LimitError", 422, 1),                     # a value outside its range in quota.limits
+    ("quota.errors", "QuotaError", 409, 1),                     # the tree as a whole breaks a rule
+    ("scheduler.store.transitions", "InvalidTransition", 409, 1),  # the job's state no longer allows it
+    (__name__, "DomainError", 409, 1),
+    ("scheduler.store.engine", "StoreError", 503, 1),           # the database could not be reached or opened
+)
 
 
-ERRORS = _rows()
+def _rows(loaded_only: bool) -> tuple[tuple[type[BaseException], int, int], ...]:
+    """The table with its classes. With ``loaded_only``, rows whose module was never imported
+    are left out: no instance of a class can exist before its module ran."""
+    rows = []
+    for module, name, status, code in _TABLE:
+        mod = sys.modules.get(module) if loaded_only else importlib.import_module(module)
+        cls = getattr(mod, name, None)  # None: not loaded (or still loading: nothing raised it yet)
+        if cls is not None:
+            rows.append((cls, status, code))
+    return tuple(rows)
+
+
+def __getattr__(name: str):
+    if name == "ERRORS":  # the whole table (imports the store): the API's exception handlers
+        return _rows(loaded_only=False)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def classify(exc: BaseException) -> Outcome | None:
     """The (HTTP status, exit code) of a domain error; None for anything else (a bug: 500)."""
-    for cls, status, code in ERRORS:
+    for cls, status, code in _rows(loaded_only=True):
         if isinstance(exc, cls):
             return Outcome(status, code)
     return None
 
 
 def domain_classes() -> tuple[type[BaseException], ...]:
-    return tuple(cls for cls, _, _ in ERRORS)
+    return tuple(cls for cls, _, _ in _rows(loaded_only=False))

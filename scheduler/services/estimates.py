@@ -21,7 +21,6 @@ Invariants:
 """
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Iterable, Mapping
@@ -30,9 +29,10 @@ import sqlalchemy as sa
 from sqlmodel import Session
 
 from quota.estimate import Estimate, estimate_starts
-from scheduler.services.snapshot import JobRow, load_snapshot
+from scheduler.services.remaining import expected_runtime, hold_seconds
+from scheduler.services.snapshot import load_snapshot
 from scheduler.store import Job, JobState
-from scheduler.vocab import HOLD
+from scheduler.store.jobrow import JobRow, json_value
 
 CACHE_TTL_S = 2.0
 
@@ -55,19 +55,11 @@ class QueueEstimates:
         return {j: e for j, e in self.estimates.items() if self.accounts.get(j) in accounts}
 
 
-def _hold_seconds(row: JobRow) -> float | None:
-    if row.model != HOLD:
-        return None
-    seconds = row.spec.get("seconds")
-    return float(seconds) if isinstance(seconds, (int, float)) else None
-
-
 def _progress_of(value) -> dict | None:
-    if isinstance(value, (str, bytes)):
-        try:
-            value = json.loads(value)
-        except ValueError:
-            return None
+    try:
+        value = json_value(value, None)  # text on SQLite, decoded by psycopg
+    except ValueError:
+        return None
     return value if isinstance(value, dict) else None
 
 
@@ -77,7 +69,7 @@ def expected_end(row: JobRow, progress: Mapping | None, now: float) -> float | N
     bounds = []
     if row.time_limit_s is not None:
         bounds.append(start + row.time_limit_s)
-    held = _hold_seconds(row)
+    held = hold_seconds(row)
     if held is not None:
         bounds.append(start + held)
     if progress is not None:
@@ -85,12 +77,6 @@ def expected_end(row: JobRow, progress: Mapping | None, now: float) -> float | N
         if isinstance(eta, (int, float)) and isinstance(updated, (int, float)) and updated >= start:
             bounds.append(updated + max(0.0, eta))
     return max(now, min(bounds)) if bounds else None
-
-
-def expected_runtime(row: JobRow) -> float | None:
-    """How long a pending job is expected to run once started (s), or None if unknown."""
-    bounds = [b for b in (_hold_seconds(row), row.time_limit_s) if b is not None]
-    return max(0.0, min(bounds)) if bounds else None
 
 
 def replay(session: Session, now: datetime) -> QueueEstimates:

@@ -40,11 +40,8 @@ import sqlalchemy as sa
 from sqlmodel import Session
 
 from scheduler.store import Account, Job, JobEvent, JobState
+from scheduler.vocab import ADMITTED, BACK_TO_QUEUE, ENDS_ATTEMPT, FINISHING
 
-ADMITTED = "admitted"
-BACK_TO_QUEUE = frozenset({"preempted", "requeued"})
-FINISHING = frozenset({"finished", "failed", "cancelled", "timeout"})
-ENDS_ATTEMPT = BACK_TO_QUEUE | FINISHING
 
 
 @dataclass(frozen=True)

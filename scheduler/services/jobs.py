@@ -39,7 +39,7 @@ import sqlalchemy as sa
 from sqlmodel import Session, select
 
 from quota import limits
-from scheduler.services import inherited, pending, uploads, validate
+from scheduler.services import control, inherited, pending, uploads, validate
 from scheduler.services.directory import capacity, directory
 from scheduler.services.errors import DomainError, Forbidden, Invalid, NotFound
 from scheduler.services.estimates import start_time
@@ -59,7 +59,7 @@ COMMAND_MAX_ARGS = 256
 COMMAND_MAX_CHARS = 4096
 PUBLIC_KEYS = ("id", "account", "model", "framework", "mode", "slices", "state", "reason", "reason_message",
                "submitted_at", "started_at", "finished_at", "node", "gpu", "attempts", "preemptions", "result",
-               "error", "time_limit_s", "progress", "position", "estimated_start")
+               "error", "time_limit_s", "progress", "position", "estimated_start", "array_id")
 PROGRESS_KEYS = ("step", "steps", "samples_per_second", "eta_s", "updated_at")
 REASON_MAX_CHARS = 80  # a finished job's reason taken from its message: its first line, cut here
 
@@ -166,7 +166,7 @@ def _check_submission(
 def submit_array(
     session: Session, *, count: int, account: str, model: str, framework: str | None, mode: str, slices: int,
     spec: dict, at: datetime, accounts: frozenset[str] | set[str] | None = None, time_limit_s: float | None = None,
-    root: str | None = None,
+    root: str | None = None, after: Iterable[int] | None = None,
 ) -> list[int]:
     """A job array: ``count`` identical jobs, all or none. Everything is checked once,
     before anything is written (the pending limits count all ``count`` jobs); then the
@@ -176,8 +176,10 @@ def submit_array(
     entry, spec, limit = _check_submission(session, account=account, model=model, framework=framework, mode=mode,
                                            slices=slices, spec=spec, accounts=accounts, count=count,
                                            time_limit_s=time_limit_s, root=root)
+    after = control.check_after(session, after, accounts)
     ids = submit_jobs(session, count=count, account_id=entry.id, model=model, framework=framework, mode=mode,
                       slices=slices, spec=spec, at=at, time_limit_s=limit)
+    control.link(session, [(ids, after)])
     pending.add(session, entry.id, count)
     if model == SCRIPT:  # the row exists: its working directory moves into the job's directory
         uploads.claim(root, entry.id, spec["upload"], ids[0])
@@ -189,11 +191,13 @@ class ArrayPlan:
     """A job array checked in this transaction and not yet written (``write_arrays``)."""
     count: int
     row: dict  # submit_jobs' keyword arguments but count
+    after: tuple[int, ...] = ()  # the jobs each starts after (services.gates)
 
 
 def plan_array(
     session: Session, *, count: int, account: str, model: str, framework: str | None, mode: str, slices: int,
     spec: dict, at: datetime, accounts: frozenset[str] | set[str] | None = None, time_limit_s: float | None = None,
+    after: Iterable[int] | None = None,
 ) -> ArrayPlan:
     """``submit_array``'s checks without its insert, for a group commit: the pending
     counts of this transaction already include the planned jobs, so later submissions in
@@ -205,15 +209,18 @@ def plan_array(
     entry, spec, limit = _check_submission(session, account=account, model=model, framework=framework, mode=mode,
                                            slices=slices, spec=spec, accounts=accounts, count=count,
                                            time_limit_s=time_limit_s)
+    after = control.check_after(session, after, accounts)
     pending.add(session, entry.id, count)
     return ArrayPlan(count, {"account_id": entry.id, "model": model, "framework": framework, "mode": mode,
-                             "slices": slices, "spec": spec, "at": at, "time_limit_s": limit})
+                             "slices": slices, "spec": spec, "at": at, "time_limit_s": limit}, after)
 
 
 def write_arrays(session: Session, plans: list[ArrayPlan]) -> list[list[int]]:
     """Write planned arrays: every job in one INSERT, every event in another; each
-    plan's ids, ascending, in the order given."""
-    return submit_job_arrays(session, [(p.count, p.row) for p in plans])
+    plan's ids, ascending, in the order given (an array's id and dependencies: control.link)."""
+    out = submit_job_arrays(session, [(p.count, p.row) for p in plans])
+    control.link(session, [(ids, p.after) for ids, p in zip(out, plans)])
+    return out
 
 
 def load_pending_limits(session: Session, accounts: Iterable[str]) -> None:
@@ -252,9 +259,10 @@ def framework_warnings(session: Session, framework: str | None) -> list[str]:
 
 def list_jobs(
     session: Session, *, accounts: frozenset[str] | set[str] | None, include_finished: bool = False,
-    account: str | None = None,
+    account: str | None = None, states: tuple[JobState, ...] | None = None, since: datetime | None = None,
 ) -> list[Job]:
-    """Jobs visible to the caller, oldest first; ``account`` narrows to that account's subtree."""
+    """Jobs visible to the caller, oldest first; ``account`` narrows to that account's subtree;
+    ``states`` and ``since`` as ``control.filter_statement`` (either takes finished jobs in)."""
     tree = directory(session)
     stmt = select(Job)
     if account is not None:
@@ -264,8 +272,9 @@ def list_jobs(
         stmt = stmt.where(Job.account_id.in_(tree.subtree_ids(tree.get(account))))
     elif accounts is not None:
         stmt = stmt.where(Job.account_id.in_([tree.by_name[a].id for a in accounts if a in tree.by_name]))
-    if not include_finished:
+    if not include_finished and not states and since is None:
         stmt = stmt.where(Job.state.in_([JobState.PENDING, JobState.RUNNING]))
+    stmt = control.filter_statement(stmt, states=states, since=since)
     return list(session.exec(stmt.order_by(Job.id)).all())
 
 
@@ -322,14 +331,18 @@ def public_progress(progress: dict | None) -> dict | None:
     return out
 
 
-def job_to_public(job: Job, account_name: str, estimate=None, group_reason: tuple[str, str] | None = None) -> dict:
+def job_to_public(job: Job, account_name: str, estimate=None, group_reason: tuple[str, str] | None = None,
+                  gate: tuple[str, str] | None = None) -> dict:
     """The job as PUBLIC_KEYS. ``estimate`` (a ``quota.estimate.Estimate``, for a pending
     job) gives ``position`` and ``estimated_start``; both are None without one.
     ``group_reason``: (reason, message) of the job's (account, size) group (``wait_reasons``),
-    shown for a pending job that has no reason of its own."""
+    shown for a pending job that has no reason of its own; ``gate``: (reason, message) of a
+    pending job's hold or dependencies (``services.gates``), shown before either."""
     state = JobState(job.state)
     reason, message = job.reason, job.reason_message
-    if state == JobState.PENDING and reason is None and group_reason is not None:
+    if state == JobState.PENDING and gate is not None:
+        reason, message = gate
+    elif state == JobState.PENDING and reason is None and group_reason is not None:
         reason, message = group_reason
     return {
         "id": job.id, "account": account_name, "model": job.model, "framework": job.framework, "mode": job.mode,
@@ -341,6 +354,7 @@ def job_to_public(job: Job, account_name: str, estimate=None, group_reason: tupl
         "time_limit_s": job.time_limit_s, "progress": public_progress(job.progress),
         "position": estimate.position if estimate is not None and state == JobState.PENDING else None,
         "estimated_start": _iso(start_time(estimate)) if state == JobState.PENDING else None,
+        "array_id": job.array_id,
     }
 
 
@@ -355,11 +369,24 @@ def wait_reasons(session: Session, rows: Iterable[Job]) -> dict[tuple[int, int],
             if (w.account_id, w.slices) in keys}
 
 
-def public(session: Session, job: Job, estimates: dict | None = None, waits: dict | None = None) -> dict:
+def gate_reasons(session: Session, rows: Iterable[Job]) -> dict[int, tuple[str, str]]:
+    """{job id: (reason, message)} of the pending jobs in `rows` that a hold or their
+    dependencies keep waiting (``services.gates``)."""
+    from scheduler.services import gates
+
+    ids = [j.id for j in rows if j.state == JobState.PENDING]
+    return gates.reasons(session.connection(), ids) if ids else {}
+
+
+def public(session: Session, job: Job, estimates: dict | None = None, waits: dict | None = None,
+           gated: dict | None = None) -> dict:
     """``job_to_public`` with the account name looked up in this transaction's tree;
     ``estimates``: {job id: Estimate} (``services.estimates``) for pending jobs; ``waits``:
-    ``wait_reasons`` of a list the job is in (read here when not given)."""
+    ``wait_reasons`` and ``gated``: ``gate_reasons`` of a list the job is in (read here when
+    not given)."""
     if waits is None:
         waits = wait_reasons(session, [job])
+    if gated is None:
+        gated = gate_reasons(session, [job])
     return job_to_public(job, directory(session).name_of(job.account_id), (estimates or {}).get(job.id),
-                         waits.get((job.account_id, job.slices)))
+                         waits.get((job.account_id, job.slices)), gated.get(job.id))

@@ -1,7 +1,9 @@
 """The period report (``fairgpu report``): who used what over a period, and was it fair.
 
 Computed from the database alone (job events and usage records, never Prometheus), over
-the period ``[since, until)``; a period reaching past ``now`` ends at ``now``.
+the period ``[since, until)``; a period reaching past ``now`` ends at ``now``. Without a
+``since``, the period starts at the later of 30 days before its end and the first record
+(``default_since``), so a young server's figures cover its own life.
 
 Per account (inner accounts: their whole subtree), keys exactly REPORT_KEYS:
 - ``slice_hours``: the usage records stamped in the period (what chargeback bills: a
@@ -29,19 +31,19 @@ an account outside it ``NotFound``, as for every other service.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 
 import sqlalchemy as sa
 from sqlmodel import Session
 
-from quota import AccountTree
+from quota import AccountSpec, AccountTree
 from quota.period import HELD, WAITING, Span, integrate
 from scheduler.services import history, validate
 from scheduler.services.accounts import load_tree
 from scheduler.services.capacity import load_capacity
 from scheduler.services.errors import Invalid, NotFound
-from scheduler.store import Account, JobState, UsageRecord
+from scheduler.store import Account, Job, JobState, UsageRecord
 from scheduler.vocab import FINAL_STATES
 from workloads.measure import percentile
 
@@ -54,18 +56,38 @@ REPORT_KEYS = ("account", "parent", "slice_hours", "held_slice_hours", "owed_sli
                "preemptions", "wait_p50_s", "wait_p95_s")
 
 
-def period(since: str | None, until: str | None, now: datetime) -> tuple[datetime, datetime]:
-    """[since, until) from the user's text: until defaults to now (and is at most now),
-    since to DEFAULT_DAYS before until."""
+def period(since: str | None, until: str | None, now: datetime) -> tuple[datetime | None, datetime]:
+    """[since, until) from the user's text: until defaults to now (and is at most now);
+    since, when not given, is None: ``load`` takes ``default_since`` (it needs the records)."""
     end = min(validate.parse_when(until, "until"), now) if until else now
-    start = validate.parse_when(since, "since") if since else max(EPOCH, end - timedelta(days=DEFAULT_DAYS))
+    if not since:
+        return None, end
+    start = validate.parse_when(since, "since")
     if not end > start:
         raise Invalid(f"the period must end after it starts (since {start.isoformat()}, until {end.isoformat()}"
                       + (", which is now)" if end == now else ")"))
     return start, end
 
 
-def report(session: Session, *, since: datetime, until: datetime, under: str | None = None,
+def default_since(session: Session, until: datetime) -> datetime:
+    """The later of DEFAULT_DAYS before ``until`` and the first record (the first usage
+    charged or job submitted): a young server's report covers its own life, not 30 days
+    of which most came before it (utilisation 0.0%). With no record before ``until``,
+    DEFAULT_DAYS."""
+    days = max(EPOCH, until - timedelta(days=DEFAULT_DAYS))
+    conn = session.connection()
+    firsts = [conn.execute(sa.select(sa.func.min(UsageRecord.at))).scalar(),
+              conn.execute(sa.select(sa.func.min(Job.submitted_at))).scalar()]
+    firsts = [_aware(t) for t in firsts if t is not None]
+    first = min(firsts, default=None)
+    return max(days, first) if first is not None and first < until else days
+
+
+def _aware(t: datetime) -> datetime:
+    return t if t.tzinfo is not None else t.replace(tzinfo=UTC)
+
+
+def report(session: Session, *, since: datetime | None, until: datetime, under: str | None = None,
            visible: frozenset[str] | None = None, buckets: int = 0) -> dict:
     """The whole report: the period, the cluster figures, ``accounts`` (rows of
     REPORT_KEYS in tree order, ``under``'s subtree or all) and, with ``buckets``, the
@@ -87,10 +109,13 @@ class Loaded:
     usage: dict[str, float]
 
 
-def load(session: Session, *, since: datetime, until: datetime, under: str | None = None,
+def load(session: Session, *, since: datetime | None, until: datetime, under: str | None = None,
          visible: frozenset[str] | None = None, buckets: int = 0) -> Loaded:
-    """The reads (checked first: bad input raises before anything is read). The API
-    runs ``compute`` off its event loop, since a busy month takes seconds."""
+    """The reads (checked first: bad input raises before anything is read); ``since``
+    None: ``default_since``. The API runs ``compute`` off its event loop, since a busy
+    month takes seconds."""
+    if since is None:
+        since = default_since(session, until)
     if not until > since:
         raise Invalid(f"the period must end after it starts (since {since.isoformat()}, until {until.isoformat()})")
     if not 0 <= buckets <= MAX_BUCKETS:
@@ -111,8 +136,8 @@ def compute(loaded: Loaded) -> dict:
     """The report from what ``load`` read (pure CPU work: quota.period.integrate)."""
     since, until, under, tree, tally, usage = (loaded.since, loaded.until, loaded.under, loaded.tree,
                                                  loaded.history, loaded.usage)
-    result = integrate(tree, loaded.capacity, tally.spans, since.timestamp(), until.timestamp(),
-                       buckets=loaded.buckets)
+    leafy, spans = _own_leaves(tree, tally.spans)
+    result = integrate(leafy, loaded.capacity, spans, since.timestamp(), until.timestamp(), buckets=loaded.buckets)
     keep = tree.subtree(under) if under is not None else list(tree.order)
     keep_set = set(keep)
     cap_sh = result.capacity_slice_s / 3600
@@ -144,6 +169,22 @@ def compute(loaded: Loaded) -> dict:
                       "owed": {a: v for a, v in b.owed.items() if a in keep_set},
                       "held": {a: v for a, v in b.held.items() if a in keep_set}} for b in result.timeline],
     }
+
+
+OWN = "(own jobs)"
+
+
+def _own_leaves(tree: AccountTree, spans: list[Span]) -> tuple[AccountTree, list[Span]]:
+    """quota.period integrates leaves' spans. An account that ran jobs and gained
+    sub-accounts later (services.accounts) keeps them: its spans go to a leaf of its own
+    under it, `<name>/(own jobs)`, so its subtree's figures include them (the row of that
+    leaf is not shown)."""
+    inner = {s.account for s in spans if s.account in tree.accounts and not tree.is_leaf(s.account)}
+    if not inner:
+        return tree, spans
+    extra = [AccountSpec(f"{a}/{OWN}", 1.0, a) for a in sorted(inner)]
+    moved = [replace(s, account=f"{s.account}/{OWN}") if s.account in inner else s for s in spans]
+    return AccountTree.build([*tree.accounts.values(), *extra]), moved
 
 
 @dataclass

@@ -1,13 +1,19 @@
 """Policy settings kept in the database (Setting rows), with defaults and validation.
 
 Keys: half_life (a duration within quota.limits.HALF_LIFE, stored in seconds),
-algorithm (classic | fair-tree), preemption (on | off), reclaim (guarantee | entitlement),
+algorithm (classic | fair-tree | finish-time), preemption (on | off), reclaim (guarantee | entitlement),
 and a script attempt's limits (scheduler.runtime.sandbox): host_memory_per_slice (a size within
 quota.limits.HOST_MEMORY_PER_SLICE, stored in bytes, or "node": the node's memory divided
 by its slices) and max_processes (an integer within quota.limits.MAX_PROCESSES; threads
 count, as the kernel's pids controller counts them).
 An unknown key is NotFound (HTTP 404), a bad value Invalid or LimitError (422); nothing
 is written.
+
+algorithm finish-time is the simulator's finish-time policy (quota's "finish-time"
+ordering, after Themis) through the same `quota.decide`: `PolicyConfig(ordering=
+"finish-time")`, with the classic fair-share factor (which that ordering does not read).
+Its work estimate per pending job is services.remaining's; it preempts
+nobody (quota reclaims under the fair-share orderings only).
 """
 from __future__ import annotations
 
@@ -17,12 +23,15 @@ from dataclasses import dataclass
 import sqlalchemy as sa
 from sqlmodel import Session
 
-from quota import ALGORITHMS, DEFAULT_HALF_LIFE_S, PolicyConfig, limits
+from quota import ALGORITHMS, CLASSIC, DEFAULT_HALF_LIFE_S, ORDERINGS, PolicyConfig, limits
 from scheduler.services.errors import Invalid, NotFound
 from scheduler.services.validate import human_size, parse_duration, parse_size
 from scheduler.store import Setting
 
 NODE = "node"  # host_memory_per_slice: the node's memory divided by its slices
+FINISH_TIME = "finish-time"  # quota's ordering of that name (quota.snapshot.ORDERINGS)
+assert FINISH_TIME in ORDERINGS
+SETTING_ALGORITHMS = (*ALGORITHMS, FINISH_TIME)  # the fair-share factor's, or the finish-time ordering
 DEFAULTS = {"half_life": str(DEFAULT_HALF_LIFE_S), "algorithm": "classic", "preemption": "on",
             "reclaim": "guarantee", "host_memory_per_slice": NODE, "max_processes": "4096"}
 
@@ -31,8 +40,8 @@ def _normalise(key: str, value: str) -> str:
     if key == "half_life":
         return repr(parse_duration(value, limits.HALF_LIFE))
     if key == "algorithm":
-        if value not in ALGORITHMS:
-            raise Invalid(f"algorithm must be one of {', '.join(ALGORITHMS)} (got {value!r})")
+        if value not in SETTING_ALGORITHMS:
+            raise Invalid(f"algorithm must be one of {', '.join(SETTING_ALGORITHMS)} (got {_show(value)})")
         return value
     if key == "preemption":
         if value not in ("on", "off"):
@@ -121,7 +130,17 @@ def policy_from_rows(rows: Iterable[tuple[str, str]]) -> PolicySettings:
     memory = s["host_memory_per_slice"]
     return PolicySettings(
         half_life_s=float(s["half_life"]),
-        config=PolicyConfig(algorithm=s["algorithm"], preemption=s["preemption"] == "on", reclaim=s["reclaim"]),
+        config=_config(s),
         attempt=AttemptLimits(host_memory_per_slice=None if memory == NODE else int(memory),
                               max_processes=int(s["max_processes"])),
     )
+
+
+def _config(s: dict[str, str]) -> PolicyConfig:
+    """The policy's config from the merged settings: algorithm finish-time is the
+    finish-time ordering (the simulator's "finish-time" policy exactly); any other
+    algorithm is the fair-share ordering with that factor."""
+    common = {"preemption": s["preemption"] == "on", "reclaim": s["reclaim"]}
+    if s["algorithm"] == FINISH_TIME:
+        return PolicyConfig(ordering=FINISH_TIME, algorithm=CLASSIC, **common)
+    return PolicyConfig(algorithm=s["algorithm"], **common)

@@ -1,19 +1,20 @@
 """Load: build the policy's Snapshot from the database (the first step of load, decide, apply).
 
 Invariants: one read transaction; nothing is written; times become epoch seconds for
-quota/. Active jobs are read as light column rows (`JobRow`), not ORM objects. The loop
+quota/. Active jobs are read as light column rows (`JobRow`, scheduler.store.jobrow: the job
+row's one owner), not ORM objects. The loop
 keeps one incremental cache, `SnapshotLoader`: rows and a quota.PolicyState fed only with
 the jobs that changed (a change cursor on job events), so a cycle reads what changed, not
 the whole queue. Running jobs whose node is gone stay in the state (they still count
-against their account) until the loop requeues them.
+against their account) until the loop requeues them. Gated jobs (a user's hold, or
+dependencies not yet met: services.gates) are kept out of the state, and out of every
+Snapshot, like the jobs the loop withholds, and go back in once their gate opens.
 """
 from __future__ import annotations
 
-import json
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
-from datetime import UTC, datetime
-from typing import NamedTuple
+from dataclasses import dataclass, field
+from datetime import datetime
 
 import sqlalchemy as sa
 from sqlmodel import Session
@@ -29,118 +30,23 @@ from quota import (
 )
 from scheduler.services.accounts import specs_from_rows
 from scheduler.services.capacity import capacity_from_rows
-from scheduler.services.settings import AttemptLimits, policy_from_rows
+from scheduler.services import remaining
+from scheduler.services.gates import GateCache
+from scheduler.services.settings import FINISH_TIME, AttemptLimits, policy_from_rows
 from scheduler.services.usage import decayed_by_account
-from scheduler.store import Account, Job, JobEvent, JobState, Node, Setting
-
-_J = Job.__table__.c
-# JSON columns come back as text and are decoded only when used (every waiting job is read
-# every cycle, and decoding specs nobody looks at was most of the cost of a cycle).
-_COLUMNS = (_J.id, _J.account_id, _J.state, _J.version, _J.slices, _J.queue_seq, _J.submitted_at, _J.started_at,
-            _J.node, sa.type_coerce(_J.gpu_slices, sa.Text), _J.attempts, _J.model, _J.framework, _J.mode,
-            sa.type_coerce(_J.spec, sa.Text), _J.reason, _J.reason_message, _J.finished_at, _J.failures,
-            _J.time_limit_s)
-
-
-def _json(text, default):
-    if text is None or text == "null":
-        return default
-    return json.loads(text) if isinstance(text, (str, bytes)) else text  # psycopg decodes json itself
-
-
-class JobRow(NamedTuple):
-    """What the loop needs of an active job; `transition()` accepts it like a Job.
-    `gpu_slices_json` and `spec_json` are raw JSON: use the properties."""
-
-    id: int
-    account_id: int
-    state: JobState
-    version: int
-    slices: int
-    queue_seq: float
-    submitted_at: datetime
-    started_at: datetime | None
-    node: str | None
-    gpu_slices_json: str | None
-    attempts: int
-    model: str
-    framework: str | None
-    mode: str
-    spec_json: str | None
-    reason: str | None
-    reason_message: str | None
-    finished_at: datetime | None
-    failures: int
-    time_limit_s: float | None
-
-    @property
-    def gpu_slices(self) -> list:
-        return _json(self.gpu_slices_json, [])
-
-    @property
-    def spec(self) -> dict:
-        return _json(self.spec_json, {})
-
-
-# Built once (the loop runs them every cycle; building a statement costs more than running it)
-_ACTIVE = sa.select(*_COLUMNS).where(_J.state.in_([JobState.PENDING, JobState.RUNNING]))
-_BY_IDS = sa.select(*_COLUMNS).where(_J.id.in_(sa.bindparam("ids", expanding=True)))
-_RUNNING = sa.select(*_COLUMNS).where(_J.state == JobState.RUNNING)
-
-
-# SQLite: the same columns read through the driver's cursor, in the session's transaction.
-# SQLAlchemy's result processing (a regular expression per stored time, then UTCDateTime)
-# was most of the cost of a re-read; the driver gives text, parsed here by
-# `datetime.fromisoformat` (SQLAlchemy stores naive UTC). PostgreSQL keeps the statements
-# above (psycopg gives datetimes).
-_RAW_SELECT = (f"SELECT {', '.join(f.removesuffix('_json') for f in JobRow._fields)} "
-               f"FROM {Job.__tablename__} WHERE ")
-_RAW_ACTIVE = _RAW_SELECT + f"state IN ('{JobState.PENDING.value}', '{JobState.RUNNING.value}')"
-
-
-_STATES = {s.value: s for s in JobState}
-
-
-def _fetch(conn, sql: str, params: tuple) -> list[tuple]:
-    """All rows of `sql` through the SQLite driver's cursor, in the session's transaction."""
-    cursor = conn.connection.cursor()
-    try:
-        return cursor.execute(sql, params).fetchall()
-    finally:
-        cursor.close()
-
-
-def _raw_rows(conn, sql: str, params: tuple) -> list[JobRow]:
-    rows = _fetch(conn, sql, params)
-    state, parse, utc = _STATES.__getitem__, datetime.fromisoformat, UTC
-    return [JobRow(r[0], r[1], state(r[2]), r[3], r[4], r[5], parse(r[6]).replace(tzinfo=utc),
-                   r[7] and parse(r[7]).replace(tzinfo=utc), *r[8:17], r[17] and parse(r[17]).replace(tzinfo=utc),
-                   r[18], r[19])
-            for r in rows]
+from scheduler.store import Account, Job, JobEvent, JobState, Node, Setting, jobrow
+from scheduler.store.bulk import fetch_all
+from scheduler.store.jobrow import JobRow
 
 
 def running_jobs(session: Session) -> list[JobRow]:
-    conn = session.connection()
-    if conn.dialect.name == "sqlite":
-        return _raw_rows(conn, _RAW_SELECT + f"state = '{JobState.RUNNING.value}'", ())
-    return [JobRow(r[0], r[1], JobState(r[2]), *r[3:]) for r in conn.execute(_RUNNING)]
+    """Every RUNNING job as a JobRow (scheduler.store.jobrow reads and decodes it)."""
+    return jobrow.running_jobs(session.connection())
 
 
 def active_jobs(session: Session, ids=None) -> list[JobRow]:
     """Active jobs as JobRows; with `ids`, those jobs whatever their state."""
-    conn = session.connection()
-    if conn.dialect.name == "sqlite":
-        if ids is None:
-            return _raw_rows(conn, _RAW_ACTIVE, ())
-        ids = tuple(ids)
-        out: list[JobRow] = []
-        for at in range(0, len(ids), 900):  # SQLite's limit on bound parameters
-            chunk = ids[at:at + 900]
-            if chunk:
-                out += _raw_rows(conn, _RAW_SELECT + f"id IN ({', '.join('?' * len(chunk))})", chunk)
-        return out
-    rows = conn.execute(_ACTIVE) if ids is None else conn.execute(_BY_IDS, {"ids": list(ids)})
-    return [JobRow(r[0], r[1], JobState(r[2]), *r[3:]) for r in rows]
+    return jobrow.active_jobs(session.connection(), ids)
 
 
 @dataclass(frozen=True)
@@ -165,6 +71,7 @@ class Synced:
     changed: list[int]  # the jobs re-read by this sync (new, or moved since the last one); none after a rebuild
     rebuilt: bool = False  # the state was built afresh from every active row (changed is empty then)
     attempt: AttemptLimits = AttemptLimits()  # the settings each script attempt's payload carries
+    gated: Mapping[int, tuple[str, str]] = field(default_factory=dict)  # pending job -> (reason, message): services.gates
 
 
 _A = Account.__table__.c
@@ -183,10 +90,10 @@ _EVENTS_SINCE = sa.select(_E.id, _E.job_id).where(_E.id > sa.bindparam("after"))
 
 def _events_since(conn, bound: dict) -> list:
     """(event id, job id) of the job events after `bound["after"]`; on SQLite through the
-    driver's cursor, as `_raw_rows` (a cycle reads a few hundred)."""
+    driver's cursor, as the job rows (a cycle reads a few hundred)."""
     if conn.dialect.name != "sqlite":
         return conn.execute(_EVENTS_SINCE, bound).all()
-    return _fetch(conn, f"SELECT id, job_id FROM {JobEvent.__tablename__} WHERE id > ?", (bound["after"],))
+    return fetch_all(conn, f"SELECT id, job_id FROM {JobEvent.__tablename__} WHERE id > ?", (bound["after"],))
 
 
 def event_horizon(engine) -> int | None:
@@ -235,7 +142,10 @@ class SnapshotLoader:
         self._names: Mapping[int, str] = {}
         self._account_ids: dict[str, int] = {}
         self._inputs: dict[str, tuple[object, object]] = {}  # kind -> (raw rows, what was built from them)
-        self._held: dict[int, PendingRequest] = {}  # requests withheld from the state
+        self._held: dict[int, PendingRequest] = {}  # requests withheld from the state (the loop's and gated)
+        self._loop_held: set[int] = set()  # the ids the loop last withheld
+        self.gates = GateCache()  # holds and dependencies (services.gates)
+        self._settled: set[int] = set()  # jobs the loop ended (note_finished): a gate may wait for them
         self.by_framework: dict[str | None, set[int]] = {}  # pending job ids per framework
         self.timed: set[int] = set()  # the running jobs (as last read) with a time limit
         self._own: dict[int, int] = {}  # job id -> event id: its events up to there are the loop's own, known
@@ -289,6 +199,8 @@ class SnapshotLoader:
                 self._own = {j: m for j, m in own.items() if m > self._cursor}
             changed = sorted(ids)
             rebuilt = False
+            self.gates.refresh(conn, ids | self._settled)
+            self._settled = set()
             for chunk in range(0, len(changed), 900):
                 fresh = {j.id: j for j in active_jobs(session, changed[chunk:chunk + 900])}
                 for job_id in changed[chunk:chunk + 900]:
@@ -302,8 +214,11 @@ class SnapshotLoader:
                     self._drop(job_id)
                     if job is not None and job.state in (JobState.PENDING, JobState.RUNNING):
                         self._add(job)
+        released = self._withhold(self._loop_held | set(self.gates.gated))
+        if not rebuilt:
+            changed.extend(released)
         return Synced(self.state, self.rows, tree, capacity, config, settings.half_life_s, self._account_ids,
-                      changed, rebuilt, settings.attempt)
+                      changed, rebuilt, settings.attempt, self.gates.gated)
 
     def _build(self, session: Session, tree, capacity, config: PolicyConfig, names) -> None:
         self.state = PolicyState(tree, capacity, config, ties_by_id=True)
@@ -311,12 +226,14 @@ class SnapshotLoader:
         self._names = names
         self._account_ids = {v: k for k, v in names.items()}
         self.rows, self._held, self.by_framework, self.reasons_written = {}, {}, {}, {}
-        self.timed, self._own = set(), {}
+        self.timed, self._own, self._settled = set(), {}, set()
         for job in active_jobs(session):  # any order: the state's queues break ties by id, as decide's
             self._add(job)
+        self.gates.rebuild(session.connection())
 
     def _request(self, job: JobRow) -> PendingRequest:
-        work = job.spec.get("seconds") if self.state.config.ordering == "finish-time" else None
+        # finish-time ordering: the job's expected run time (services.remaining: hold seconds, time limit)
+        work = remaining.work_s(job) if self.state.config.ordering == FINISH_TIME else None
         return PendingRequest(job.id, self._names.get(job.account_id, f"#{job.account_id}"), job.slices,
                               seq=job.queue_seq, submitted_at=job.submitted_at.timestamp(), work_s=work)
 
@@ -364,8 +281,12 @@ class SnapshotLoader:
             state.cancel(job_id, self._names.get(job.account_id, f"#{job.account_id}"))
 
     def withhold(self, ids: set[int]) -> list[int]:
-        """Keep exactly these pending jobs out of the state (the loop holds them back);
-        release the others withheld before, and return those."""
+        """Keep exactly these pending jobs out of the state (the loop holds them back), and
+        the gated ones; release the others withheld before, and return those."""
+        self._loop_held = set(ids)
+        return self._withhold(self._loop_held | set(self.gates.gated))
+
+    def _withhold(self, ids) -> list[int]:
         released = [j for j in self._held if j not in ids]
         for job_id in released:
             self.state.submit(self._held.pop(job_id))
@@ -390,7 +311,9 @@ class SnapshotLoader:
         if usage is None:
             usage = decayed_by_account(session, now, synced.half_life_s)
         state = synced.state
-        pending = [*state._infeasible_reqs.values(), *state.pending, *self._held.values()]
+        gated = synced.gated
+        pending = [*state.waiting,
+                   *(r for r in self._held.values() if r.id not in gated)]
         running = [state.running[i] for i in sorted(state.running)]
         snap = Snapshot(tree=synced.tree, capacity=synced.capacity, pending=tuple(sorted(pending, key=_by_id)),
                         running=tuple(running), usage=dict(usage), now=now.timestamp(), config=synced.config)
@@ -422,6 +345,7 @@ class SnapshotLoader:
         for job_id in job_ids:
             self._drop(job_id)
             self._own[job_id] = mark
+            self._settled.add(job_id)
 
     def note_reasons(self, reasons: Mapping[int, tuple[str | None, str | None]]) -> None:
         """Remember the pending reasons the caller has just committed (writing a reason does

@@ -13,7 +13,9 @@ Usage for the fair-share factor is decayed slice-seconds per leaf account, kept 
 between events an account's running slices r are constant, so its usage goes from U to
 U d + r h / ln 2 (1 - d) with d = 2^(-dt / h), h the half-life (the integral of the decay).
 As in the live loop (scheduler/loop/coordinator.py, usage_period_s = 15 s), the policy is handed new
-usage at most once per `usage_period_s` of virtual time, at the first cycle after it.
+usage at most once per `usage_period_s` of virtual time, at the first cycle after it. It is handed
+lazily (`UsageClock.lazy_at`: the clock's state copied, the decay summed only if a cycle
+reads the fair-share factors). `observe(t, decision)` sees every cycle's decision.
 
 Invariants: the virtual clock never goes back; every job of the trace that can run ends
 exactly once; the slices in use never exceed capacity (PolicyState guarantees it); the
@@ -24,9 +26,11 @@ from __future__ import annotations
 import heapq
 import math
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 
-from quota import AccountTree, Capacity, PendingRequest, PolicyConfig, PolicyState
+from quota import AccountTree, Capacity, Decision, PendingRequest, PolicyConfig, PolicyState
+from quota.lazy import Lazy
 from quota.usage import DEFAULT_HALF_LIFE_S
 from scheduler.sim.metrics import Recorder, RunMetrics
 from scheduler.sim.trace import Trace
@@ -91,16 +95,28 @@ class UsageClock:
         self.t[a] = now
 
     def at(self, now: float) -> dict[str, float]:
-        lam, exp = self.lam, math.exp
-        out = {}
-        for a, u in self.u.items():
-            d = exp(-lam * (now - self.t[a]))
-            out[a] = u * d + self.r[a] * (1.0 - d) / lam
-        return out
+        return _decayed(self.lam, self.u, self.t, self.r, now)
+
+    def lazy_at(self, now: float) -> Lazy:
+        """`at(now)`, computed only if the policy reads it (a cycle with one account queued
+        and nothing to reclaim does not): the state is copied now, the sums made later."""
+        lam, u, t, r = self.lam, dict(self.u), dict(self.t), dict(self.r)
+        return Lazy(lambda: _decayed(lam, u, t, r, now))
+
+
+def _decayed(lam: float, u: dict[str, float], t: dict[str, float], r: dict[str, int], now: float) -> dict[str, float]:
+    exp = math.exp
+    out = {}
+    for a, ua in u.items():
+        d = exp(-lam * (now - t[a]))
+        out[a] = ua * d + r[a] * (1.0 - d) / lam
+    return out
 
 
 def simulate(trace: Trace, tree: AccountTree, capacity: Capacity, policy: PolicyConfig, name: str = "policy",
-             options: SimOptions = SimOptions()) -> SimResult:
+             options: SimOptions = SimOptions(), observe: Callable[[float, Decision], None] | None = None) -> SimResult:
+    """Run `trace` under `policy`. `observe(t, decision)`, if given, sees every cycle's decision
+    (tests/sim/test_decision_sequence.py pins the sequence with it)."""
     wall0, cpu0 = time.perf_counter(), time.process_time()
     jobs: dict[str, _Job] = {}
     skipped: dict[str, int] = dict(trace.skipped)
@@ -160,9 +176,11 @@ def simulate(trace: Trace, tree: AccountTree, capacity: Capacity, policy: Policy
             continue
         cycles += 1
         if t >= next_meter:  # the live loop charges usage on its own period, not every cycle
-            state.set_usage(usage.at(t))
+            state.set_usage(usage.lazy_at(t))
             next_meter = t + options.usage_period_s
         d = cycle(t, explain=options.explain)
+        if observe is not None:
+            observe(t, d)
         for p in d.preemptions:
             j = jobs[p.job_id]
             j.remaining -= t - j.started

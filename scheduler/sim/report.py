@@ -33,8 +33,9 @@ POLICIES: dict[str, PolicyConfig] = {
 }
 JSON_KEYS = ("jain_index", "max_share_deviation", "mean_jct_s", "makespan_s", "utilisation", "max_rho",
              "wait_p50_s", "wait_p95_s")
-TABLE_COLUMNS = ["policy", "jain_index", "max_share_deviation", "mean_jct_h", "makespan_d", "utilisation",
-                 "max_rho", "wait_p95_h", "preemptions", "unfinished", "wall_s"]
+# The table's rows keep times exact, in seconds (`*_s`); the CLI writes them as durations.
+TABLE_COLUMNS = ["policy", "jain_index", "max_share_deviation", "mean_jct_s", "makespan_s", "utilisation",
+                 "max_rho", "wait_p95_s", "preemptions", "unfinished", "wall_s"]
 
 
 def configs_for(policies: list[str] | None = None, algorithm: str | None = None) -> dict[str, PolicyConfig]:
@@ -90,9 +91,9 @@ def to_json(results: dict[str, SimResult], actual: RunMetrics | None = None,
 
 def _row(name: str, m: RunMetrics, wall_s: float | None) -> dict:
     return {"policy": name, "jain_index": round(m.jain_index, 4), "max_share_deviation": round(m.max_share_deviation, 4),
-            "mean_jct_h": round(m.mean_jct_s / 3600, 2), "makespan_d": round(m.makespan_s / 86400, 2),
+            "mean_jct_s": m.mean_jct_s, "makespan_s": m.makespan_s,
             "utilisation": round(m.utilisation, 3), "max_rho": round(m.max_rho, 2),
-            "wait_p95_h": round(m.wait_p95_s / 3600, 2), "preemptions": m.preemptions, "unfinished": m.unfinished,
+            "wait_p95_s": m.wait_p95_s, "preemptions": m.preemptions, "unfinished": m.unfinished,
             "wall_s": None if wall_s is None else round(wall_s, 1)}
 
 
@@ -103,7 +104,7 @@ def table_rows(results: dict[str, SimResult], actual: RunMetrics | None = None) 
 
 
 def institution_rows(results: dict[str, SimResult], top: int = 10) -> list[dict]:
-    """Wait p50/p95 (hours) and share ratio per institution and policy, for the largest `top`."""
+    """Wait (p50, p95) in seconds per institution and policy, for the largest `top`."""
     first = next(iter(results.values())).metrics.per_institution
     biggest = sorted(first, key=lambda i: (-first[i]["jobs"], i))[:top]
     rows = []
@@ -111,8 +112,7 @@ def institution_rows(results: dict[str, SimResult], top: int = 10) -> list[dict]
         row = {"institution": inst, "jobs": first[inst]["jobs"]}
         for name, r in results.items():
             p = r.metrics.per_institution.get(inst, {})
-            row[f"{name} p50/p95 h"] = (f"{p.get('wait_p50_s', 0) / 3600:.2f}/{p.get('wait_p95_s', 0) / 3600:.2f}"
-                                        if p else "-")
+            row[f"{name} p50/p95"] = (p.get("wait_p50_s", 0.0), p.get("wait_p95_s", 0.0)) if p else None
         rows.append(row)
     return rows
 
@@ -120,22 +120,20 @@ def institution_rows(results: dict[str, SimResult], top: int = 10) -> list[dict]
 def institution_comparison(results: dict[str, SimResult], actual: RunMetrics, slice_hours: dict[str, float],
                            top: int = 20) -> list[dict]:
     """Per institution (the largest `top` by real slice-hours): its real slice-hours, then
-    wait p50/p95 (hours) and contended share ratio (slice-time over entitled slice-time;
-    "-" outside contention), really and in each simulated run."""
-    def cells(p: dict | None) -> tuple[str, str]:
+    wait (p50, p95) in seconds and contended share ratio (slice-time over entitled
+    slice-time; None outside contention), really and in each simulated run."""
+    def cells(p: dict | None) -> tuple[tuple[float, float] | None, float | None]:
         if not p:
-            return "-", "-"
-        ratio = p.get("share_ratio")
-        return (f"{p['wait_p50_s'] / 3600:.2f}/{p['wait_p95_s'] / 3600:.2f}",
-                "-" if ratio is None else f"{ratio:.2f}")
+            return None, None
+        return (p["wait_p50_s"], p["wait_p95_s"]), p.get("share_ratio")
 
     insts = sorted(actual.per_institution, key=lambda i: (-slice_hours.get(i, 0.0), i))[:top]
     rows = []
     for inst in insts:
         row = {"institution": inst, "jobs": actual.per_institution[inst]["jobs"],
-               "slice_h": round(slice_hours.get(inst, 0.0), 2)}
-        row["actual p50/p95 h"], row["actual share"] = cells(actual.per_institution[inst])
+               "slice_h": slice_hours.get(inst, 0.0)}
+        row["actual p50/p95"], row["actual share"] = cells(actual.per_institution[inst])
         for name, r in results.items():
-            row[f"{name} p50/p95 h"], row[f"{name} share"] = cells(r.metrics.per_institution.get(inst))
+            row[f"{name} p50/p95"], row[f"{name} share"] = cells(r.metrics.per_institution.get(inst))
         rows.append(row)
     return rows

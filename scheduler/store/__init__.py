@@ -19,6 +19,7 @@ from scheduler.store.models import (
     ApiToken,
     Job,
     JobEvent,
+    JobGate,
     JobState,
     LeaderLease,
     Node,
@@ -41,7 +42,7 @@ from scheduler.store.transitions import (
 )
 
 __all__ = [
-    "ALLOWED", "EVENT_KINDS", "Account", "ApiToken", "InvalidTransition", "Job", "JobEvent",
+    "ALLOWED", "EVENT_KINDS", "Account", "ApiToken", "InvalidTransition", "Job", "JobEvent", "JobGate",
     "JobState", "LeaderLease", "Node", "Setting", "StaleJob", "StoreError", "UTCDateTime", "UsageRecord", "WaitReason",
     "add_event", "after_commit", "alembic_config", "default_db_url", "display_prefix", "hash_token",
     "init_db", "make_engine", "metadata", "new_token", "redact_url",

@@ -1,9 +1,13 @@
-"""executemany without SQLAlchemy's per-row parameter handling, for the loop's batches.
+"""executemany without SQLAlchemy's per-row parameter handling, for the loop's batches;
+reads through the driver's cursor (`fetch_all`).
 
 Invariants:
 - The statement is SQLAlchemy's, compiled once per (statement, parameter names) for the
-  connection's dialect, and every value goes through that compiled statement's own bind
-  processors: what is stored is exactly what `connection.execute(stmt, rows)` stores.
+  connection's dialect, and every value goes through its type's public bind processor
+  (`dialect_impl(dialect).bind_processor(dialect)`, `bind_processors`), the function
+  `connection.execute(stmt, rows)` applies: what is stored is exactly what it stores.
+  Positions come from the compiled statement's `positiontup` (its parameter names in
+  order), values from each row by name.
 - It runs on the connection's DBAPI cursor, inside the transaction the connection holds
   (the caller's session has begun it). Only SQLite takes this path; other dialects run
   `connection.execute` as usual (psycopg batches on its own).
@@ -17,6 +21,7 @@ writes, that bookkeeping cost more than SQLite's work.
 """
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import datetime
 from operator import itemgetter
 from typing import Any
@@ -24,6 +29,18 @@ from typing import Any
 import sqlalchemy as sa
 
 _PLANS: dict[tuple, tuple | None] = {}
+
+
+def bind_processors(compiled, dialect) -> dict[str, Callable[[Any], Any]]:
+    """{parameter name: bind processor} of a compiled statement's parameters whose type has
+    one for `dialect`: SQLAlchemy's public `TypeEngine.bind_processor`, through the type's
+    dialect implementation (a TypeDecorator's `process_bind_param`, then its impl's)."""
+    out = {}
+    for name, bind in compiled.binds.items():
+        process = bind.type.dialect_impl(dialect).bind_processor(dialect)
+        if process is not None:
+            out[name] = process
+    return out
 
 
 def _plan(stmt, dialect, keys: tuple[str, ...]) -> tuple | None:
@@ -39,14 +56,13 @@ def _plan(stmt, dialect, keys: tuple[str, ...]) -> tuple | None:
     own = set(keys)
     plan = None
     binds = compiled.binds
-    if not (isinstance(getattr(compiled, "positiontup", None), list | tuple)
-            and isinstance(getattr(compiled, "_bind_processors", None), dict)):
-        pass  # a SQLAlchemy without these (private) attributes: the ordinary path, always
+    if not compiled.positional or not compiled.positiontup:
+        pass  # a named paramstyle: the ordinary path
     elif all(name in own or (not stmt.is_insert and name in binds and not binds[name].required
                            and name not in columns)
            for name in compiled.positiontup):  # only the caller's values and the statement's literals
-        processors = compiled._bind_processors  # the same functions execute() applies
-        names = compiled.positiontup
+        processors = bind_processors(compiled, dialect)
+        names = tuple(compiled.positiontup)
         literals = {name: binds[name].effective_value for name in names if name not in own}
         convert = tuple((i, processors[name]) for i, name in enumerate(names) if name in processors)
         plan = (compiled.string, literals, itemgetter(*names) if len(names) > 1 else lambda d: (d[names[0]],),
@@ -86,5 +102,15 @@ def execute_many(conn: sa.Connection, stmt, rows: list[dict[str, Any]]) -> int:
     try:
         cursor.executemany(sql, params)
         return cursor.rowcount
+    finally:
+        cursor.close()
+
+
+def fetch_all(conn: sa.Connection, sql: str, params: tuple = ()) -> list[tuple]:
+    """All rows of `sql` through the DBAPI cursor, in the transaction the connection holds
+    (SQLite's fast reads: the caller decodes them, scheduler.store.jobrow)."""
+    cursor = conn.connection.cursor()
+    try:
+        return cursor.execute(sql, params).fetchall()
     finally:
         cursor.close()

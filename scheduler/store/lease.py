@@ -18,6 +18,9 @@ Invariants:
   ``LeaseLapsed`` if the lease has expired though nobody took it over yet. So a
   leader paused past its lease and then resumed writes nothing, and two leaders'
   writes never interleave.
+- A standby (``wait_acquire``) only reads the row until the holder's expiry has passed,
+  then tries to take it: it takes over within a poll (at most 1 s) of the lapse, and
+  never holds SQLite's write lock while it waits.
 - ``try_acquire`` remembers the row it replaced (``Lease.previous``: who held the lease
   before, and whether it ``released`` it on a clean stop; ``release`` sets
   ``renewed_at = expires_at``, which a live lease never has), so recovery can tell how
@@ -177,20 +180,37 @@ class Lease:
         return self.epoch
 
     def wait_acquire(self, stop: threading.Event, poll_s: float | None = None,
-                     on_wait: Callable[[Holder | None], None] | None = None) -> bool:
-        """Standby: try until the lease is ours (True) or `stop` is set (False). `on_wait`
-        is called once, with the holder, when the first try is refused."""
-        poll = poll_s if poll_s is not None else max(0.2, self.ttl.total_seconds() / 5)
+                     on_wait: Callable[[Holder | None], None] | None = None,
+                     while_waiting: Callable[[], None] | None = None) -> bool:
+        """Standby: take the lease as soon as it lapses (True), or return False once `stop`
+        is set. It reads the row (no write lock: a standby does not contend with the
+        leader's writes) and tries to take it only once the holder's expiry has passed,
+        sleeping until then but at most `poll_s` (a fifth of the ttl, at most 1 s) between
+        reads. `on_wait` is called once, with the holder, when the lease is found held;
+        `while_waiting` after each read that found it held (a hot standby keeps its caches
+        warm there; what it raises is its own business)."""
+        poll = poll_s if poll_s is not None else min(1.0, max(0.2, self.ttl.total_seconds() / 5))
         told = False
         while not stop.is_set():
             try:
-                self.try_acquire()
-                return True
-            except LeaseHeld as exc:
-                if not told and on_wait is not None:
-                    on_wait(exc.holder)
-                told = True
-            stop.wait(poll)
+                holder = current_holder(self.engine)
+            except sa.exc.DBAPIError as exc:  # the database is away for a moment: read again
+                log.debug("standby: reading the lease: %s", exc)
+                stop.wait(poll)
+                continue
+            if holder is None or holder.expires_at <= self.now():
+                try:
+                    self.try_acquire()
+                    return True
+                except LeaseHeld as exc:  # renewed meanwhile, or another standby was first
+                    holder = exc.holder
+            if not told and on_wait is not None:
+                on_wait(holder)
+            told = True
+            if while_waiting is not None:
+                while_waiting()
+            left = (holder.expires_at - self.now()).total_seconds() if holder is not None else poll
+            stop.wait(min(poll, max(0.01, left + 0.01)))
         return False
 
     # -- keeping it ---------------------------------------------------------------------

@@ -138,6 +138,20 @@ class Job(SQLModel, table=True):
     progress: dict[str, Any] | None = Field(default=None, sa_type=sa.JSON(none_as_null=True))
     ray_task_id: str | None = None
     version: int = 0
+    array_id: int | None = Field(default=None, index=True)  # a job array's first id, on each of its jobs (count > 1)
+
+
+class JobGate(SQLModel, table=True):
+    """What keeps a pending job from the policy besides the policy itself: a user's hold
+    (`fairgpu hold`) and the jobs it starts after (`submit --after`). A row only for a job
+    that has either; services.gates owns the rule and the loader applies it. Every change
+    to a row appends a JobEvent in the same transaction (the loader's change cursor)."""
+
+    __tablename__ = "job_gate"
+
+    job_id: int = Field(foreign_key="job.id", primary_key=True, ondelete="CASCADE")
+    held: bool = False
+    after: list[int] | None = Field(default=None, sa_type=sa.JSON(none_as_null=True))  # job ids, SUCCEEDED first
 
 
 class JobEvent(SQLModel, table=True):

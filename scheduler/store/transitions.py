@@ -1,7 +1,10 @@
 """The one module that changes a job's status.
 
 Invariants:
-- ``Job.state`` moves only along ``ALLOWED``; finished states are terminal.
+- ``Job.state`` moves only along ``ALLOWED``. Finished states end a job; the one way
+  out of FAILED, CANCELLED or TIMEOUT is back to PENDING (``fairgpu requeue``, Slurm's
+  ``scontrol requeue``), which clears ``finished_at``, ``result``, ``error`` and
+  ``failures`` (a fresh set of retries). SUCCEEDED is terminal.
 - Every change is a single guarded ``UPDATE ... WHERE id = :id AND version = :v``
   that bumps ``version``. A worker holding a stale copy updates zero rows and
   gets ``StaleJob``; it must reload and decide again.
@@ -23,7 +26,6 @@ Invariants:
 """
 from __future__ import annotations
 
-import functools
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -33,6 +35,7 @@ from sqlmodel import Session
 
 from scheduler.store.bulk import execute_many
 from scheduler.store.engine import StoreError
+from scheduler.store.jobrow import insert_jobs, new_job
 from scheduler.store.models import Job, JobEvent, JobState
 
 P, R = JobState.PENDING, JobState.RUNNING
@@ -42,13 +45,14 @@ ALLOWED: dict[JobState, frozenset[JobState]] = {
     P: frozenset({R, C, F}),
     R: frozenset({S, F, C, P, T}),
     S: frozenset(),
-    F: frozenset(),
-    C: frozenset(),
-    T: frozenset(),
+    F: frozenset({P}),  # requeue
+    C: frozenset({P}),
+    T: frozenset({P}),
 }
 
 EVENT_KINDS = frozenset(
-    {"submitted", "admitted", "started", "preempted", "requeued", "finished", "failed", "cancelled", "timeout"}
+    {"submitted", "admitted", "started", "preempted", "requeued", "finished", "failed", "cancelled", "timeout",
+     "held", "released", "updated"}  # the last three change no state (services.control)
 )
 _DEFAULT_EVENT = {R: "admitted", P: "requeued", S: "finished", F: "failed", C: "cancelled", T: "timeout"}
 
@@ -74,6 +78,23 @@ _EVENTS = JobEvent.__table__
 _INSERT_EVENT = _EVENTS.insert()
 _STMTS: dict[tuple, Any] = {}
 
+# What a move to RUNNING sets beside the state, version, reason and the caller's fields:
+# written once, here; the guarded UPDATE is built from it and `running_values` gives the
+# same as values (for a caller that keeps the rows it moved rather than read them back).
+_AT, _PLUS_ONE = "at", "+1"
+ON_RUNNING = {"admitted_at": _AT, "started_at": _AT, "attempts": _PLUS_ONE}
+
+
+def running_values(job, *, at: datetime, message: str | None = None, reason: str | None = None,
+                   **fields: Any) -> dict[str, Any]:
+    """The columns a move of ``job`` (PENDING) to RUNNING writes, by name, as values: what
+    ``transition(job, RUNNING, at=at, message=message, reason=reason, **fields)`` leaves
+    in the row (`ON_RUNNING`, and the state, version and reason every transition sets)."""
+    values: dict[str, Any] = {"state": R, "version": job.version + 1, "reason": reason, "reason_message": message}
+    values.update({name: at if how == _AT else getattr(job, name) + 1 for name, how in ON_RUNNING.items()})
+    values.update(fields)
+    return values
+
 
 def _update_statement(current: JobState, to: JobState, preempted: bool, field_names: tuple[str, ...]):
     """The guarded UPDATE for one shape of transition, built once and reused (bind
@@ -90,7 +111,7 @@ def _update_statement(current: JobState, to: JobState, preempted: bool, field_na
         }
         if to is R:
             at = sa.bindparam("at", type_=c.started_at.type)
-            values.update(admitted_at=at, started_at=at, attempts=c.attempts + 1)
+            values.update({name: at if how == _AT else c[name] + 1 for name, how in ON_RUNNING.items()})
         elif to.is_finished():
             values["finished_at"] = sa.bindparam("at", type_=c.finished_at.type)
         elif to is P:  # RUNNING -> PENDING
@@ -98,6 +119,9 @@ def _update_statement(current: JobState, to: JobState, preempted: bool, field_na
                           ray_task_id=None, admitted_at=None, started_at=None)
             if preempted:
                 values["preemptions"] = c.preemptions + 1
+            if current.is_finished():  # requeued after it ended: a fresh start
+                values.update(finished_at=None, result=sa.null(), error=None,
+                              failures=sa.literal_column("0", sa.Integer))
         if current is R:  # an attempt ends: its unclean stops in a row start again (recovery passes its own)
             values["unclean_stops"] = sa.literal_column("0", sa.Integer)
         for name in field_names:  # explicit fields win over the defaults above
@@ -226,24 +250,31 @@ def transition_many(session: Session, moves: list[Move], to: JobState, *, event:
     return done
 
 
+def update_job(session: Session, job, *, at: datetime, message: str, **fields: Any) -> None:
+    """Change a job's own fields without a status change (``fairgpu update``): the same
+    guarded UPDATE (id, version and state as read; ``version`` + 1, so a worker holding
+    the old row gets StaleJob) and one "updated" event, so the loop's change cursor
+    re-reads the job. Only ``UPDATABLE_FIELDS``."""
+    unknown = set(fields) - UPDATABLE_FIELDS
+    if unknown or not fields:
+        raise TypeError(f"update_job() cannot set {sorted(unknown) or 'nothing'}")
+    c = _JOBS.c
+    stmt = _JOBS.update().where(c.id == job.id, c.version == job.version, c.state == JobState(job.state)) \
+        .values(version=c.version + 1, **fields)
+    conn = session.connection()
+    if conn.execute(stmt).rowcount != 1:
+        raise StaleJob(f"job {job.id} changed since it was read (version {job.version}); reload and retry")
+    conn.execute(_INSERT_EVENT, {"job_id": job.id, "kind": "updated", "message": message, "at": at})
+
+
+UPDATABLE_FIELDS = frozenset({"slices", "time_limit_s"})
+
+
 def add_event(session: Session, job_id: int, kind: str, message: str | None, at: datetime) -> None:
     """Append an event to a job's history (no state change)."""
     if kind not in EVENT_KINDS:
         raise ValueError(f"unknown job event kind {kind!r}")
     session.connection().execute(_INSERT_EVENT, {"job_id": job_id, "kind": kind, "message": message, "at": at})
-
-
-def _new_job_row(*, account_id: int, model: str, framework: str | None, mode: str, slices: int,
-                 spec: dict[str, Any], at: datetime, time_limit_s: float | None = None) -> dict[str, Any]:
-    """Every column of a PENDING job as submitted (queue_seq is the submission time, see
-    submit_jobs), the others at their model defaults. A plain dict: submit_jobs inserts it
-    as it is (constructing a SQLModel object costs more than the INSERT: pydantic
-    inspects default factories)."""
-    if slices <= 0:
-        raise StoreError(f"a job needs at least one slice, not {slices}")
-    return {**_job_defaults(), "account_id": account_id, "model": model, "framework": framework, "mode": mode,
-            "slices": slices, "spec": dict(spec), "gpu_slices": [], "state": JobState.PENDING,
-            "queue_seq": at.timestamp(), "submitted_at": at, "time_limit_s": time_limit_s}
 
 
 def submit_jobs(
@@ -282,60 +313,13 @@ def submit_job_arrays(session: Session, arrays: list[tuple[int, dict[str, Any]]]
     for count, kw in arrays:
         if count <= 0:
             raise StoreError(f"a job array needs at least one job, not {count}")
-        row = _new_job_row(**kw)
+        row = new_job(**kw)
         rows.extend(dict(row) for _ in range(count))
     if not rows:
         return []
-    conn = session.connection()
-    if conn.dialect.name == "postgresql":
-        ids = _insert_jobs_pg(conn, rows)
-    else:
-        stmt = _JOBS.insert().returning(_JOBS.c.id, sort_by_parameter_order=True)
-        ids = [r[0] for r in conn.execute(stmt, rows)]
-        conn.execute(_INSERT_EVENT, [{"job_id": i, "kind": "submitted", "message": None, "at": row["submitted_at"]}
-                                     for i, row in zip(ids, rows)])
+    ids = insert_jobs(session.connection(), rows)
     out, start = [], 0
     for count, _ in arrays:
         out.append(sorted(ids[start:start + count]))
         start += count
     return out
-
-
-@functools.cache
-def _job_defaults() -> dict[str, Any]:
-    """Every column of a new job at its model default (_new_job_row fills in the rest and
-    gives each row mutable values of its own)."""
-    return Job(account_id=0, model="", slices=1, submitted_at=datetime(1970, 1, 1)).model_dump(exclude={"id"})
-
-
-_PG_COLUMNS = tuple(c for c in _JOBS.columns if c.name != "id")
-# One statement a job: the job and its "submitted" event (at its submission time), its id
-# returned. Its text never changes, so the driver parses it once and the server prepares it.
-_PG_INSERT_JOB = (
-    f"WITH j AS (INSERT INTO job ({', '.join(c.name for c in _PG_COLUMNS)}) "
-    f"VALUES ({', '.join('%s' for _ in _PG_COLUMNS)}) RETURNING id, submitted_at) "
-    "INSERT INTO job_event (job_id, at, kind, message) SELECT id, submitted_at, 'submitted', NULL FROM j "
-    "RETURNING job_id"
-)
-
-
-@functools.cache
-def _pg_binders(dialect) -> tuple:
-    """Each column's bind processor (SQLAlchemy's own: UTC times, JSON, the state enum)."""
-    return tuple(c.type.dialect_impl(dialect).bind_processor(dialect) for c in _PG_COLUMNS)
-
-
-def _insert_jobs_pg(conn, rows: list[dict[str, Any]]) -> list[int]:
-    """Every row and its event through the driver's pipelined ``executemany``: one round
-    trip, each row's id in the rows' order."""
-    binders = _pg_binders(conn.dialect)
-    names = [c.name for c in _PG_COLUMNS]
-    params = [tuple(v if b is None else b(v) for v, b in zip((row[n] for n in names), binders)) for row in rows]
-    with conn.connection.driver_connection.cursor() as cur:
-        cur.executemany(_PG_INSERT_JOB, params, returning=True)
-        ids = []
-        while True:
-            ids.append(cur.fetchone()[0])
-            if not cur.nextset():
-                break
-    return ids

@@ -59,7 +59,7 @@ def test_the_one_health_protocol_is_what_the_loop_returns():
     (metrics.exporter.LoopHealthLike); every field it names is the loop's."""
     from dataclasses import fields
 
-    from scheduler.loop.coordinator import LoopHealth
+    from scheduler.loop.report import LoopHealth
     from scheduler.metrics.exporter import LoopHealthLike
 
     assert set(LoopHealthLike.__annotations__) <= {f.name for f in fields(LoopHealth)}

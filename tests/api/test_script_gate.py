@@ -106,3 +106,17 @@ def test_the_status_is_asked_at_each_request():
     check_scripts(status)
     check_scripts(None)
     assert len(calls) == 2
+
+
+def test_uploads_allowed_asks_the_upload_checks_alone_and_writes_nothing(world):
+    """What `fairgpu submit script` asks before it packs: POST /uploads's checks, no body."""
+    before = world.counts()
+    with client(world, NO_SANDBOX) as c:
+        r = c.get("/v1/uploads/allowed")
+        assert r.status_code == 409 and r.json()["detail"].startswith("no sandbox can start"), r.text
+    with client(world, SandboxStatus(available=True)) as c:
+        assert c.get("/v1/uploads/allowed").json() == {"allowed": True}
+        r = c.get("/v1/uploads/allowed", params={"account": "nowhere"})
+        assert r.status_code == 404, r.text
+        assert c.get("/v1/uploads/allowed", headers={"Authorization": ""}).status_code == 401
+    assert world.counts() == before and files_under(world.results) == []

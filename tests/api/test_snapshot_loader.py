@@ -97,3 +97,29 @@ def test_a_changed_cycle_reads_each_policy_input_once(seeded):
         sa.event.remove(engine, "before_cursor_execute", count)
     assert sorted(reads) == sorted(tables * 2), reads
     assert "uni-c" in loader.state.tree.accounts and loader.state.capacity.total_slices == 12
+
+
+def test_gated_jobs_stay_out_of_the_policy_until_their_gate_opens(seeded):
+    """A held job and one waiting on another's success are in no Snapshot; release and
+    success let them in, on the kept loader as on a fresh load."""
+    from scheduler.services import control
+
+    engine, loader, at = seeded.engine, SnapshotLoader(), T0
+    with session_scope(engine) as s:
+        first, held = jobs.submit_array(s, count=2, account="uni-a/nlp", slices=1, at=at, **HOLD)
+        (after,) = jobs.submit_array(s, count=1, account="uni-b", slices=1, at=at, after=[first], **HOLD)
+        control.hold(s, [held], None, at)
+    _same(engine, loader, at)
+    pending = lambda: {r.id for r in _both(engine, loader, at)[0].snapshot.pending}
+    assert pending() == {first}
+    with session_scope(engine) as s:
+        control.release(s, [held], None, at)
+        rows = {r.id: r for r in active_jobs(s, [first])}
+        apply.admit_many(s, [(rows[first], "n1", [(0, 1)])], at=at)
+    assert pending() == {held}
+    _same(engine, loader, at)
+    with session_scope(engine) as s:
+        row = active_jobs(s, [first])[0]
+        apply.finish_ok_many(s, [(row, at + timedelta(seconds=1), {"task_started_at": at.timestamp()})])
+    assert pending() == {held, after}
+    _same(engine, loader, at)

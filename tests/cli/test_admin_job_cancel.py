@@ -88,7 +88,7 @@ def test_cancel_with_the_server_down(db_url, db_engine, jobs, tmp_path):
     # the next server recovers RUNNING jobs only: the cancelled one stays cancelled
     scope = lambda: session_scope(db_engine)  # noqa: E731
     counts = recovery.recover(scope, str(tmp_path / "results"), apply.UsageMeter(), now=utcnow(), retry_limit=3)
-    assert counts == {"finished": 0, "requeued": 0, "failed": 0, "markers_removed": 0}
+    assert counts == {"finished": 0, "requeued": 0, "failed": 0, "held": 0, "markers_removed": 0}
     assert state(db_engine, running)[0] == JobState.CANCELLED
 
 

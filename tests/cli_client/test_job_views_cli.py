@@ -88,10 +88,19 @@ def test_jobs_and_job_show_give_progress_position_start_and_why_it_ended(server,
         finish(s, jobs.get_job(s, failed, None), ok=False, at=now(), result=None,
                error="ValueError: loss is nan\nTraceback (most recent call last): ...")
     try:
-        table = " ".join(cli(env("a"), "jobs", "--all").split())
-        assert "progress position estimated_start" in table
-        assert f"{running} uni-a/vision hold - 4 RUNNING" in table and "40/200 812/s eta 12s" in table
-        assert f"{failed} uni-a/nlp hold - 1 FAILED ValueError: loss is nan" in table
+        lines = cli(env("a"), "jobs", "--all").splitlines()
+        assert max(map(len, lines)) <= 80 and lines[0].split() == [
+            "id", "account", "model", "slices", "state", "node(reason)", "progress"]
+        table = " ".join(" ".join(lines).split())
+        assert f"{running} uni-a/vision hold 4 RUNNING gpu-box-1 40/200 eta 12s" in table
+        assert f"{failed} uni-a/nlp hold 1 FAILED ValueError: ..." in table
+        assert f"{waiting} uni-a/nlp hold 4 PENDING" in table
+        picked = cli(env("a"), "jobs", "--format", "id,position,progress").splitlines()
+        assert picked[0].split() == ["id", "position", "progress"]
+        assert {line.split()[0]: line.split()[1:] for line in picked[1:]} == {
+            str(running): ["-", "40/200", "eta", "12s"], str(waiting): ["1", "-"]}
+        r = runner.invoke(main, ["jobs", "--format", "id,user"], env=env("a"))
+        assert r.exit_code == 2 and "unknown field 'user' (known: id, account," in r.stderr
         rows = {r["id"]: r for r in json.loads(cli(env("a"), "jobs", "--json"))}
         assert rows[running]["progress"]["step"] == 40 and rows[running]["progress"]["updated_at"].endswith("+00:00")
         assert rows[waiting]["position"] == 1 and rows[waiting]["estimated_start"] is not None
@@ -115,10 +124,11 @@ def test_logs_show_events_then_output_per_attempt_and_a_tail(server, env):
     write(server, job_id, 1, "loading\nstep 1\n")
     write(server, job_id, 2, "resumed\nstep 2\nstep 3\n")
     try:
-        out = cli(env("a_vision"), "logs", str(job_id)).splitlines()
-        assert [line.split()[1] for line in out[:4]] == ["submitted", "admitted", "requeued", "admitted"]
-        assert out[4:] == ["--- attempt 1 ---", "loading", "step 1", "--- attempt 2 ---", "resumed", "step 2",
-                           "step 3"]
+        out = cli(env("a_vision"), "logs", str(job_id)).splitlines()  # in time order
+        assert [line if line.startswith("---") else line.split()[1] if " " in line else line for line in out] == [
+            "submitted", "admitted", "--- attempt 1 ---", "loading", "1", "requeued", "admitted",
+            "--- attempt 2 ---", "resumed", "2", "3"]
+        assert out[4] == "step 1" and out[-1] == "step 3"
         out = cli(env("a_vision"), "logs", str(job_id), "--tail", "2").splitlines()
         assert out[4:] == ["--- attempt 2 ---", "step 2", "step 3"]
         r = runner.invoke(main, ["logs", str(job_id), "--tail", "-1"], env=env("a_vision"))
@@ -127,7 +137,7 @@ def test_logs_show_events_then_output_per_attempt_and_a_tail(server, env):
         end(server, job_id)
     # a finished job: --follow prints everything once and returns
     out = cli(env("a_vision"), "logs", str(job_id), "--follow").splitlines()
-    assert out[4].split()[1] == "cancelled" and out[-1] == "step 3" and out.count("--- attempt 2 ---") == 1
+    assert out[-1].split()[1] == "cancelled" and out[-2] == "step 3" and out.count("--- attempt 2 ---") == 1
 
 
 def test_follow_prints_only_what_is_new_until_the_job_ends(server):

@@ -50,3 +50,20 @@ def test_submit_script_exits_1_with_the_servers_line(refusing, tmp_path):
     jobs = CliRunner().invoke(main, ["jobs", "--all", "--json"], env=env)
     assert jobs.exit_code == 0 and json.loads(jobs.stdout) == []
     assert list(results.rglob("*")) == []
+
+
+def test_the_server_is_asked_before_the_directory_is_packed(refusing, tmp_path):
+    """The directory holds a FIFO, which packing refuses: the server's refusal (asked first,
+    with no body) is what the user sees, so a refused account costs no packing or upload."""
+    import os
+
+    server, results = refusing
+    work = tmp_path / "work"
+    work.mkdir()
+    os.mkfifo(work / "pipe")
+    env = {"FAIRGPU_URL": server.url, "FAIRGPU_TOKEN": server.tokens["lab"],
+           "XDG_CONFIG_HOME": str(tmp_path / "config"), "FAIRGPU_DB": None}
+    r = CliRunner().invoke(main, ["submit", "script", "--slices", "1", "--working-dir", str(work), "--",
+                                  "python", "train.py"], env=env)
+    assert r.exit_code == 1 and r.stderr.startswith("Error: no sandbox can start on this server's nodes"), r.output
+    assert list(results.rglob("*")) == []

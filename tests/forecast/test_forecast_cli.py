@@ -79,6 +79,18 @@ def test_fits_recorded_jobs_from_the_database(tmp_path):
     r = CliRunner().invoke(cli, ["forecast", "--from-db", url, "--metric", "memory", "--degree", "1", "--json"])
     assert r.exit_code == 0, r.output
     assert json.loads(r.stdout)["y"] == "peak_memory_gib"
+    r = CliRunner().invoke(cli, ["forecast", "--from-db", url, "--metric", "slices", "--degree", "9"])
+    assert r.exit_code == 1  # --from-db's points are days: the message says so
+    assert r.stderr.strip() == "Error: too few days with jobs for degree 9: 10 days with jobs, need at least 11"
     empty = f"sqlite:///{tmp_path / 'empty.db'}"
+    init_db(make_engine(empty))
     r = CliRunner().invoke(cli, ["forecast", "--from-db", empty])
     assert r.exit_code == 1 and "no recorded jobs" in r.stderr
+
+
+def test_a_plot_that_cannot_be_written_is_refused_before_the_fit(tmp_path):
+    for target, message in ((tmp_path / "nowhere" / "f.png", "does not exist"),
+                            (tmp_path / "f.docx", "unknown extension '.docx'")):
+        r = CliRunner().invoke(cli, ["forecast", "--plot", str(target)])
+        assert r.exit_code == 1 and message in r.stderr and r.stdout == "", r.output
+        assert len(r.stderr.strip().splitlines()) == 1 and list(tmp_path.iterdir()) == []

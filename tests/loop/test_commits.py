@@ -112,7 +112,7 @@ def test_a_publishing_failure_is_counted_apart_and_bills_nothing_twice(db_engine
 
 def test_a_failure_before_the_commit_leaves_memory_as_the_database_is(db_engine, tmp_path):
     w = make_world(tmp_path, engine=db_engine, usage_period_s=0.0)
-    w.loop.progress_period_s = 0.0  # look at progress files every cycle
+    w.loop.attempts.progress_period_s = 0.0  # look at progress files every cycle
     runner = w.submit(seconds=600, slices=2)
     timed = w.submit(seconds=600, time_limit_s=60)
     w.loop.run_once()

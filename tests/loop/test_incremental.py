@@ -18,6 +18,7 @@ from scheduler.services.capacity import load_capacity, set_node
 from scheduler.services.jobs import cancel, submit_array
 from scheduler.services.settings import policy_settings
 from scheduler.services.snapshot import active_jobs
+from scheduler.store import jobrow
 from scheduler.store import (
     Account,
     JobEvent,
@@ -187,8 +188,8 @@ def test_sqlite_rows_read_through_the_driver_are_sqlalchemys(sqlite_url, tmp_pat
     now[0] += timedelta(seconds=3)
     loop.run_once()
     with session_scope(engine, readonly=True) as s:
-        rows = s.connection().execute(sa.select(*snapshot._COLUMNS))
-        want = sorted(snapshot.JobRow(r[0], r[1], JobState(r[2]), *r[3:]) for r in rows)
+        rows = s.connection().execute(jobrow.SELECT)  # SQLAlchemy's own result processing
+        want = sorted(jobrow.JobRow(**r._mapping) for r in rows)  # by name
         assert any(w.finished_at for w in want) and any(w.started_at for w in want)
         assert sorted(active_jobs(s, jobs)) == [w for w in want if w.id in jobs]
         assert sorted(active_jobs(s)) == [w for w in want if w.state in (JobState.PENDING, JobState.RUNNING)]

@@ -7,7 +7,8 @@ import pytest
 from loop_world import break_policy, make_world
 
 from scheduler.runtime.discovery import DiscoveredNode
-from scheduler.loop.coordinator import NOT_IN_RAY, RAY_REFUSED
+from scheduler.loop.nodes import NOT_IN_RAY
+from scheduler.vocab import RAY_REFUSED
 from scheduler.services.capacity import list_nodes
 from scheduler.store import JobState, session_scope
 from scheduler.runtime.jobfiles import started_path
@@ -52,23 +53,25 @@ def test_a_task_error_fails_at_once_and_counts(tmp_path):
 
 
 def test_usage_is_charged_from_the_tasks_own_start(tmp_path):
-    w = make_world(tmp_path)
+    mono = [1000.0]  # the loop's timers' clock (its metering period)
+    w = make_world(tmp_path, monotonic=lambda: mono[0])
     job_id = w.submit(slices=2)
     w.loop.run_once()  # admitted at T0
     w.tick(7)  # Ray's cold start: not charged
     w.executor.begin(job_id, w.now[0].timestamp())
     w.tick(5)
-    w.loop._last_meter = float("-inf")
+    mono[0] += w.loop.ray_side.usage_period_s
     report = w.loop.run_once()  # meters: 5 s since the task's start, 2 slices
     assert sum(report.usage.values()) == pytest.approx(10.0)
 
 
 def test_a_task_that_never_started_is_charged_nothing(tmp_path):
-    w = make_world(tmp_path)
+    mono = [1000.0]
+    w = make_world(tmp_path, monotonic=lambda: mono[0])
     job_id = w.submit()
     w.loop.run_once()
     w.tick(30)
-    w.loop._last_meter = float("-inf")
+    mono[0] += w.loop.ray_side.usage_period_s
     assert w.loop.run_once().usage == {}
     w.executor.finish(job_id, ok=False, infrastructure=True, error="lost")
     assert w.loop.run_once().usage == {}
@@ -115,7 +118,8 @@ def test_run_backs_off_and_keeps_going_after_failures(tmp_path, monkeypatch):
 
 
 def test_a_job_ray_refuses_is_held_back_then_waits_with_a_reason(tmp_path):
-    w = make_world(tmp_path, max_refusals=3)
+    mono = [1000.0]  # the refusals' backoff clock
+    w = make_world(tmp_path, max_refusals=3, monotonic=lambda: mono[0])
     job_id = w.submit()
     w.executor.refuse.add(job_id)
     w.loop.run_once()  # refusal 1: queued again, held back 1 s
@@ -124,7 +128,7 @@ def test_a_job_ray_refuses_is_held_back_then_waits_with_a_reason(tmp_path):
     w.loop.run_once()
     assert w.job(job_id).reason == RAY_REFUSED
     for n in (2, 3):
-        w.loop._refused[job_id] = (w.loop._refused[job_id][0], 0.0, "")  # its backoff is over
+        mono[0] += 60  # its backoff is over
         w.loop.run_once()
     job = w.job(job_id)
     assert (job.state, job.failures, job.reason) == (JobState.PENDING, 0, RAY_REFUSED)
@@ -133,7 +137,7 @@ def test_a_job_ray_refuses_is_held_back_then_waits_with_a_reason(tmp_path):
     w.loop.run_once()
     assert w.job(job_id).attempts == 3  # it stays put: no more tries
     w.executor.refuse.clear()
-    w.loop._refused.clear()  # as a capacity change does
+    w.loop.nodes.capacity_changed()  # as a change of Ray's nodes does
     w.loop.run_once()
     assert w.job(job_id).state == JobState.RUNNING
 
@@ -158,7 +162,7 @@ def test_recovery_removes_the_markers_of_lost_attempts(tmp_path):
     Path(marker).parent.mkdir(parents=True, exist_ok=True)
     Path(marker).touch()
     w.restart()
-    assert w.loop.recover() == {"finished": 0, "requeued": 1, "failed": 0, "markers_removed": 1}
+    assert w.loop.recover() == {"finished": 0, "requeued": 1, "failed": 0, "held": 0, "markers_removed": 1}
     assert not Path(marker).exists()
 
 
@@ -216,12 +220,13 @@ def test_a_job_that_finished_in_time_is_not_timed_out(tmp_path):
 def test_running_jobs_progress_reaches_their_rows(tmp_path):
     from scheduler.runtime import jobfiles
 
-    w = make_world(tmp_path)
+    mono = [1000.0]  # the progress rounds' clock
+    w = make_world(tmp_path, monotonic=lambda: mono[0])
     job_id = w.submit()
     w.loop.run_once()
     jobfiles.write_progress(w.executor.results_dir, job_id, {"step": 40, "steps": 200, "samples_per_second": 812.5,
                                                              "eta_s": 12.0, "updated_at": 1.0})
-    w.loop._last_progress = float("-inf")
+    mono[0] += w.loop.attempts.progress_period_s
     w.loop.run_once()
     assert w.job(job_id).progress == {"step": 40, "steps": 200, "samples_per_second": 812.5, "eta_s": 12.0,
                                       "updated_at": 1.0}
@@ -316,6 +321,6 @@ def test_a_job_whose_framework_no_node_has_waits_infeasible_and_starts_once_one_
     assert w.job(torch).state == JobState.RUNNING
     w.executor.nodes = [DiscoveredNode("gpu-box-1", 1, "T4", "10.0.0.1", ray_id="a" * 56,
                                        frameworks=("pytorch", "tensorflow"))]
-    w.loop._last_capacity = float("-inf")
+    w.loop.nodes.look_again()
     w.loop.run_once()
     assert w.job(tf).state == JobState.RUNNING

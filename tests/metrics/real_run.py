@@ -8,7 +8,8 @@ actors reading the stand-in fake_nvml), then drives it through the real HTTP API
   the 8 slices until `stop()`;
 - `late_after_s` later an institution with a guarantee arrives and keeps a backlog
   too: it is below its guarantee with every slice taken, so the loop preempts
-  (reclaim) the borrowers' jobs.
+  (reclaim) the borrowers' jobs. So that every slice is indeed taken when it comes, the
+  holds submitted in the few seconds before are long (10 s).
 `wait_eventful()` blocks until all of that has happened. `stop()` stops the flood,
 the server (and Ray) and puts the environment back.
 
@@ -42,6 +43,7 @@ class RealRun:
                  late_after_s: float = 6.0, seed: int = 5) -> None:
         self.tmp = Path(tmp)
         self.backlog, self.hold_s, self.late_after_s = backlog, hold_s, late_after_s
+        self.settle_s, self.long_hold_s = 4.0, 10.0  # long holds in the settle_s before late_after_s
         self._rng = random.Random(seed)
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._flood, name="real-run-flood", daemon=True)
@@ -155,11 +157,16 @@ class RealRun:
                     continue
                 seen = time.time()
                 pending = {a.name: sum(a.pending_by_reason.values()) for a in view.accounts}
+                # In the few seconds before the late institution arrives the holds are long:
+                # every slice is taken when it comes, so its guarantee can only be reclaimed
+                # (the preemption the test waits for does not hang on a race with jobs ending).
+                since = time.monotonic() - self.t0
+                long = self.late_after_s - self.settle_s <= since < self.late_after_s
                 for name in self.clients:
                     missing = self.backlog - pending.get(name, 0)
                     if missing > 0:
-                        self._submit(name, {"model": "hold", "slices": 1,
-                                            "seconds": round(self._rng.uniform(*self.hold_s), 2)}, missing)
+                        seconds = self.long_hold_s if long else round(self._rng.uniform(*self.hold_s), 2)
+                        self._submit(name, {"model": "hold", "slices": 1, "seconds": seconds}, missing)
                 self._stop.wait(0.25)
         except BaseException as exc:  # surfaced by wait_eventful
             self.error = exc

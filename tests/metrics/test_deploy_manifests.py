@@ -333,7 +333,7 @@ def test_the_image_ships_both_frameworks_with_their_cuda_builds():
     extras = pyproject_extras()
     assert image_extras() == ["torch", "tensorflow-cuda"]
     assert all(e in extras for e in image_extras())
-    assert 'RUN pip install ".[${EXTRAS}]"' in dockerfile_lines()
+    assert 'RUN pip install ".[server,${EXTRAS}]"' in dockerfile_lines() and "server" in extras
     cpu_tf = extras["tensorflow"][0].split("==")[1]
     assert extras["tensorflow-cuda"] == [f"tensorflow[and-cuda]=={cpu_tf}"]
     assert [t for t in extras["torch"] if t.startswith("torch==")]  # PyPI's Linux wheel brings CUDA

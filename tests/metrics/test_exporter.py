@@ -168,7 +168,7 @@ def test_view_and_metrics_package_import_without_prometheus_client_ray_or_pynvml
 def test_loop_failures_are_read_from_the_loops_health_at_scrape_time(promtool):
     from datetime import datetime, timezone
 
-    from scheduler.loop.coordinator import LoopHealth
+    from scheduler.loop.report import LoopHealth
 
     state = [LoopHealth()]
     registry, _ = build_registry(lambda: None, health=lambda: state[-1])

@@ -16,7 +16,7 @@ from prometheus_client import generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
 import quota
-from scheduler.loop.coordinator import CycleReport
+from scheduler.loop.report import CycleReport
 from scheduler.metrics import exporter, view
 from scheduler.metrics.exporter import build_registry
 from scheduler.loop.publish import Publisher

@@ -69,7 +69,7 @@ def test_share_and_the_entitled_gauge_agree_after_a_node_leaves(db_engine, db_ur
         add_account(s, "guarantee-lab", weight=3)
     executor, loop, registry = make(db_engine, tmp_path, now)
     executor.nodes = [N1, N2]
-    loop.refresh_capacity(now[0])
+    loop.nodes.refresh_capacity(now[0])
     for _ in range(3):
         add_job(db_engine, "a-x", 2, now[0])
     add_job(db_engine, "guarantee-lab", 1, now[0])
@@ -82,7 +82,7 @@ def test_share_and_the_entitled_gauge_agree_after_a_node_leaves(db_engine, db_ur
 
     executor.nodes = [N1]  # n2 leaves Ray before a cycle: 8 slices left, and the 16-slice job fits no node
     now[0] += timedelta(seconds=5)
-    loop.refresh_capacity(now[0])
+    loop.nodes.refresh_capacity(now[0])
     loop.run_once()
     after = gauge(registry, "fairgpu_account_entitled_slices")
     rows = share_json(db_url)

@@ -84,6 +84,28 @@ def test_bad_input_exits_1_with_one_line_and_writes_nothing(cli, tmp_path, args,
     assert not target.exists()
 
 
+@pytest.mark.parametrize("name, message", [
+    ("missing/owed.png", "the folder {tmp}/missing does not exist"),
+    ("owed.xyz", "unknown extension '.xyz' (use one of "),
+    ("owed", "unknown extension none (use one of "),
+])
+def test_a_plot_that_cannot_be_written_is_one_line_and_nothing_is_written(cli, tmp_path, name, message):
+    before = sorted(tmp_path.rglob("*"))
+    result = cli(*PERIOD, "--plot", str(tmp_path / name), expect=1)
+    assert result.stderr.startswith(f"Error: --plot {tmp_path / name}: {message.format(tmp=tmp_path)}")
+    assert result.stderr.count("\n") == 1 and "Traceback" not in result.output and result.stdout == ""
+    assert sorted(tmp_path.rglob("*")) == before
+
+
+def test_tables_round_figures_and_json_keeps_them_exact(cli):
+    """A tiny figure reads <0.01 (not 1.578e-05) in the table; --json has it exact."""
+    period = ["--since", "2026-11-02T03:59:59.99", "--until", "2026-11-02T04:00:00"]
+    table = cli(*period, "--account", "south").stdout
+    assert "e-0" not in table and "<0.01" in table
+    (row,) = json.loads(cli(*period, "--account", "south", "--json").stdout)
+    assert 0 < row["held_slice_hours"] < 1e-4
+
+
 def test_json_and_csv_together_are_a_usage_error(cli):
     assert "exclude each other" in cli("--json", "--csv", expect=2).stderr
 

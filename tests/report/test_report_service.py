@@ -92,6 +92,21 @@ def test_bad_dates_are_one_line_invalid(since, until, message):
 
 def test_period_defaults_and_forms():
     now = UNTIL
-    assert reports.period(None, None, now) == (now - timedelta(days=30), now)
+    assert reports.period(None, None, now) == (None, now)  # load picks the start: default_since
     assert reports.period("2026-11-02", "2030-01-01", now) == (T, now)  # a future end is now
     assert reports.period("2026-11-02T01:00:00+01:00", "2026-11-02T02:00Z", now) == (T, at(2))
+
+
+def test_a_young_servers_default_period_starts_at_its_first_record(db_engine):
+    """Not 30 days of which most came before the server (utilisation 0.0%): the later of
+    30 days before the end and the first record (here j1, submitted at -1 h)."""
+    with session_scope(db_engine) as s:
+        assert reports.default_since(s, UNTIL) == UNTIL - timedelta(days=30)  # nothing recorded yet
+    build(db_engine)
+    with session_scope(db_engine) as s:
+        got = reports.report(s, since=None, until=UNTIL)
+        assert got["since"] == at(-1).isoformat()
+        assert got["capacity_slice_hours"] == pytest.approx(20.0)  # 5 hours of 4 slices, not 30 days
+        assert got["utilisation"] == pytest.approx((12.5 + 2.0) / 20.0)  # with cv's charge at -0.5 h
+        later = UNTIL + timedelta(days=40)  # an old server: 30 days, as before
+        assert reports.default_since(s, later) == later - timedelta(days=30)

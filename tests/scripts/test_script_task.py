@@ -93,7 +93,10 @@ time.sleep(60)
         run_job(payload)
     t.join()
     assert not jobfiles.checkpoint_requested(root, 5)  # acknowledged
-    assert (jobfiles.checkpoint_dir(root, 5) / "step").read_text() == "41"
+    from workloads import generations
+
+    newest = generations.latest(jobfiles.checkpoint_dir(root, 5))  # its folder became a generation
+    assert newest is not None and (newest / "step").read_text() == "41"
     assert "saved at step 41" in log.read_text()
 
 

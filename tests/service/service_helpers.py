@@ -153,6 +153,24 @@ class Up:
     def signal(self, sig: int) -> None:
         self.proc.send_signal(sig)
 
+    def stop_until_taken_over(self, standby: "Up", ttl: float, epoch: int = 2) -> float:
+        """SIGSTOP this leader until `standby` takes the lease over; returns the time.time()
+        of the stop that it took over after. On SQLite a leader stopped inside a write
+        transaction keeps the database locked, and nobody can take over until it resumes
+        (docs/deploy.md); so on the rare stop that lands there, resume and stop it again
+        (PostgreSQL ends such a transaction after the ttl)."""
+        for attempt in range(3):
+            stopped = time.time()
+            self.signal(signal.SIGSTOP)
+            try:
+                standby.wait_line(rf"^took over the scheduler lease \(epoch {epoch}\)$", timeout=4 * ttl + 10)
+                return stopped
+            except AssertionError:
+                if attempt == 2:
+                    raise
+                self.signal(signal.SIGCONT)
+        raise AssertionError("unreachable")
+
     def kill(self) -> None:
         """SIGKILL the whole group (the server and its local Ray); SIGCONT first if stopped."""
         for sig in (signal.SIGCONT, signal.SIGKILL):

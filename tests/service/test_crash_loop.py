@@ -43,15 +43,6 @@ def dead_pid() -> int:
     return proc.pid
 
 
-@pytest.fixture
-def paused():
-    """A live process stopped with SIGSTOP: a server paused past its lease."""
-    proc = subprocess.Popen(["sleep", "600"])
-    os.kill(proc.pid, signal.SIGSTOP)
-    yield proc.pid
-    proc.kill()
-    proc.wait()
-
 
 class Servers:
     """Servers on one database, one after another, each a loop holding a lease of its own."""
@@ -100,7 +91,7 @@ def servers(tmp_path, db_engine):
 
 def test_a_job_running_at_two_unclean_stops_in_a_row_ends_failed_and_is_not_started_again(servers):
     c = servers
-    assert c.start(pid=dead_pid()) == {"finished": 0, "requeued": 0, "failed": 0, "markers_removed": 0}
+    assert c.start(pid=dead_pid()) == {"finished": 0, "requeued": 0, "failed": 0, "held": 0, "markers_removed": 0}
     culprit, admitted = c.w.submit(seconds=600), c.w.submit(seconds=600)
     c.run(culprit)
     c.run(admitted, started=False)  # admitted, but its task never started: it cannot have stopped anything
@@ -115,7 +106,7 @@ def test_a_job_running_at_two_unclean_stops_in_a_row_ends_failed_and_is_not_star
     c.run(culprit)  # the restarted server runs it again, and dies again
     c.run(admitted, started=False)
     counts = c.start(pid=dead_pid())
-    assert counts == {"finished": 0, "requeued": 1, "failed": 1, "markers_removed": 1}
+    assert counts == {"finished": 0, "requeued": 1, "failed": 1, "held": 0, "markers_removed": 1}
     job = c.w.job(culprit)
     assert (job.state, job.attempts, job.unclean_stops) == (JobState.FAILED, 2, 2)
     assert job.error == job.reason_message == crash_loop_message(2)
@@ -165,7 +156,7 @@ def test_a_clean_drain_and_a_lapsed_lease_cost_nothing(servers, paused):
     c.run(job_id)
     assert c.drain() == 1  # a clean stop: the drain queues it again and starts its count again
     assert c.w.job(job_id).unclean_stops == 0
-    assert c.start(pid=dead_pid()) == {"finished": 0, "requeued": 0, "failed": 0, "markers_removed": 1}
+    assert c.start(pid=dead_pid()) == {"finished": 0, "requeued": 0, "failed": 0, "held": 0, "markers_removed": 1}
     assert c.lease.previous.released and last_stop(c.lease) is LastStop.CLEAN
 
     c.run(job_id)

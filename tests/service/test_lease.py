@@ -136,24 +136,14 @@ def test_a_paused_leader_loses_to_a_standby_and_writes_nothing_when_resumed(db_u
         ups.append(b)
         b.wait_line(rf"^standing by: .* pid {a.pid} since ")
 
-        # SQLite: a leader stopped inside a write transaction keeps the database locked, and
-        # nobody can take over until it resumes; so on the rare stop that lands there,
-        # resume and stop it again (PostgreSQL ends such a transaction after the ttl)
-        for attempt in range(3):
-            a.signal(signal.SIGSTOP)
-            try:
-                b.wait_line(r"^took over the scheduler lease \(epoch 2\)$", timeout=4 * TTL + 10)
-                break
-            except AssertionError:
-                if attempt == 2:
-                    raise
-                a.signal(signal.SIGCONT)
+        a.stop_until_taken_over(b, TTL)
         url_b = b.wait_up()
         lab_b = httpx.Client(base_url=url_b, headers=lab.headers, timeout=30)
-        # the standby recovered the paused leader's jobs (fenced their attempts) and runs them again
+        # the standby recovered the paused leader's jobs and fenced their attempts; each stops
+        # itself (it sees the fence), and only then does the new leader run the job again
         for i in ids:
-            assert wait_for(lambda: running_in_ray(lab_b, state / "results", i),
-                            what=f"job {i} to run on the new leader")["attempts"] == 2
+            wait_for(lambda: (j := running_in_ray(lab_b, state / "results", i)) and j["attempts"] == 2,
+                     what=f"job {i} to run again on the new leader")
         [fresh] = [lab_b.post("/v1/jobs", json={"model": "hold", "slices": 1, "seconds": 0.5}).json()["id"]]
         assert wait_for(lambda: job(lab_b, fresh)["state"] in ("SUCCEEDED", "FAILED") and job(lab_b, fresh),
                         what="the new job to end")["state"] == "SUCCEEDED"

@@ -232,4 +232,31 @@ def test_the_docs_example_runs(tmp_path):
     r = CliRunner().invoke(cli, args)
     assert r.exit_code == 0, r.output
     for row in ("actual", "live", "live+set"):
-        assert f"\n {row} " in r.stdout
+        assert f"\n{row} " in r.stdout
+
+
+def test_a_short_historys_times_read_as_durations_not_hundredths_of_hours(tmp_path):
+    """100-second jobs: waits of 0 to 100 s read 1m40s, not 0.03 (hours rounded to 2
+    decimals read 0.01 for a whole minute); --json keeps the seconds exact."""
+    url, _ = _whatif_db(tmp_path, n=4)
+    r = CliRunner().invoke(cli, ["simulate", "--from-db", url])
+    assert r.exit_code == 0, r.output
+    header = next(line for line in r.stdout.splitlines() if line.lstrip().startswith("policy"))
+    assert header.split()[3:5] == ["mean_jct", "makespan"] and "wait_p95" in header.split()
+    actual = next(line for line in r.stdout.splitlines() if line.lstrip().startswith("actual")).split()
+    assert actual[4] == "3m20s"  # makespan: two waves of 100 s
+    inst = next(line for line in r.stdout.splitlines() if line.lstrip().startswith("uni-south")).split()
+    assert inst[3] == "1m40s/1m40s"  # really, south waited one wave of 100 s
+    data = json.loads(CliRunner().invoke(cli, ["simulate", "--from-db", url, "--json"]).stdout)
+    assert data["actual"]["makespan_s"] == pytest.approx(200.0)
+
+
+def test_a_missing_sqlite_file_is_refused_and_nothing_is_created(tmp_path):
+    missing = tmp_path / "typo.db"
+    for args in (["simulate", "--from-db", f"sqlite:///{missing}"],
+                 ["forecast", "--from-db", f"sqlite:///{missing}"]):
+        r = CliRunner().invoke(cli, args)
+        assert r.exit_code == 1, r.output
+        assert r.stderr.strip() == (f"Error: cannot open database sqlite:///{missing}: no such file {missing} "
+                                    "(nothing was created)")
+        assert not missing.exists() and list(tmp_path.iterdir()) == []

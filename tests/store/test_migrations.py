@@ -16,6 +16,7 @@ from alembic.script import ScriptDirectory
 from scheduler.store import alembic_config, init_db, make_engine, metadata
 
 TABLES = {"account", "node", "job", "job_event", "usage_record", "api_token", "setting", "leader_lease", "wait_reason",
+          "job_gate",
           "alembic_version"}
 
 

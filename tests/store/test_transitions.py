@@ -23,7 +23,8 @@ from store_helpers import T0, later, make_account, make_job
 P, R, S, F, C, T = (JobState.PENDING, JobState.RUNNING, JobState.SUCCEEDED, JobState.FAILED, JobState.CANCELLED,
                     JobState.TIMEOUT)
 
-EXPECTED_ALLOWED = {(P, R), (P, C), (P, F), (R, S), (R, F), (R, C), (R, P), (R, T)}
+EXPECTED_ALLOWED = {(P, R), (P, C), (P, F), (R, S), (R, F), (R, C), (R, P), (R, T),
+                    (F, P), (C, P), (T, P)}  # requeue after an end (not after success)
 # A path from PENDING to each state, to set up the "from" side of a pair.
 PATH_TO = {P: [], R: [R], S: [R, S], F: [F], C: [C], T: [R, T]}
 

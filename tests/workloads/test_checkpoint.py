@@ -12,7 +12,7 @@ import math
 
 import pytest
 
-from workloads import checkpoint
+from workloads import checkpoint, generations
 from workloads.hooks import Progress, RateWindow, RunHooks, format_progress
 from workloads.runner import RESULT_KEYS, WorkloadSpec, run_workload
 
@@ -89,8 +89,11 @@ def test_preempted_runs_resume_and_execute_only_the_remaining_steps(framework, t
     assert "resumed from checkpoint at step 4" in out and "resumed from checkpoint at step 5" in out
     assert "checkpoint saved at step 2" in out and "checkpoint saved at step 5" in out
     assert "step 6/6" in out
-    # only the latest state file is kept, and nothing half-written is left
-    files = sorted(p.name for p in ckpt.iterdir())
+    # the newest two generations are kept, each whole, and nothing half-written is left
+    assert all(generations.parse(p.name) for p in ckpt.iterdir())
+    kept = generations.generations(ckpt)
+    assert [generations.parse(p.name)[0] for p in kept] == [0, 0] and len(kept) == generations.KEEP
+    files = sorted(p.name for p in kept[-1].iterdir())
     assert files == ["checkpoint.json", f"state-000000005{'.pt' if framework == 'pytorch' else '.npz'}"]
 
 
@@ -219,11 +222,13 @@ def test_a_failed_save_leaves_the_previous_checkpoint_whole(tmp_path):
     checkpoint.save(tmp_path, spec, FakeSession(b"step-three"), 3, 6, [2.3, 2.2, 2.1], 2.1)
     with pytest.raises(OSError, match="disk full"):
         checkpoint.save(tmp_path, spec, FakeSession(b"step-four", fail=True), 4, 6, [2.3] * 4, 2.0)
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["checkpoint.json", "state-000000003.bin"]
+    assert [p.name for p in tmp_path.iterdir()] == ["gen-000000-000001"]  # no staging folder left
+    newest = generations.latest(tmp_path)
+    assert sorted(p.name for p in newest.iterdir()) == ["checkpoint.json", "state-000000003.bin"]
     session = FakeSession()
     meta = checkpoint.load(tmp_path, spec, session)
     assert (meta["step"], meta["losses"], session.loaded) == (3, [2.3, 2.2, 2.1], b"step-three")
-    assert oct((tmp_path / "checkpoint.json").stat().st_mode & 0o777) == "0o600"
+    assert oct((newest / "checkpoint.json").stat().st_mode & 0o777) == "0o600"
 
 
 def test_a_checkpoint_of_another_run_is_refused(tmp_path):
@@ -261,7 +266,7 @@ def test_a_corrupt_state_file_starts_over_and_says_so(tmp_path, capsys, torch_on
     spec = conv6("pytorch", steps=2, warmup_steps=1)
     ckpt = tmp_path / "ckpt"
     attempt(spec, ckpt, request_at=1, abort_after_checkpoint=True)
-    (ckpt / "state-000000001.pt").write_bytes(b"torn")
+    (generations.latest(ckpt) / "state-000000001.pt").write_bytes(b"torn")
     steps, _, r = attempt(spec, ckpt)
     assert steps == [1, 2, 3] and r["resumed_from_step"] is None
     assert any(n.startswith("checkpoint not used, starting from step 0: cannot load") for n in r["notes"])
@@ -273,7 +278,7 @@ def test_infer_mode_checkpoints_its_step_only(tmp_path, torch_one_thread):
     ckpt = tmp_path / "ckpt"
     steps1, seen1, _ = attempt(spec, ckpt, request_at=2, abort_after_checkpoint=True)
     assert steps1 == [1, 2] and all(p.loss is None for p in seen1)
-    assert [p.name for p in ckpt.iterdir()] == ["checkpoint.json"]
+    assert [p.name for p in generations.latest(ckpt).iterdir()] == ["checkpoint.json"]
     steps2, _, r = attempt(spec, ckpt)
     assert steps2 == [3, 4] and r["resumed_from_step"] == 2 and r["losses"] is None
 

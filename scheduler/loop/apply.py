@@ -149,7 +149,8 @@ class UsageMeter:
                 start = float(started_at)
             else:
                 return 0.0  # this attempt's task is not known to have started: nothing to charge
-        seconds = max(0.0, until.timestamp() - start)
+        # to the microsecond (datetimes' resolution): an epoch float's rounding is no usage
+        seconds = max(0.0, round(until.timestamp() - start, 6))
         amount = seconds * job.slices
         if amount > 0:
             row = {"account_id": job.account_id, "job_id": job.id, "slice_seconds": amount, "at": until}

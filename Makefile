@@ -6,7 +6,7 @@ STAMP_CORE := $(VENV)/.core-installed
 STAMP_TEST := $(VENV)/.test-installed
 PIP := $(BIN)/pip --disable-pip-version-check -q
 
-.PHONY: demo test bench prometheus clean
+.PHONY: demo test bench bench-mypyc prometheus clean
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
@@ -45,6 +45,13 @@ bench: $(STAMP_TEST)
 	@grep '^| make bench | bench_decide' docs/benchmarks.md | sed 's/^/recorded: /'
 	$(BIN)/python tests/perf/bench_loop.py --quick
 	@grep '^| make bench | bench_loop' docs/benchmarks.md | sed 's/^/recorded: /'
+
+# The mypyc prototype of quota/ (issue 25): compiled into build/mypyc, timed beside the pure tree.
+bench-mypyc: $(STAMP_TEST)
+	tests/perf/build_mypyc.sh build/mypyc
+	PYTHONPATH=$(CURDIR) $(BIN)/python tests/perf/bench_simulate.py --jobs 30000 --days 9 --repeats 1
+	PYTHONPATH=$(CURDIR)/build/mypyc:$(CURDIR) $(BIN)/python tests/perf/bench_simulate.py --jobs 30000 --days 9 --repeats 1
+	@grep '^| make bench-mypyc |' docs/benchmarks.md | sed 's/^/recorded: /'
 
 clean:
 	rm -rf $(VENV) build *.egg-info

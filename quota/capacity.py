@@ -31,7 +31,7 @@ from __future__ import annotations
 from bisect import bisect_left, insort
 from dataclasses import dataclass
 from functools import cached_property
-from typing import Iterable
+from typing import Iterable, Mapping
 
 from quota.errors import QuotaError
 
@@ -278,6 +278,33 @@ class _Pool:
                 return Placement(node, tuple((i, spg) for i in gpus), spg)
         return None
 
+    def fit_after(self, sizes: Iterable[int], back: Mapping[int, int]) -> set[int]:
+        """The sizes `find` places once `back[g]` slices return to each GPU g (as `give` would
+        return them: excess first), without changing the pool."""
+        spg, free, excess = self.spg, self.free, self.excess
+        after: dict[int, int] = {}
+        for g, n in back.items():
+            if excess and g in excess:
+                n -= min(excess[g], n)
+            after[g] = min(spg, free[g] + n)
+        best = max(after.values(), default=0)
+        gained: dict[int, int] = {}  # node rank -> GPUs that become wholly free
+        for g, f in after.items():
+            if f == spg and free[g] != spg:
+                r = g // self.width
+                gained[r] = gained.get(r, 0) + 1
+        most_whole = max((self.whole[r] + n for r, n in gained.items()), default=0)
+        out = set()
+        for k in sizes:
+            if self.find(k) is not None:
+                out.add(k)
+            elif k < spg:
+                if best >= k:
+                    out.add(k)
+            elif k % spg == 0 and most_whole >= k // spg:
+                out.add(k)
+        return out
+
     def _gpu(self, node: str, idx: int) -> int | None:
         r = self.rank.get(node)
         if r is None or not 0 <= idx < self.nodes[node].gpus:
@@ -334,8 +361,8 @@ class FreeSlices:
             per_gpu = used.get(node)
             if per_gpu is None:
                 used[node] = per_gpu = {}
-            for idx, n in gpu_slices:
-                per_gpu[idx] = per_gpu.get(idx, 0) + n
+            for idx, n_sl in gpu_slices:
+                per_gpu[idx] = per_gpu.get(idx, 0) + n_sl
         self.pools = [_Pool(spg, by_spg[spg], used) for spg in sorted(by_spg)]
         self._pool_of = {n.name: p for p in self.pools for n in p.nodes.values()}
 
@@ -373,13 +400,24 @@ class FreeSlices:
     def give(self, node: str, gpu_slices: GpuSlices) -> None:
         self._pool_of[node].give(node, gpu_slices)
 
-    def fits_after_release(self, k: int, released: Iterable[tuple[str, GpuSlices]]) -> Placement | None:
-        """Where k would fit if `released` placements were freed (state is restored after)."""
-        released = list(released)
-        for node, gs in released:
-            self.give(node, gs)
-        try:
-            return self.find(k)
-        finally:
-            for node, gs in released:
-                self.hold(node, gs)
+    def fit_after_release(self, sizes: Iterable[int], released: Iterable[tuple[str, GpuSlices]]) -> set[int]:
+        """The sizes `find` would place if the `released` placements were given back, worked
+        out without changing anything (a search's upper bound: quota/preemption.py)."""
+        per_pool: dict[int, tuple[_Pool, dict[int, int]]] = {}
+        for node, gpu_slices in released:
+            pool = self._pool_of.get(node)
+            if pool is None:
+                continue
+            _, back = per_pool.setdefault(id(pool), (pool, {}))
+            for idx, n in gpu_slices:
+                g = pool._gpu(node, idx)
+                if g is not None:
+                    back[g] = back.get(g, 0) + n
+        out: set[int] = set()
+        for pool in self.pools:
+            left = [k for k in sizes if k not in out]
+            if not left:
+                break
+            back = per_pool.get(id(pool), (pool, {}))[1]
+            out.update(pool.fit_after(left, back))
+        return out

@@ -16,6 +16,7 @@ are scaled down in proportion. Entitlements are floats in slices.
 """
 from __future__ import annotations
 
+import threading
 from typing import Mapping, Sequence
 
 from quota.tree import AccountTree
@@ -23,21 +24,32 @@ from quota.tree import AccountTree
 
 def water_fill(capacity: float, items: Sequence[tuple[str, float, float, float]]) -> dict[str, float]:
     """items: (name, weight, lo, hi) with 0 <= lo <= hi. Returns each name's share."""
-    if not items:
-        return {}
-    sum_lo = sum([it[2] for it in items])
-    sum_hi = sum([it[3] for it in items])
+    out: dict[str, float] = {}
+    _fill(capacity, [it[0] for it in items], [it[1] for it in items], [it[2] for it in items],
+          [it[3] for it in items], out)
+    return out
+
+
+def _fill(capacity: float, names: list[str], ws: list[float], los: list[float], his: list[float],
+          out: dict[str, float]) -> None:
+    """water_fill on columns, writing each share into `out`."""
+    if not names:
+        return
+    sum_lo = sum(los)
+    sum_hi = sum(his)
     target = min(capacity, sum_hi)
     if target <= sum_lo:
         scale = target / sum_lo if sum_lo > 0 else 0.0
-        return {name: lo * scale for name, _, lo, _ in items}
+        for name, lo in zip(names, los):
+            out[name] = lo * scale
+        return
     # f(lam) = sum clamp(lam*w, lo, hi) is piecewise linear and non-decreasing in lam.
     # Walk the breakpoints in order, tracking the slope (sum of w of unclamped items).
     # Items with lo == hi never grow: they add to sum_lo and to no slope, so they make no events.
-    growing = [it for it in items if it[2] < it[3]]
-    points = [lo / w for _, w, lo, _ in growing]  # item starts growing
-    points += [hi / w for _, w, _, hi in growing]  # item stops growing
-    slopes = [w for _, w, _, _ in growing]
+    growing = [i for i in range(len(names)) if los[i] < his[i]]
+    points = [los[i] / ws[i] for i in growing]  # item starts growing
+    points += [his[i] / ws[i] for i in growing]  # item stops growing
+    slopes = [ws[i] for i in growing]
     slopes += [-w for w in slopes]
     # sort by point alone (floats sort fast); the sort is stable, so at a tie starts come first
     order = sorted(range(len(points)), key=points.__getitem__)
@@ -54,18 +66,16 @@ def water_fill(capacity: float, items: Sequence[tuple[str, float, float, float]]
         slope += slopes[i]
     else:
         lam = points[order[-1]]
-    return {name: min(max(lam * w, lo), hi) for name, w, lo, hi in items}
+    for name, w, lo, hi in zip(names, ws, los, his):
+        out[name] = min(max(lam * w, lo), hi)
 
 
 def subtree_demand(tree: AccountTree, leaf_demand: Mapping[str, float]) -> dict[str, float]:
     """Each account's demand: its own (leaves) or its children's summed, capped by its cap."""
     demand: dict[str, float] = {}
-    children, accounts = tree.children, tree.accounts
-    for name in reversed(tree.order):
-        kids = children.get(name)
-        d = sum(demand[k] for k in kids) if kids else float(leaf_demand.get(name, 0.0))
-        cap = accounts[name].cap
-        demand[name] = d if cap is None else min(d, float(cap))
+    for name, kids, cap in _plan(tree).bottom_up:
+        d = sum([demand[k] for k in kids]) if kids else float(leaf_demand.get(name, 0.0))
+        demand[name] = d if cap is None or d <= cap else cap
     return demand
 
 
@@ -74,21 +84,64 @@ def entitlements(tree: AccountTree, capacity: float, leaf_demand: Mapping[str, f
 
     Accounts without demand are entitled to 0 and left out of the water-filling (their
     lo = hi = 0 would not move the water level); only inner accounts are split further."""
+    plan = _plan(tree)
     demand = subtree_demand(tree, leaf_demand)
     out = dict.fromkeys(tree.order, 0.0)
-    children, accounts = tree.children, tree.accounts
+    kids_of = plan.kids
 
     def split(parent: str | None, cap: float) -> None:
-        items = []
-        for k in children.get(parent, ()):
+        names: list[str] = []
+        ws: list[float] = []
+        los: list[float] = []
+        his: list[float] = []
+        inner: list[str] = []
+        for k, w, g, has_kids in kids_of.get(parent, ()):
             d = demand[k]
             if d > 0:
-                spec = accounts[k]
-                items.append((k, spec.weight, min(float(spec.guaranteed), d), d))
-        out.update(water_fill(cap, items))
-        for k, *_ in items:
-            if children.get(k):
-                split(k, out[k])
+                names.append(k)
+                ws.append(w)
+                los.append(g if g <= d else d)
+                his.append(d)
+                if has_kids:
+                    inner.append(k)
+        _fill(cap, names, ws, los, his, out)
+        for k in inner:
+            split(k, out[k])
 
     split(None, float(capacity))
     return out
+
+
+class _Plan:
+    """What the water-filling reads from a tree, laid out once per tree: the accounts
+    bottom-up (name, children, cap as a float) and each parent's children as
+    (name, weight, guarantee as a float, has children)."""
+
+    def __init__(self, tree: AccountTree):
+        children, accounts = tree.children, tree.accounts
+        self.bottom_up = tuple((name, tuple(children.get(name) or ()), _as_float(accounts[name].cap))
+                               for name in reversed(tree.order))
+        self.kids = {parent: tuple((k, accounts[k].weight, float(accounts[k].guaranteed), bool(children.get(k)))
+                                   for k in kids)
+                     for parent, kids in children.items()}
+
+
+def _as_float(cap: int | None) -> float | None:
+    return None if cap is None else float(cap)
+
+
+_PLANS: dict[int, tuple[AccountTree, _Plan]] = {}  # id(tree) -> (tree, plan); the tree is kept so its id stays its own
+_MAX_PLANS = 16
+_PLANS_LOCK = threading.Lock()
+
+
+def _plan(tree: AccountTree) -> _Plan:
+    hit = _PLANS.get(id(tree))
+    if hit is not None and hit[0] is tree:
+        return hit[1]
+    plan = _Plan(tree)
+    with _PLANS_LOCK:
+        while len(_PLANS) >= _MAX_PLANS:
+            del _PLANS[next(iter(_PLANS))]  # the oldest
+        _PLANS[id(tree)] = (tree, plan)
+    return plan

@@ -39,7 +39,8 @@ def jain_index(values: list[float]) -> float:
     if math.isfinite(j):
         return j
     xs = _scaled(values)  # a square overflowed or underflowed: J is the same for the values scaled
-    return sum(xs) ** 2 / (len(xs) * sum(x * x for x in xs))
+    sq_xs = sum(x * x for x in xs)
+    return sum(xs) ** 2 / (len(xs) * sq_xs)
 
 
 def _scaled(values: list[float]) -> list[float]:

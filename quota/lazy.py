@@ -29,7 +29,7 @@ class Lazy(Mapping):
     def value(self) -> dict:
         """The dict itself (computed now if it was not yet): read it in hot loops."""
         if self._value is None:
-            self._value = self._fn()
+            self._value = self._fn()  # type: ignore[misc]
             self._fn = None
         return self._value
 

@@ -63,9 +63,9 @@ class Range:
             isinstance(value, float) and math.isfinite(value))
         if ok and self.integer:
             ok = isinstance(value, int)
-        if not ok or value not in self:
+        if not ok or value not in self:  # type: ignore[operator]
             raise LimitError(f"{field or self.field} must be {self.describe()} (got {_show(value)})")
-        return value
+        return value  # type: ignore[return-value]
 
 
 def _fmt(x: float) -> str:

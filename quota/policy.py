@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import heapq
 import math
-from collections.abc import Collection, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from operator import attrgetter
 
 from quota import fairshare
@@ -39,6 +39,7 @@ from quota.snapshot import (
     Admission,
     Decision,
     PendingRequest,
+    Preemption,
     PolicyConfig,
     RunningJob,
     Snapshot,
@@ -163,31 +164,37 @@ def decide(snap: Snapshot) -> Decision:
                      pending_slices, waiting, len(active), queues_kept=True)
 
 
-def run_cycle(cache: TreeCache, cfg: PolicyConfig, now: float, usage: Mapping[str, float], free: FreeSlices,
+def run_cycle(cache: TreeCache, cfg: PolicyConfig, now: float, usage: Mapping[str, float] | None, free: FreeSlices,
               ledger_running: Sequence[RunningJob], running_slices: Mapping[str, int],
               queues: Mapping[str, list[PendingRequest]], pending_slices: Mapping[str, int],
               waiting: dict, n_active: int, *, by_age: Sequence[RunningJob] | None = None,
+              per_account: Mapping[str, Sequence[RunningJob]] | None = None,
               pending_work: Mapping[str, float] | None = None, size_sets: Mapping[str, Collection[int]] | None = None,
               factors: Mapping[str, float] | None = None, explain: bool = True,
-              queues_kept: bool = False, alloc: Mapping[str, int] | None = None) -> Decision:
+              queues_kept: bool = False, alloc: Mapping[str, int] | None = None,
+              demand: dict[str, float] | None = None) -> Decision:
     """Phases 3-6 on a cycle's state. Shared by `decide` and quota.state.PolicyState, so both
     paths run the same policy code.
 
     Inputs: `free` already holds the running jobs (it is updated with this decision's
     preemptions and admissions); `queues` per leaf account, sorted by seq, non-empty, never
     mutated; `waiting` holds the Infeasible requests (filled with the rest if `explain`).
-    `by_age` (running jobs, youngest first), `pending_work` (finish-time ordering) and
-    `size_sets` (the request sizes in each queue) may be passed by a caller that keeps them
+    `by_age` (running jobs, youngest first), `per_account` (the same, per account with
+    jobs), `pending_work` (finish-time ordering) and `size_sets` (the request sizes in each
+    queue) may be passed by a caller that keeps them
     between cycles, and `factors` (cache.factors(usage)) by one that computed them for the
     same usage already; otherwise they are computed here; `alloc` is `running_slices` rolled
-    up the tree (every account of it), by one that keeps it. `queues_kept`: the caller never
+    up the tree (every account of it), by one that keeps it; `demand` (running + pending
+    slices per account that has either, as floats) likewise, as a dict of its own that it never
+    changes afterwards (the decision keeps it). `queues_kept`: the caller never
     changes those lists in place afterwards (decide's are its own; PolicyState copies a
     list it lent before changing it), so the explanation keeps them without a copy."""
     tree = cache.tree
     total = cache.total
-    demand: dict[str, float] = {a: float(n) for a, n in running_slices.items()}
-    for account, n in pending_slices.items():
-        demand[account] = demand.get(account, 0.0) + n
+    if demand is None:
+        demand = {a: float(n) for a, n in running_slices.items()}
+        for account, n in pending_slices.items():
+            demand[account] = demand.get(account, 0.0) + n
 
     # 3. entitle (when first read: see 4)
     entitled = Lazy(lambda: entitlements(tree, total, demand))
@@ -198,33 +205,42 @@ def run_cycle(cache: TreeCache, cfg: PolicyConfig, now: float, usage: Mapping[st
         for account, n in running_slices.items():
             ledger.add(account, n)
     if factors is None:
-        factors = cache.factors(usage)
+        factors = cache.factors(usage)  # type: ignore[arg-type]
 
-    # 4. admit. With one account queued the turn order is that account whatever the keys
-    #    say, so its state carries no entitlement or factor (NaN) and the keys are not made;
-    #    both figures are then computed only if reclaim or a reader of the decision asks.
+    # 4. admit. Only the accounts that can be admitted at all when a pass starts take turns
+    #    (_admit_pass); with one of them, the turn order is that account whatever the keys
+    #    say, so the states carry no entitlement or factor (NaN) and no key is made. Both
+    #    figures are filled in (`keyed`) only when two or more accounts take turns, and
+    #    otherwise computed only if reclaim or a reader of the decision asks.
     states: dict[str, AccountState] = {}
     finish_time = cfg.ordering == "finish-time"
-    lone = len(queues) <= 1
-    if not lone:
-        ent, fac = entitled.value, resolved(factors)
     for name, q in queues.items():
         work = 0.0
         if finish_time:
             work = pending_work[name] if pending_work is not None else _pending_work(q)
-        states[name] = AccountState(name=name, entitled=NAN if lone else ent.get(name, 0.0),
-                                    allocated=ledger.alloc[name], factor=NAN if lone else fac[name], queue=q,
+        states[name] = AccountState(name=name, entitled=NAN, allocated=ledger.alloc[name], factor=NAN, queue=q,
                                     pending_work=work, guaranteed=tree.accounts[name].guaranteed)
     if size_sets is None:
         size_sets = {name: {r.slices for r in q} for name, q in queues.items()}
-    start_fits = {k: free.find(k) is not None for k in _all_sizes(size_sets)}
-    key = _lone_key if lone else key_for(cfg.ordering, cfg.use_history, now, total / max(1, n_active))
+    start_fits = {k: free.find(k) is not None for k in _all_sizes(size_sets)} if explain else {}  # for 6
+    ordered_key = key_for(cfg.ordering, cfg.use_history, now, total / max(1, n_active))
+    filled = False
+
+    def keyed() -> Callable[[AccountState], tuple]:
+        nonlocal filled
+        if not filled:
+            ent, fac = entitled.value, resolved(factors)
+            for name, st in states.items():
+                st.entitled, st.factor = ent.get(name, 0.0), fac[name]
+            filled = True
+        return ordered_key
+
     admissions: list[Admission] = []
     admitted_ids: set = set()
-    _admit_pass(states, key, ledger, free, size_sets, admissions, admitted_ids)
+    _admit_pass(states, keyed, ledger, free, size_sets, admissions, admitted_ids)
 
     # 5. reclaim
-    preemptions = []
+    preemptions: list[Preemption] = []
     if cfg.preemption and cfg.ordering in ("fair-share", "static"):
         extra_adm, preemptions = reclaim(
             tree=tree,
@@ -238,6 +254,7 @@ def run_cycle(cache: TreeCache, cfg: PolicyConfig, now: float, usage: Mapping[st
             admitted=admitted_ids,
             running=ledger_running,
             by_age=by_age,
+            per_account=per_account,
             levels=cache.guarantees if cfg.reclaim == "guarantee" else None,
             size_sets=size_sets,
         )
@@ -249,7 +266,7 @@ def run_cycle(cache: TreeCache, cfg: PolicyConfig, now: float, usage: Mapping[st
                 s.pos = 0
                 s.allocated = ledger.alloc[s.name]
             size_sets = {name: {r.slices for r in s.queue} for name, s in states.items()}
-            _admit_pass(states, key, ledger, free, size_sets, admissions, admitted_ids)
+            _admit_pass(states, keyed, ledger, free, size_sets, admissions, admitted_ids)
 
     # 6. explain (one explanation per account and size: the state no longer changes)
     if explain:
@@ -260,12 +277,14 @@ def run_cycle(cache: TreeCache, cfg: PolicyConfig, now: float, usage: Mapping[st
                 others_took = start_fits.get(k, False) and bool(admitted_accounts - {name})
                 reasons[(name, k)] = _explain(name, k, ledger, free, others_took)
         kept = [(name, s.queue if queues_kept else list(s.queue)) for name, s in states.items()]
-        waiting = Explained(waiting, kept, admitted_ids, reasons)
+        waiting_out: Mapping = Explained(waiting, kept, admitted_ids, reasons)
+    else:
+        waiting_out = waiting
 
     return Decision(
         admissions=tuple(admissions),
         preemptions=tuple(preemptions),
-        waiting=waiting,
+        waiting=waiting_out,
         entitled=entitled,
         allocated=dict(ledger.alloc),
         demand=demand,
@@ -343,23 +362,31 @@ def _pending_work(q: Sequence[PendingRequest]) -> float:
 def _all_sizes(size_sets: Mapping[str, Collection[int]]) -> set[int]:
     out: set[int] = set()
     for s in size_sets.values():
-        out |= s
+        out.update(s)
     return out
 
 
-def _admit_pass(states, key, ledger: Ledger, free: FreeSlices, size_sets: Mapping[str, Collection[int]],
-                admissions: list[Admission], admitted_ids: set) -> None:
+def _admit_pass(states, keyed: Callable[[], Callable[[AccountState], tuple]], ledger: Ledger, free: FreeSlices,
+                size_sets: Mapping[str, Collection[int]], admissions: list[Admission], admitted_ids: set) -> None:
     """Accounts take turns in key order; each turn admits the account's first request
     that fits its caps and a placement. Capacity only shrinks and allocations only grow
     during a pass, so a size that does not fit (or is over a cap) once stays so for the
     rest of it: sizes that fit nowhere when the pass starts are failed from the start, and
-    an account none of whose sizes can pass leaves the turn order without walking its queue.
-    Both shortcuts skip only requests the walk would have skipped, so admissions are the same."""
+    an account none of whose sizes can pass never takes a turn (it is left out of the turn
+    order rather than popped and skipped). Both shortcuts skip only requests the walk would
+    have skipped, so admissions are the same. `keyed()` gives the key function (making the
+    states' figures it reads); it is asked for only when two or more accounts take turns:
+    with one, every order is that account's."""
     all_sizes = _all_sizes(size_sets)
     failed_k: set[int] = {k for k in all_sizes if free.find(k) is None}
-    heap = [(key(s), s.name) for s in states.values() if s.pos < len(s.queue)]
-    heapq.heapify(heap)
+    if len(failed_k) == len(all_sizes):
+        return  # nothing fits anywhere: no turn would admit
     cap_block = ledger.cap_block
+    turns = [s for s in states.values()
+             if s.pos < len(s.queue) and not all(k in failed_k or cap_block(s.name, k) for k in size_sets[s.name])]
+    key = keyed() if len(turns) > 1 else _lone_key
+    heap = [(key(s), s.name) for s in turns]
+    heapq.heapify(heap)
     while heap and len(failed_k) < len(all_sizes):  # stop once no request size can fit anywhere
         _, name = heapq.heappop(heap)
         s = states[name]

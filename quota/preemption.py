@@ -66,10 +66,12 @@ def reclaim(
     admitted: set,
     running: Sequence[RunningJob],
     by_age: Sequence[RunningJob] | None = None,
+    per_account: Mapping[str, Sequence[RunningJob]] | None = None,
     levels: Mapping[str, int] | None = None,
     size_sets: Mapping[str, Collection[int]] | None = None,
 ) -> tuple[list[Admission], list[Preemption]]:
-    """`by_age`: `running` sorted youngest first (-started_at, str(id)), if the caller keeps it.
+    """`by_age`: `running` sorted youngest first (-started_at, str(id)), if the caller keeps it;
+    `per_account`: the same grouped by account (accounts with jobs only), if it keeps that.
     `levels`: protected_levels(tree, cfg, entitled), if the caller keeps it (guarantee mode:
     it depends on the tree alone). `size_sets`: the request sizes in each queue; with them
     a preemptor's walk stops once every size it has is known to fail (below)."""
@@ -86,11 +88,11 @@ def reclaim(
         return [], []
     entitled, factors = resolved(entitled), resolved(factors)  # plain dicts in the loops below
     preemptors.sort(key=lambda a: (ledger.alloc[a] / max(entitled.get(a, 0.0), EPS), -factors[a], a))
-    per_account: dict[str, list[RunningJob]] | None = None  # youngest first within each; built when first needed
     gone: set = set()
     admissions: list[Admission] = []
     preemptions: list[Preemption] = []
     no_victims: set[tuple[str, int]] = set()  # (preemptor, size) that found none since the last reclaim
+    reach: _Reach | None = None  # what every donor together could free; made again after a reclaim
     for p in preemptors:
         # Sizes of p that fail for the rest of p's turn: over p's entitlement or p's own cap
         # (p's allocation only grows in its turn; entitlements and caps are fixed), or with
@@ -117,20 +119,28 @@ def reclaim(
                 if sizes is not None and _all_fail(sizes, dead, no_victims, p):
                     break
                 continue
-            if per_account is None:
+            if per_account is None:  # youngest first within each; built when first needed
                 if by_age is None:
                     by_age = sorted(running, key=age_key)  # youngest first
-                per_account = defaultdict(list)
+                grouped: dict[str, list[RunningJob]] = defaultdict(list)
                 for job in by_age:
-                    per_account[job.account].append(job)
-            victims = _choose_victims(k, p, per_account, gone, free, ledger, entitled, level, cfg.max_victim_scan,
-                                      relief, within)
+                    grouped[job.account].append(job)
+                per_account = grouped
+            if reach is None:
+                wanted = set().union(*(size_sets[a] for a in preemptors)) if size_sets is not None else set()
+                reach = _Reach(per_account, gone, free, ledger, entitled, level, wanted)
+            if not reach.may_place(p, k):
+                victims = None  # even every job a search could choose frees no placement
+            else:
+                victims = _choose_victims(k, p, per_account, gone, free, ledger, entitled, level, cfg.max_victim_scan,
+                                          relief, within)
             if victims is None:
                 no_victims.add((p, k))
                 if sizes is not None and _all_fail(sizes, dead, no_victims, p):
                     break
                 continue
             no_victims.clear()
+            reach = None
             for v in victims:
                 free.give(v.node, v.gpu_slices)
                 ledger.add(v.account, -v.slices)
@@ -151,6 +161,59 @@ def reclaim(
                           preempts=tuple(v.id for v in victims))
             )
     return admissions, preemptions
+
+
+class _Reach:
+    """The jobs a victim search could choose at most, and the sizes their release could place.
+
+    `_choose_victims` walks each account's jobs youngest first and takes a job only while
+    the account stays above its entitlement before the take and at or above its protected
+    level after it; whether it takes a job depends on that account's own earlier takes
+    alone. So the jobs it chooses from account v are always a prefix-walk subset of
+    `greedy(v)`: the jobs that same walk takes when nothing stops it (no placement found
+    yet, no scan limit). Freeing slices never removes a placement (`find` is monotone in
+    the free slices), so if releasing every greedy(v), v != p, places no request of k
+    slices, no search by p for k can succeed, and it is failed without being made.
+
+    Valid while `gone`, `free` and the ledger do not change: the caller makes a new one
+    after each reclaim. A preemptor that is itself a donor (possible only when guarantees
+    were scaled down) is never failed here: its own jobs are not its victims."""
+
+    def __init__(self, per_account, gone, free, ledger, entitled, level, sizes):
+        self.free = free
+        self.donors: set[str] = set()
+        self.jobs: list[RunningJob] = []
+        alloc, has_node = ledger.alloc, free.has_node
+        for v, jobs in per_account.items():
+            left = alloc[v]
+            ent_v = entitled.get(v, 0.0) + EPS
+            if left <= ent_v:
+                continue
+            lvl_v = level[v]
+            for job in jobs:
+                if left <= ent_v:
+                    break
+                if job.id in gone or not has_node(job.node) or left - job.slices < lvl_v:
+                    continue
+                left -= job.slices
+                self.jobs.append(job)
+                self.donors.add(v)
+        self.fits: dict[int, bool] = {}
+        self._place(sizes)
+
+    def _place(self, sizes) -> None:
+        fit = self.free.fit_after_release(sizes, ((job.node, job.gpu_slices) for job in self.jobs))
+        for k in sizes:
+            self.fits[k] = k in fit
+
+    def may_place(self, p: str, k: int) -> bool:
+        if p in self.donors:
+            return True  # not judged here: the search decides
+        if not self.jobs:
+            return False  # a search chooses nothing, so it finds no placement
+        if k not in self.fits:
+            self._place((k,))
+        return self.fits[k]
 
 
 def _all_fail(sizes: Collection[int], dead: set[int], no_victims: set[tuple[str, int]], p: str) -> bool:

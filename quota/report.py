@@ -146,8 +146,9 @@ def report(snapshot: Snapshot, decision: Decision | None = None) -> tuple[Accoun
                 mine = own_waiting.setdefault(w.account, {})
                 mine[w.reason] = mine.get(w.reason, 0) + 1
         for name in reversed(tree.order):  # roll the counts up, as _rollup does
-            mine = own_waiting.get(name)
-            if mine:
+            mine_o = own_waiting.get(name)
+            if mine_o:
+                mine = mine_o
                 waiting[name] = mine
                 parent = tree.accounts[name].parent
                 if parent is not None:

@@ -70,10 +70,11 @@ class RunningJob:
     node: str
     gpu_slices: GpuSlices
     started_at: float
+    # the slices it holds: read in every victim search and ledger step, so summed once here
+    slices: int = field(init=False, repr=False, compare=False)
 
-    @property
-    def slices(self) -> int:
-        return sum(n for _, n in self.gpu_slices)
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "slices", sum([n for _, n in self.gpu_slices]))
 
 
 @dataclass(frozen=True)

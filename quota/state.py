@@ -43,6 +43,7 @@ from quota.policy import TreeCache, _pending_work, run_cycle
 from quota.preemption import age_key
 from quota.snapshot import (
     INFEASIBLE,
+    Admission,
     Decision,
     JobId,
     PendingRequest,
@@ -62,6 +63,10 @@ def keep_place(request: PendingRequest, job: RunningJob, now: float) -> PendingR
     return request
 
 
+def _room(cap: int | None, alloc: int, k: int) -> bool:
+    return cap is None or alloc + k <= cap
+
+
 class PolicyState:
     def __init__(self, tree: AccountTree, capacity: Capacity, config: PolicyConfig | None = None,
                  requeue: Requeue = keep_place, ties_by_id: bool = False):
@@ -78,12 +83,15 @@ class PolicyState:
         self.running_count: dict[str, int] = {}
         self._age_keys: list[tuple[float, str]] = []  # youngest first, with _by_age in step
         self._by_age: list[RunningJob] = []
+        self._age_keys_of: dict[str, list[tuple[float, str]]] = {}  # per account with jobs, in step with _jobs_of
+        self._jobs_of: dict[str, list[RunningJob]] = {}  # per account with jobs, youngest first
         self.queues: dict[str, list[PendingRequest]] = {}  # per leaf, sorted by (seq, arrival or id)
         self._keys: dict[str, list[tuple[float, object]]] = {}
         self._key_of: dict[JobId, tuple[float, object]] = {}  # queued request -> its key (cancel bisects)
         self.ties_by_id = ties_by_id  # equal seqs in id order, as decide() on an id-ordered snapshot
         self._arrival = 0
         self.pending_slices: dict[str, int] = {}
+        self._demand: dict[str, float] = {}  # running + pending slices, per account with either
         self.sizes: Counter[int] = Counter()
         self._sizes_of: dict[str, Counter[int]] = {}
         self.infeasible: dict[JobId, Waiting] = {}
@@ -91,8 +99,8 @@ class PolicyState:
         self._work: dict[str, float] = {}
         self._dirty: set[str] = set()
         self._lent: set[str] = set()  # accounts whose queue list the last decision keeps: copy before changing
-        self._usage: dict[str, float] = {}
-        self._factors = self.cache.factors(self._usage)
+        self._usage: Mapping[str, float] = {}
+        self._factors: Mapping[str, float] = self.cache.factors(self._usage)
         guaranteed = ((a, tree.accounts[a].guaranteed) for a in self.cache.leaves)
         self._guaranteed = [(a, g) for a, g in guaranteed if g > 0]
 
@@ -115,6 +123,7 @@ class PolicyState:
         keys.insert(i, key)
         self._queue(a).insert(i, req)
         self.pending_slices[a] = self.pending_slices.get(a, 0) + req.slices
+        self._add_demand(a, req.slices)
         self.sizes[req.slices] += 1
         self._sizes_of.setdefault(a, Counter())[req.slices] += 1
         self._dirty.add(a)
@@ -154,21 +163,26 @@ class PolicyState:
         find = self.free.find
         fits = [k for k in self.sizes if find(k) is not None]
         if fits:
-            caps, chains, alloc = self.cache.caps, self.cache.chains, self.alloc
+            caps, chains, alloc_d = self.cache.caps, self.cache.chains, self.alloc
             for a, sizes in self._sizes_of.items():
                 for k in fits:
-                    if k in sizes and all(caps[x] is None or alloc[x] + k <= caps[x] for x in chains[a]):
+                    if k in sizes and all(_room(caps[x], alloc_d[x], k) for x in chains[a]):
                         return True
         cfg = self.config
         if not cfg.preemption or cfg.ordering not in ("fair-share", "static"):
             return False
         if cfg.reclaim != "guarantee":
             return True  # the protected level is the entitlement: let the cycle decide
+        caps = self.cache.caps
         for a, g in self._guaranteed:
             if a in self.queues:
                 alloc = self.running_slices.get(a, 0)
                 if alloc < min(g, alloc + self.pending_slices[a]):
-                    return True
+                    # a preemptor whose own cap (or static share) refuses every size it
+                    # waits for reclaims nothing: quota.preemption fails those sizes at once
+                    cap = caps[a]
+                    if cap is None or any(alloc + k <= cap for k in self._sizes_of[a]):
+                        return True
         return False
 
     def set_usage(self, usage: Mapping[str, float]) -> None:
@@ -194,9 +208,10 @@ class PolicyState:
         decision = run_cycle(
             self.cache, self.config, now, usage, self.free, running, self.running_slices, self.queues,
             self.pending_slices, dict(self.infeasible) if explain else {}, n_active,
-            by_age=running, pending_work=self._work, explain=explain,
+            by_age=running, per_account=self._jobs_of,
+            pending_work=self._work, explain=explain,
             size_sets={a: c.keys() for a, c in self._sizes_of.items()}, factors=self._factors, queues_kept=True,
-            alloc=self.alloc,
+            alloc=self.alloc, demand=dict(self._demand),
         )
         if explain:  # decision.waiting keeps the queue lists themselves (copy-on-write, see _queue)
             self._lent = set(self.queues)
@@ -211,7 +226,7 @@ class PolicyState:
             self.submit(self.requeue(req, job, now))
         if not d.admissions:
             return
-        by_account: dict[str, dict[JobId, object]] = {}
+        by_account: dict[str, dict[JobId, Admission]] = {}
         for adm in d.admissions:
             by_account.setdefault(adm.account, {})[adm.request_id] = adm
         for a, adms in by_account.items():
@@ -241,6 +256,7 @@ class PolicyState:
             key_of.pop(q[i].id, None)
             k = q[i].slices
             self.pending_slices[a] -= k
+            self._add_demand(a, -k)
             self.sizes[k] -= 1
             if not self.sizes[k]:
                 del self.sizes[k]
@@ -255,6 +271,13 @@ class PolicyState:
             self._lent.discard(a)
             self._work.pop(a, None)
 
+    def _add_demand(self, a: str, slices: int) -> None:
+        d = self._demand.get(a, 0.0) + slices  # whole numbers: exact in a float
+        if d:
+            self._demand[a] = d
+        else:
+            del self._demand[a]
+
     def _track(self, job: RunningJob, request: PendingRequest) -> None:
         if job.id in self.running:
             raise ValueError(f"job {job.id!r} is already running")
@@ -263,6 +286,7 @@ class PolicyState:
         a = job.account
         if a in self.tree:
             self.running_slices[a] = self.running_slices.get(a, 0) + job.slices
+            self._add_demand(a, job.slices)
             self.running_count[a] = self.running_count.get(a, 0) + 1
             for x in self.cache.chains[a]:
                 self.alloc[x] += job.slices
@@ -270,19 +294,32 @@ class PolicyState:
             i = bisect_left(self._age_keys, k)
             self._age_keys.insert(i, k)
             self._by_age.insert(i, job)
+            keys = self._age_keys_of.setdefault(a, [])
+            jobs = self._jobs_of.setdefault(a, [])
+            i = bisect_left(keys, k)
+            keys.insert(i, k)
+            jobs.insert(i, job)
 
     def _untrack(self, job_id: JobId) -> RunningJob:
         job = self.running.pop(job_id)
         a = job.account
         if a in self.tree:
             self.running_slices[a] -= job.slices
+            self._add_demand(a, -job.slices)
             self.running_count[a] -= 1
             for x in self.cache.chains[a]:
                 self.alloc[x] -= job.slices
             if not self.running_count[a]:
                 del self.running_count[a], self.running_slices[a]
-            i = bisect_left(self._age_keys, age_key(job))
+            k = age_key(job)
+            i = bisect_left(self._age_keys, k)
             del self._age_keys[i], self._by_age[i]
+            keys, jobs = self._age_keys_of[a], self._jobs_of[a]
+            if len(keys) == 1:
+                del self._age_keys_of[a], self._jobs_of[a]
+            else:
+                i = bisect_left(keys, k)
+                del keys[i], jobs[i]
         return job
 
     # -- views ------------------------------------------------------------------------

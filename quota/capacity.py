@@ -403,12 +403,12 @@ class FreeSlices:
     def fit_after_release(self, sizes: Iterable[int], released: Iterable[tuple[str, GpuSlices]]) -> set[int]:
         """The sizes `find` would place if the `released` placements were given back, worked
         out without changing anything (a search's upper bound: quota/preemption.py)."""
-        per_pool: dict[int, tuple[_Pool, dict[int, int]]] = {}
+        per_pool: dict[_Pool, dict[int, int]] = {}  # slices back per GPU, per pool
         for node, gpu_slices in released:
             pool = self._pool_of.get(node)
             if pool is None:
                 continue
-            _, back = per_pool.setdefault(id(pool), (pool, {}))
+            back = per_pool.setdefault(pool, {})
             for idx, n in gpu_slices:
                 g = pool._gpu(node, idx)
                 if g is not None:
@@ -418,6 +418,5 @@ class FreeSlices:
             left = [k for k in sizes if k not in out]
             if not left:
                 break
-            back = per_pool.get(id(pool), (pool, {}))[1]
-            out.update(pool.fit_after(left, back))
+            out.update(pool.fit_after(left, per_pool.get(pool, {})))
         return out

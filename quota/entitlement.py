@@ -72,8 +72,12 @@ def _fill(capacity: float, names: list[str], ws: list[float], los: list[float], 
 
 def subtree_demand(tree: AccountTree, leaf_demand: Mapping[str, float]) -> dict[str, float]:
     """Each account's demand: its own (leaves) or its children's summed, capped by its cap."""
+    return _subtree_demand(_plan(tree), leaf_demand)
+
+
+def _subtree_demand(plan: _Plan, leaf_demand: Mapping[str, float]) -> dict[str, float]:
     demand: dict[str, float] = {}
-    for name, kids, cap in _plan(tree).bottom_up:
+    for name, kids, cap in plan.bottom_up:
         d = sum([demand[k] for k in kids]) if kids else float(leaf_demand.get(name, 0.0))
         demand[name] = d if cap is None or d <= cap else cap
     return demand
@@ -85,7 +89,7 @@ def entitlements(tree: AccountTree, capacity: float, leaf_demand: Mapping[str, f
     Accounts without demand are entitled to 0 and left out of the water-filling (their
     lo = hi = 0 would not move the water level); only inner accounts are split further."""
     plan = _plan(tree)
-    demand = subtree_demand(tree, leaf_demand)
+    demand = _subtree_demand(plan, leaf_demand)
     out = dict.fromkeys(tree.order, 0.0)
     kids_of = plan.kids
 

@@ -29,7 +29,7 @@ from quota.capacity import Capacity, FreeSlices
 from quota.entitlement import entitlements
 from quota.lazy import Lazy, resolved
 from quota.ordering import AccountState, key_for, static_limits
-from quota.preemption import reclaim
+from quota.preemption import age_key, reclaim
 from quota.snapshot import (
     FRAGMENTATION,
     INFEASIBLE,
@@ -120,7 +120,8 @@ class TreeCache:
 
 
 def decide(snap: Snapshot) -> Decision:
-    """The policy on one snapshot. Builds the cycle's state (O(pending + running)) and runs it."""
+    """The policy on one snapshot. Builds the cycle's state (the queues by seq and each
+    account's running jobs by age: O(n log n)) and runs it."""
     cfg = snap.config
     tree = snap.tree
     cache = TreeCache(tree, snap.capacity, cfg)
@@ -128,12 +129,14 @@ def decide(snap: Snapshot) -> Decision:
     # 1. account for what runs (on a node re-declared smaller under its jobs, a GPU may hold
     #    more than it has: it is full, never refused; jobs on unknown nodes hold no GPU here)
     free = FreeSlices(snap.capacity, ((job.node, job.gpu_slices) for job in snap.running))
-    ledger_running = []
+    running_of: dict[str, list[RunningJob]] = {}
     running_slices: dict[str, int] = {}
     for job in snap.running:
         if job.account in tree:
-            ledger_running.append(job)
+            running_of.setdefault(job.account, []).append(job)
             running_slices[job.account] = running_slices.get(job.account, 0) + job.slices
+    for jobs in running_of.values():
+        jobs.sort(key=age_key)  # youngest first: the order victims are considered in
 
     # 2. classify
     waiting: dict = {}
@@ -159,42 +162,36 @@ def decide(snap: Snapshot) -> Decision:
     by_seq = attrgetter("seq")
     for q in queues.values():
         q.sort(key=by_seq)  # stable: equal seqs keep the snapshot's order
-    active = {j.account for j in ledger_running} | set(queues)
-    return run_cycle(cache, cfg, snap.now, snap.usage, free, ledger_running, running_slices, queues,
+    active = running_of.keys() | queues.keys()
+    return run_cycle(cache, cfg, snap.now, snap.usage, free, running_of, running_slices, queues,
                      pending_slices, waiting, len(active), queues_kept=True)
 
 
 def run_cycle(cache: TreeCache, cfg: PolicyConfig, now: float, usage: Mapping[str, float] | None, free: FreeSlices,
-              ledger_running: Sequence[RunningJob], running_slices: Mapping[str, int],
+              running_of: Mapping[str, Sequence[RunningJob]], running_slices: Mapping[str, int],
               queues: Mapping[str, list[PendingRequest]], pending_slices: Mapping[str, int],
-              waiting: dict, n_active: int, *, by_age: Sequence[RunningJob] | None = None,
-              per_account: Mapping[str, Sequence[RunningJob]] | None = None,
-              pending_work: Mapping[str, float] | None = None, size_sets: Mapping[str, Collection[int]] | None = None,
+              waiting: dict, n_active: int, *, pending_work: Mapping[str, float] | None = None, size_sets: Mapping[str, Collection[int]] | None = None,
               factors: Mapping[str, float] | None = None, explain: bool = True,
-              queues_kept: bool = False, alloc: Mapping[str, int] | None = None,
-              demand: dict[str, float] | None = None) -> Decision:
+              queues_kept: bool = False, alloc: Mapping[str, int] | None = None) -> Decision:
     """Phases 3-6 on a cycle's state. Shared by `decide` and quota.state.PolicyState, so both
     paths run the same policy code.
 
     Inputs: `free` already holds the running jobs (it is updated with this decision's
-    preemptions and admissions); `queues` per leaf account, sorted by seq, non-empty, never
-    mutated; `waiting` holds the Infeasible requests (filled with the rest if `explain`).
-    `by_age` (running jobs, youngest first), `per_account` (the same, per account with
-    jobs), `pending_work` (finish-time ordering) and `size_sets` (the request sizes in each
-    queue) may be passed by a caller that keeps them
+    preemptions and admissions); `running_of` the running jobs of the tree's accounts, per
+    account that has any, youngest first (`quota.preemption.age_key`); `queues` per leaf
+    account, sorted by seq, non-empty, never mutated; `waiting` holds the Infeasible
+    requests (filled with the rest if `explain`). `pending_work` (finish-time ordering) and
+    `size_sets` (the request sizes in each queue) may be passed by a caller that keeps them
     between cycles, and `factors` (cache.factors(usage)) by one that computed them for the
     same usage already; otherwise they are computed here; `alloc` is `running_slices` rolled
-    up the tree (every account of it), by one that keeps it; `demand` (running + pending
-    slices per account that has either, as floats) likewise, as a dict of its own that it never
-    changes afterwards (the decision keeps it). `queues_kept`: the caller never
+    up the tree (every account of it), by one that keeps it. `queues_kept`: the caller never
     changes those lists in place afterwards (decide's are its own; PolicyState copies a
     list it lent before changing it), so the explanation keeps them without a copy."""
     tree = cache.tree
     total = cache.total
-    if demand is None:
-        demand = {a: float(n) for a, n in running_slices.items()}
-        for account, n in pending_slices.items():
-            demand[account] = demand.get(account, 0.0) + n
+    demand: dict[str, float] = {a: float(n) for a, n in running_slices.items()}
+    for account, n in pending_slices.items():
+        demand[account] = demand.get(account, 0.0) + n
 
     # 3. entitle (when first read: see 4)
     entitled = Lazy(lambda: entitlements(tree, total, demand))
@@ -252,9 +249,7 @@ def run_cycle(cache: TreeCache, cfg: PolicyConfig, now: float, usage: Mapping[st
             factors=factors,
             queues={name: s.queue for name, s in states.items()},
             admitted=admitted_ids,
-            running=ledger_running,
-            by_age=by_age,
-            per_account=per_account,
+            per_account=running_of,
             levels=cache.guarantees if cfg.reclaim == "guarantee" else None,
             size_sets=size_sets,
         )

@@ -64,14 +64,11 @@ def reclaim(
     factors: Mapping[str, float],
     queues: Mapping[str, Sequence[PendingRequest]],
     admitted: set,
-    running: Sequence[RunningJob],
-    by_age: Sequence[RunningJob] | None = None,
-    per_account: Mapping[str, Sequence[RunningJob]] | None = None,
+    per_account: Mapping[str, Sequence[RunningJob]],
     levels: Mapping[str, int] | None = None,
     size_sets: Mapping[str, Collection[int]] | None = None,
 ) -> tuple[list[Admission], list[Preemption]]:
-    """`by_age`: `running` sorted youngest first (-started_at, str(id)), if the caller keeps it;
-    `per_account`: the same grouped by account (accounts with jobs only), if it keeps that.
+    """`per_account`: the running jobs per account that has any, youngest first (`age_key`).
     `levels`: protected_levels(tree, cfg, entitled), if the caller keeps it (guarantee mode:
     it depends on the tree alone). `size_sets`: the request sizes in each queue; with them
     a preemptor's walk stops once every size it has is known to fail (below)."""
@@ -119,13 +116,6 @@ def reclaim(
                 if sizes is not None and _all_fail(sizes, dead, no_victims, p):
                     break
                 continue
-            if per_account is None:  # youngest first within each; built when first needed
-                if by_age is None:
-                    by_age = sorted(running, key=age_key)  # youngest first
-                grouped: dict[str, list[RunningJob]] = defaultdict(list)
-                for job in by_age:
-                    grouped[job.account].append(job)
-                per_account = grouped
             if reach is None:
                 wanted = set().union(*(size_sets[a] for a in preemptors)) if size_sets is not None else set()
                 reach = _Reach(per_account, gone, free, ledger, entitled, level, wanted)

@@ -25,8 +25,9 @@ Invariants:
 - `could_act()` is False only if no queued request both fits a free placement and fits
   every cap on its account's chain (so the admit passes cannot admit: within a pass
   capacity only shrinks and allocations only grow) and no account could reclaim (none
-  is below min(protected level, demand) with requests queued). Then the decision has no
-  admissions and no preemptions, and skipping the cycle changes nothing.
+  is below min(protected level, demand) with requests queued of a size its own cap still
+  allows). Then the decision has no admissions and no preemptions, and skipping the cycle
+  changes nothing.
 - `ties_by_id=True` orders equal seqs by request id (ids must be comparable), as
   `decide` does on a snapshot listed in id order (the live loop's); by default, by arrival.
 Pure like the rest of quota: no clock (`now` is passed in), no I/O.
@@ -81,17 +82,14 @@ class PolicyState:
         self.running_slices: dict[str, int] = {}
         self.alloc: dict[str, int] = dict.fromkeys(tree.order, 0)  # running slices rolled up the tree
         self.running_count: dict[str, int] = {}
-        self._age_keys: list[tuple[float, str]] = []  # youngest first, with _by_age in step
-        self._by_age: list[RunningJob] = []
-        self._age_keys_of: dict[str, list[tuple[float, str]]] = {}  # per account with jobs, in step with _jobs_of
-        self._jobs_of: dict[str, list[RunningJob]] = {}  # per account with jobs, youngest first
+        self._running_of: dict[str, list[RunningJob]] = {}  # per account with jobs, youngest first
+        self._age_keys_of: dict[str, list[tuple[float, str]]] = {}  # their age_keys, in step
         self.queues: dict[str, list[PendingRequest]] = {}  # per leaf, sorted by (seq, arrival or id)
         self._keys: dict[str, list[tuple[float, object]]] = {}
         self._key_of: dict[JobId, tuple[float, object]] = {}  # queued request -> its key (cancel bisects)
         self.ties_by_id = ties_by_id  # equal seqs in id order, as decide() on an id-ordered snapshot
         self._arrival = 0
         self.pending_slices: dict[str, int] = {}
-        self._demand: dict[str, float] = {}  # running + pending slices, per account with either
         self.sizes: Counter[int] = Counter()
         self._sizes_of: dict[str, Counter[int]] = {}
         self.infeasible: dict[JobId, Waiting] = {}
@@ -123,7 +121,6 @@ class PolicyState:
         keys.insert(i, key)
         self._queue(a).insert(i, req)
         self.pending_slices[a] = self.pending_slices.get(a, 0) + req.slices
-        self._add_demand(a, req.slices)
         self.sizes[req.slices] += 1
         self._sizes_of.setdefault(a, Counter())[req.slices] += 1
         self._dirty.add(a)
@@ -203,15 +200,13 @@ class PolicyState:
                 if a in self.queues:
                     self._work[a] = _pending_work(self.queues[a])
         self._dirty.clear()
-        running = self._by_age
         n_active = len(self.running_count.keys() | self.queues.keys())
         decision = run_cycle(
-            self.cache, self.config, now, usage, self.free, running, self.running_slices, self.queues,
+            self.cache, self.config, now, usage, self.free, self._running_of, self.running_slices, self.queues,
             self.pending_slices, dict(self.infeasible) if explain else {}, n_active,
-            by_age=running, per_account=self._jobs_of,
             pending_work=self._work, explain=explain,
             size_sets={a: c.keys() for a, c in self._sizes_of.items()}, factors=self._factors, queues_kept=True,
-            alloc=self.alloc, demand=dict(self._demand),
+            alloc=self.alloc,
         )
         if explain:  # decision.waiting keeps the queue lists themselves (copy-on-write, see _queue)
             self._lent = set(self.queues)
@@ -256,7 +251,6 @@ class PolicyState:
             key_of.pop(q[i].id, None)
             k = q[i].slices
             self.pending_slices[a] -= k
-            self._add_demand(a, -k)
             self.sizes[k] -= 1
             if not self.sizes[k]:
                 del self.sizes[k]
@@ -271,13 +265,6 @@ class PolicyState:
             self._lent.discard(a)
             self._work.pop(a, None)
 
-    def _add_demand(self, a: str, slices: int) -> None:
-        d = self._demand.get(a, 0.0) + slices  # whole numbers: exact in a float
-        if d:
-            self._demand[a] = d
-        else:
-            del self._demand[a]
-
     def _track(self, job: RunningJob, request: PendingRequest) -> None:
         if job.id in self.running:
             raise ValueError(f"job {job.id!r} is already running")
@@ -286,16 +273,12 @@ class PolicyState:
         a = job.account
         if a in self.tree:
             self.running_slices[a] = self.running_slices.get(a, 0) + job.slices
-            self._add_demand(a, job.slices)
             self.running_count[a] = self.running_count.get(a, 0) + 1
             for x in self.cache.chains[a]:
                 self.alloc[x] += job.slices
             k = age_key(job)
-            i = bisect_left(self._age_keys, k)
-            self._age_keys.insert(i, k)
-            self._by_age.insert(i, job)
             keys = self._age_keys_of.setdefault(a, [])
-            jobs = self._jobs_of.setdefault(a, [])
+            jobs = self._running_of.setdefault(a, [])
             i = bisect_left(keys, k)
             keys.insert(i, k)
             jobs.insert(i, job)
@@ -305,20 +288,16 @@ class PolicyState:
         a = job.account
         if a in self.tree:
             self.running_slices[a] -= job.slices
-            self._add_demand(a, -job.slices)
             self.running_count[a] -= 1
             for x in self.cache.chains[a]:
                 self.alloc[x] -= job.slices
             if not self.running_count[a]:
                 del self.running_count[a], self.running_slices[a]
-            k = age_key(job)
-            i = bisect_left(self._age_keys, k)
-            del self._age_keys[i], self._by_age[i]
-            keys, jobs = self._age_keys_of[a], self._jobs_of[a]
+            keys, jobs = self._age_keys_of[a], self._running_of[a]
             if len(keys) == 1:
-                del self._age_keys_of[a], self._jobs_of[a]
+                del self._age_keys_of[a], self._running_of[a]
             else:
-                i = bisect_left(keys, k)
+                i = bisect_left(keys, age_key(job))
                 del keys[i], jobs[i]
         return job
 
